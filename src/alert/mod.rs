@@ -1,0 +1,72 @@
+//! `send_alerts`: e-mail (SendGrid) and Slack messages when a condition over rows holds, after
+//! every run, or on failure.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::spec::product::one_or_many;
+
+/// Parameters of `send_alerts`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendAlerts {
+    #[serde(default, deserialize_with = "one_or_many", skip_serializing_if = "Vec::is_empty")]
+    pub recipient: Vec<String>,
+    #[serde(default, deserialize_with = "one_or_many", skip_serializing_if = "Vec::is_empty")]
+    pub cc: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// Subject template with `{product}`, `{run_id}`, `{count}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// SQL boolean over the input rows; fires when a row matches.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    /// Older form: column → limit, fires when a value is above its limit.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub thresholds: BTreeMap<String, f64>,
+    #[serde(default = "default_channels")]
+    pub channels: Vec<Channel>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slack_webhook: Option<String>,
+    /// Recipients told when the run fails.
+    #[serde(default, deserialize_with = "one_or_many", skip_serializing_if = "Vec::is_empty")]
+    pub on_failure: Vec<String>,
+    #[serde(default = "default_max_rows")]
+    pub max_rows: u32,
+}
+
+impl SendAlerts {
+    /// The condition as one SQL expression (`when`, else the thresholds), or none for a run summary.
+    pub fn condition(&self) -> Option<String> {
+        if let Some(when) = &self.when {
+            return Some(when.clone());
+        }
+        if self.thresholds.is_empty() {
+            return None;
+        }
+        let parts: Vec<String> = self
+            .thresholds
+            .iter()
+            .map(|(column, limit)| format!("\"{}\" > {limit}", column.replace('"', "\"\"")))
+            .collect();
+        Some(parts.join(" OR "))
+    }
+}
+
+/// Where an alert goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    Email,
+    Slack,
+}
+
+fn default_channels() -> Vec<Channel> {
+    vec![Channel::Email]
+}
+
+fn default_max_rows() -> u32 {
+    20
+}

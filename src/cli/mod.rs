@@ -1,0 +1,147 @@
+//! The command line: parse arguments, call the library, map results to exit codes.
+
+mod list;
+mod plan;
+mod validate;
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::target::Target;
+
+/// Exit codes, stable and documented in the README.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Success (alerts firing is not a failure).
+    Success = 0,
+    /// A task failed permanently, or `validate` found an invalid product.
+    Failure = 1,
+    /// Invalid configuration or usage.
+    Usage = 2,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> Self {
+        ExitCode::from(exit as u8)
+    }
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dpf",
+    version,
+    about = "Run declarative data products: extract → transform → store → alert"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check product files: schema and semantic checks, every problem with file:line:column.
+    Validate(validate::Args),
+    /// Show what `dpf run` would do: task graph, destinations, params, next run times.
+    Plan(plan::Args),
+    /// List the products with owner, schedule and next run.
+    List(list::Args),
+    /// Print the JSON Schema of product files.
+    Schema,
+}
+
+/// When to colour human output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum Color {
+    /// On a terminal, unless NO_COLOR is set.
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+impl Color {
+    /// Whether output written to stdout is coloured.
+    fn enabled(self) -> bool {
+        self.enabled_for(std::io::stdout().is_terminal())
+    }
+
+    /// Whether output written to stderr is coloured.
+    fn enabled_on_stderr(self) -> bool {
+        self.enabled_for(std::io::stderr().is_terminal())
+    }
+
+    fn enabled_for(self, terminal: bool) -> bool {
+        match self {
+            Color::Always => true,
+            Color::Never => false,
+            Color::Auto => terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        }
+    }
+}
+
+/// Where products are looked up by name, and on which target they would run.
+#[derive(Debug, clap::Args)]
+struct ProductsArgs {
+    /// Folder of product files.
+    #[arg(long, value_name = "DIR", default_value = "products")]
+    products: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+struct TargetArgs {
+    /// Where stores and alerts write.
+    #[arg(long, env = "DPF_TARGET", value_enum, default_value_t = Target::Local)]
+    target: Target,
+    /// Data dir of the local target [env: DPF_DATA_DIR] [default: .dpf]
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return if error.use_stderr() {
+                Exit::Usage.into()
+            } else {
+                Exit::Success.into()
+            };
+        }
+    };
+    let result = match cli.command {
+        Command::Validate(args) => validate::run(args),
+        Command::Plan(args) => plan::run(args),
+        Command::List(args) => list::run(args),
+        Command::Schema => print(crate::validate::schema::SCHEMA).map(|()| Exit::Success),
+    };
+    match result {
+        Ok(exit) => exit.into(),
+        Err(error) => {
+            report_error(&error);
+            Exit::Usage.into()
+        }
+    }
+}
+
+/// Prints an error once with its chain of causes.
+fn report_error(error: &anyhow::Error) {
+    let mut stderr = std::io::stderr().lock();
+    let _ = writeln!(stderr, "error: {error}");
+    for cause in error.chain().skip(1) {
+        let _ = writeln!(stderr, "  caused by: {cause}");
+    }
+}
+
+/// Writes command output to stdout; a closed pipe (`dpf list | head`) is not an error.
+fn print(text: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => Err(error.into()),
+        _ => Ok(()),
+    }
+}

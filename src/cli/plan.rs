@@ -1,0 +1,116 @@
+//! `dpf plan PRODUCT`
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+
+use crate::diagnostic::render::{self, Summary};
+use crate::diagnostic::{FileDiagnostics, Severity, closest};
+use crate::plan::{self, Context};
+use crate::validate::{Checked, check_paths};
+
+use super::{Exit, ProductsArgs, TargetArgs, print};
+
+/// Output format of `plan` and `list`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A product name (looked up in --products) or a product file.
+    product: String,
+    #[command(flatten)]
+    products: ProductsArgs,
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Output format; the JSON form is stable (see the README).
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// The time the next runs are counted from (RFC 3339), instead of now.
+    #[arg(long, hide = true)]
+    now: Option<DateTime<Utc>>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<Exit> {
+    let checked = find(&args.product, &args.products.products)?;
+    let Some(product) = &checked.product else {
+        return Ok(invalid(&checked));
+    };
+    let data_dir = crate::target::data_dir(args.target.data_dir.as_deref());
+    let context = Context {
+        file: checked.source.path(),
+        target: args.target.target,
+        data_dir: &data_dir,
+        now: args.now.unwrap_or_else(Utc::now),
+    };
+    let plan = plan::build(product, &context);
+    let output = match args.format {
+        Format::Text => plan::render_text(&plan),
+        Format::Json => serde_json::to_string_pretty(&plan)? + "\n",
+    };
+    print(&output)?;
+    Ok(Exit::Success)
+}
+
+/// A product that does not validate: its diagnostics go to stderr, and the exit says "invalid
+/// configuration".
+pub fn invalid(checked: &Checked) -> Exit {
+    let summary = Summary {
+        files: 1,
+        invalid: 1,
+        errors: checked.count(Severity::Error),
+        warnings: checked.count(Severity::Warning),
+    };
+    let files = [FileDiagnostics {
+        source: &checked.source,
+        diagnostics: &checked.diagnostics,
+    }];
+    let color = super::Color::Auto.enabled_on_stderr();
+    eprint!("{}", render::human(&files, summary, color));
+    Exit::Usage
+}
+
+/// Finds a product by file path or by name in `products`.
+pub fn find(product: &str, products: &Path) -> anyhow::Result<Checked> {
+    let as_path = Path::new(product);
+    let looks_like_path = product.ends_with(".yaml") || product.ends_with(".yml") || product.contains('/');
+    if looks_like_path || as_path.is_file() {
+        let mut checked = check_paths(&[as_path.to_path_buf()])?;
+        return checked
+            .pop()
+            .with_context(|| format!("`{product}` is not a product file"));
+    }
+    // The usual layout, `products/NAME.yaml`, avoids reading every file.
+    for extension in ["yaml", "yml"] {
+        let candidate: PathBuf = products.join(format!("{product}.{extension}"));
+        if candidate.is_file() {
+            let mut checked = check_paths(&[candidate])?;
+            if let Some(found) = checked
+                .pop()
+                .filter(|c| c.name.as_ref().is_some_and(|(n, _)| n == product))
+            {
+                return Ok(found);
+            }
+        }
+    }
+    let all = check_paths(&[products.to_path_buf()]).with_context(|| format!("cannot look up product `{product}`"))?;
+    let names: Vec<String> = all
+        .iter()
+        .filter_map(|c| c.name.as_ref().map(|(n, _)| n.clone()))
+        .collect();
+    if let Some(found) = all
+        .into_iter()
+        .find(|c| c.name.as_ref().is_some_and(|(n, _)| n == product))
+    {
+        return Ok(found);
+    }
+    let mut message = format!("no product named `{product}` in {}", products.display());
+    if let Some(best) = closest(product, names.iter().map(String::as_str)) {
+        message.push_str(&format!("; did you mean `{best}`?"));
+    }
+    anyhow::bail!(message)
+}

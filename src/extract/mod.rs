@@ -1,0 +1,7 @@
+//! Extract functions: tasks that pull rows from outside.
+
+pub mod http;
+pub mod weather;
+
+pub use http::ExtractHttp;
+pub use weather::ExtractWeather;

@@ -1,0 +1,257 @@
+//! From a product to an execution plan: pure, printable, no side effects.
+
+pub mod graph;
+pub mod schedule;
+mod text;
+
+use std::path::Path;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::alert::Channel;
+use crate::spec::reference::{Reference, references};
+use crate::spec::{Call, Function, Product, Role};
+use crate::target::{self, Target};
+use graph::{Edge, Graph, Node};
+
+pub use text::render as render_text;
+
+/// What `dpf run` would do, in order. The JSON form of this struct is stable (`version` 1).
+#[derive(Debug, Serialize)]
+pub struct Plan {
+    pub version: u32,
+    pub product: String,
+    pub description: Option<String>,
+    pub owner: Option<String>,
+    pub file: String,
+    pub target: Target,
+    /// The local target's data dir; absent for gcp.
+    pub data_dir: Option<String>,
+    pub schedule: Option<Schedule>,
+    pub start_date: Option<String>,
+    /// Task ids by stage: a stage starts when the one before it is done; its tasks run concurrently.
+    pub stages: Vec<Vec<String>>,
+    pub steps: Vec<Step>,
+}
+
+/// The schedule, in words and as its next run times.
+#[derive(Debug, Serialize)]
+pub struct Schedule {
+    pub cron: String,
+    pub timezone: String,
+    pub description: String,
+    /// The next 5 run times, UTC, RFC 3339.
+    pub next_runs: Vec<String>,
+}
+
+/// One task as it will run.
+#[derive(Debug, Serialize)]
+pub struct Step {
+    pub id: String,
+    pub function: Function,
+    pub role: Role,
+    /// 1-based stage number.
+    pub stage: usize,
+    pub description: Option<String>,
+    /// Tasks whose output this task reads.
+    pub reads: Vec<String>,
+    /// Tasks this task waits for without reading them (`depends_on`, alerts after stores).
+    pub after: Vec<String>,
+    /// Where an extract reads from (references shown as written).
+    pub source: Option<String>,
+    /// Where a store or alert writes, fully qualified for the target.
+    pub destination: Option<String>,
+    pub retries: u32,
+    pub retry_delay_minutes: f64,
+    pub timeout_minutes: Option<f64>,
+    /// The params with defaults filled in; `${...}` references are shown, never resolved.
+    pub params: Value,
+    /// The references this step resolves at run time, e.g. `secret:SALES_API_TOKEN`.
+    pub references: Vec<String>,
+}
+
+/// The facts `build` needs besides the product.
+pub struct Context<'a> {
+    pub file: &'a Path,
+    pub target: Target,
+    pub data_dir: &'a Path,
+    pub now: DateTime<Utc>,
+}
+
+/// Builds the plan of a valid product.
+pub fn build(product: &Product, context: &Context<'_>) -> Plan {
+    let nodes: Vec<Node> = product
+        .tasks
+        .iter()
+        .map(|task| Node {
+            id: task.id.clone(),
+            function: Some(task.call.function()),
+            input: task.input.clone(),
+            depends_on: task.depends_on.clone(),
+            sql_tables: match &task.call {
+                Call::TransformSql(transform) => crate::transform::sql::parse_query(&transform.query)
+                    .map(|statements| {
+                        crate::transform::sql::tables(&statements)
+                            .into_iter()
+                            .map(|t| t.name)
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                _ => Vec::new(),
+            },
+        })
+        .collect();
+    let (graph, _) = Graph::build(&nodes);
+    let stages = graph.stages().unwrap_or_else(|| vec![(0..nodes.len()).collect()]);
+    let stage_of = |task: usize| {
+        stages
+            .iter()
+            .position(|stage| stage.contains(&task))
+            .map_or(1, |s| s + 1)
+    };
+
+    let steps = product
+        .tasks
+        .iter()
+        .enumerate()
+        .map(|(i, task)| {
+            let ids = |edge: fn(Edge) -> bool| -> Vec<String> {
+                graph.upstream[i]
+                    .iter()
+                    .filter(|(_, e)| edge(*e))
+                    .map(|&(up, _)| nodes[up].id.clone())
+                    .collect()
+            };
+            let params = serde_json::to_value(&task.call).unwrap_or(Value::Null);
+            let mut found = Vec::new();
+            collect_references(&params, &mut found);
+            Step {
+                id: task.id.clone(),
+                function: task.call.function(),
+                role: task.call.function().role(),
+                stage: stage_of(i),
+                description: task.description.clone(),
+                reads: ids(|e| e == Edge::Input),
+                after: ids(|e| e != Edge::Input),
+                source: source(&task.call),
+                destination: destination(&task.call, context),
+                retries: task.retries.unwrap_or(product.retries),
+                retry_delay_minutes: task.retry_delay_minutes.unwrap_or(product.retry_delay_minutes),
+                timeout_minutes: task.timeout_minutes,
+                params,
+                references: found,
+            }
+        })
+        .collect();
+
+    Plan {
+        version: 1,
+        product: product.name.clone(),
+        description: product.description.clone(),
+        owner: product.owner.clone(),
+        file: context.file.display().to_string(),
+        target: context.target,
+        data_dir: (context.target == Target::Local).then(|| context.data_dir.display().to_string()),
+        schedule: product
+            .schedule
+            .as_deref()
+            .and_then(|cron| plan_schedule(cron, &product.timezone, context.now)),
+        start_date: product.start_date.clone(),
+        stages: stages
+            .iter()
+            .map(|stage| stage.iter().map(|&t| nodes[t].id.clone()).collect())
+            .collect(),
+        steps,
+    }
+}
+
+fn plan_schedule(cron: &str, timezone: &str, now: DateTime<Utc>) -> Option<Schedule> {
+    let parsed = schedule::parse(cron).ok()?;
+    let tz: chrono_tz::Tz = timezone.parse().ok()?;
+    Some(Schedule {
+        cron: cron.to_owned(),
+        timezone: timezone.to_owned(),
+        description: schedule::describe(&parsed),
+        next_runs: schedule::next_runs(&parsed, tz, now, 5)
+            .iter()
+            .map(|time| time.to_rfc3339_opts(SecondsFormat::Secs, true))
+            .collect(),
+    })
+}
+
+fn source(call: &Call) -> Option<String> {
+    match call {
+        Call::ExtractHttp(http) => Some(format!("{} {}", http.method.as_str(), http.url)),
+        Call::ExtractWeather(weather) => Some(format!(
+            "GET {}?latitude={}&longitude={}&hourly={}",
+            weather.api_url,
+            weather.latitude,
+            weather.longitude,
+            weather.metrics.join(",")
+        )),
+        _ => None,
+    }
+}
+
+fn destination(call: &Call, context: &Context<'_>) -> Option<String> {
+    let data_dir = context.data_dir.display();
+    let gcp_project = |explicit: Option<&str>| {
+        target::gcp_project(explicit).unwrap_or_else(|| "<project from credentials>".to_owned())
+    };
+    Some(match (call, context.target) {
+        (Call::StoreToBigquery(bq), Target::Local) => format!("{data_dir}/warehouse/{}/{}/", bq.dataset, bq.table),
+        (Call::StoreToBigquery(bq), Target::Gcp) => {
+            format!(
+                "bigquery:{}.{}.{}",
+                gcp_project(bq.project.as_deref()),
+                bq.dataset,
+                bq.table
+            )
+        }
+        (Call::StoreToFirestore(fs), Target::Local) => {
+            format!("{data_dir}/firestore.db (collection {})", fs.collection)
+        }
+        (Call::StoreToFirestore(fs), Target::Gcp) => format!(
+            "firestore:projects/{}/databases/(default)/documents/{}",
+            gcp_project(fs.project.as_deref()),
+            fs.collection
+        ),
+        (Call::SendAlerts(alert), target) => {
+            let mut parts = Vec::new();
+            for channel in &alert.channels {
+                parts.push(match (channel, target) {
+                    (Channel::Email, Target::Local) => {
+                        format!("{data_dir}/outbox/ (e-mail to {})", alert.recipient.join(", "))
+                    }
+                    (Channel::Email, Target::Gcp) => format!("sendgrid:{}", alert.recipient.join(",")),
+                    (Channel::Slack, Target::Local) => format!("{data_dir}/outbox/ (Slack message)"),
+                    (Channel::Slack, Target::Gcp) => "slack:webhook".to_owned(),
+                });
+            }
+            parts.join("; ")
+        }
+        _ => return None,
+    })
+}
+
+fn collect_references(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::String(text) => {
+            for (_, reference) in references(text).unwrap_or_default() {
+                let shown = match reference {
+                    Reference::Env(name) => format!("env:{name}"),
+                    Reference::Secret(name) => format!("secret:{name}"),
+                    Reference::File(path) => format!("file:{path}"),
+                };
+                if !out.contains(&shown) {
+                    out.push(shown);
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|item| collect_references(item, out)),
+        Value::Object(map) => map.values().for_each(|item| collect_references(item, out)),
+        _ => {}
+    }
+}

@@ -1,0 +1,76 @@
+//! Schedules: 5-field cron expressions, in words, and their next run times.
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use croner::Cron;
+use croner::parser::{CronParser, Seconds, Year};
+
+/// Parses a 5-field cron expression or an `@daily`-style nickname.
+pub fn parse(expression: &str) -> Result<Cron, String> {
+    CronParser::builder()
+        .seconds(Seconds::Disallowed)
+        .year(Year::Disallowed)
+        .build()
+        .parse(expression)
+        .map_err(|error| error.to_string())
+}
+
+/// The schedule in words, e.g. "At minute 0 past every 6th hour".
+pub fn describe(cron: &Cron) -> String {
+    cron.describe()
+}
+
+/// The next `count` run times after `after`, evaluated in `timezone`, returned in UTC.
+pub fn next_runs(cron: &Cron, timezone: Tz, after: DateTime<Utc>, count: usize) -> Vec<DateTime<Utc>> {
+    cron.iter_after(after.with_timezone(&timezone))
+        .take(count)
+        .map(|time| time.with_timezone(&Utc))
+        .collect()
+}
+
+/// Parses `start_date`: a date or an ISO 8601 date-time (UTC when no offset is given).
+pub fn parse_start_date(text: &str) -> Option<DateTime<Utc>> {
+    if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Some(Utc.from_utc_datetime(&date.and_hms_opt(0, 0, 0)?));
+    }
+    if let Ok(time) = DateTime::parse_from_rfc3339(text) {
+        return Some(time.with_timezone(&Utc));
+    }
+    let normalized = text.replace(' ', "T");
+    ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"]
+        .iter()
+        .find_map(|format| NaiveDateTime::parse_from_str(&normalized, format).ok())
+        .map(|time| Utc.from_utc_datetime(&time))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_five_fields_and_nicknames_only() {
+        assert!(parse("0 */6 * * *").is_ok());
+        assert!(parse("@daily").is_ok());
+        assert!(parse("0 0 */6 * * *").is_err());
+        assert!(parse("61 * * * *").is_err());
+        assert!(parse("every day").is_err());
+    }
+
+    #[test]
+    fn next_runs_honour_the_time_zone() {
+        let cron = parse("0 2 * * *").unwrap();
+        let after = Utc.with_ymd_and_hms(2025, 1, 1, 12, 0, 0).unwrap();
+        let utc = next_runs(&cron, Tz::UTC, after, 2);
+        assert_eq!(utc[0].to_rfc3339(), "2025-01-02T02:00:00+00:00");
+        let berlin = next_runs(&cron, chrono_tz::Europe::Berlin, after, 1);
+        assert_eq!(berlin[0].to_rfc3339(), "2025-01-02T01:00:00+00:00");
+    }
+
+    #[test]
+    fn start_dates() {
+        assert!(parse_start_date("2025-01-01").is_some());
+        assert!(parse_start_date("2025-01-01T06:00:00Z").is_some());
+        assert!(parse_start_date("2025-01-01 06:00").is_some());
+        assert!(parse_start_date("2025-02-30").is_none());
+    }
+}

@@ -1,0 +1,112 @@
+//! The human-readable form of a plan.
+
+use std::fmt::Write;
+
+use serde_json::Value;
+
+use super::{Plan, Step};
+
+/// Renders a plan for people: header, schedule, then the steps stage by stage.
+pub fn render(plan: &Plan) -> String {
+    let mut out = String::new();
+    let _ = write!(out, "{}", plan.product);
+    if let Some(description) = &plan.description {
+        let _ = write!(out, " — {description}");
+    }
+    out.push('\n');
+    let mut field = |name: &str, value: &str| {
+        let _ = writeln!(out, "  {name:<10} {value}");
+    };
+    field("file", &plan.file);
+    if let Some(owner) = &plan.owner {
+        field("owner", owner);
+    }
+    let target = match &plan.data_dir {
+        Some(dir) => format!("local (data dir {dir})"),
+        None => "gcp".to_owned(),
+    };
+    field("target", &target);
+    match &plan.schedule {
+        Some(schedule) => {
+            field(
+                "schedule",
+                &format!("{} ({}): {}", schedule.cron, schedule.timezone, schedule.description),
+            );
+            let runs: Vec<String> = schedule
+                .next_runs
+                .iter()
+                .map(|t| t.replace('T', " ").replace('Z', " UTC"))
+                .collect();
+            for (i, run) in runs.iter().enumerate() {
+                field(if i == 0 { "next runs" } else { "" }, run);
+            }
+        }
+        None => field("schedule", "none (runs only when invoked)"),
+    }
+    if let Some(start) = &plan.start_date {
+        field("start", start);
+    }
+
+    for (number, stage) in plan.stages.iter().enumerate() {
+        let together = if stage.len() > 1 {
+            format!(" — {} tasks run concurrently", stage.len())
+        } else {
+            String::new()
+        };
+        let _ = writeln!(out, "\nstage {}{together}", number + 1);
+        for id in stage {
+            if let Some(step) = plan.steps.iter().find(|s| &s.id == id) {
+                step_text(&mut out, step);
+            }
+        }
+    }
+    out
+}
+
+fn step_text(out: &mut String, step: &Step) {
+    let function = serde_json::to_value(step.function).ok();
+    let function = function.as_ref().and_then(Value::as_str).unwrap_or_default();
+    let _ = writeln!(out, "  {} ({function})", step.id);
+    let mut field = |name: &str, value: &str| {
+        let _ = writeln!(out, "      {name:<12} {value}");
+    };
+    if let Some(description) = &step.description {
+        field("does", description);
+    }
+    if !step.reads.is_empty() {
+        field("reads", &step.reads.join(", "));
+    }
+    if !step.after.is_empty() {
+        field("after", &step.after.join(", "));
+    }
+    if let Some(source) = &step.source {
+        field("from", source);
+    }
+    if let Some(destination) = &step.destination {
+        field("writes", destination);
+    }
+    let retries = match step.retries {
+        0 => "none".to_owned(),
+        n => format!("{n}, back-off from {} min, exponential", step.retry_delay_minutes),
+    };
+    field("retries", &retries);
+    if let Some(timeout) = step.timeout_minutes {
+        field("timeout", &format!("{timeout} min"));
+    }
+    if !step.references.is_empty() {
+        field("resolves", &step.references.join(", "));
+    }
+    if let Value::Object(params) = &step.params {
+        for (i, (key, value)) in params.iter().enumerate() {
+            let shown = match value {
+                Value::String(text) if text.contains('\n') => {
+                    let indent = format!("\n{:<21}", "");
+                    format!("{key}: |{indent}{}", text.trim_end().replace('\n', &indent))
+                }
+                Value::String(text) => format!("{key}: {text}"),
+                other => format!("{key}: {other}"),
+            };
+            field(if i == 0 { "params" } else { "" }, &shown);
+        }
+    }
+}

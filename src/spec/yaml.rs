@@ -1,0 +1,502 @@
+//! YAML → JSON with the span of every node, so that any problem found in the JSON (by the schema or
+//! by the semantic checks) points back at the exact YAML node, keyed by JSON pointer.
+
+use std::collections::HashMap;
+
+use saphyr_parser::{Event, Parser, ScalarStyle, ScanError, Span as YamlSpan, Tag};
+use serde_json::{Map, Number, Value};
+
+use super::{SourceFile, Span};
+use crate::diagnostic::{Code, Diagnostic};
+
+/// Deeper nesting than this is refused: no product needs it, and it bounds recursion.
+const MAX_DEPTH: usize = 64;
+
+/// How a scalar was written, which decides how positions inside it map to the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    Plain,
+    SingleQuoted,
+    DoubleQuoted,
+    Literal,
+    Folded,
+    Collection,
+}
+
+/// Where one node sits in the file.
+#[derive(Debug, Clone)]
+pub struct NodeSpan {
+    /// The key that introduces the node, when it is a mapping value.
+    pub key: Option<Span>,
+    pub value: Span,
+    pub style: Style,
+}
+
+/// The spans of every node of a document, by JSON pointer (`/tasks/0/params/query`).
+#[derive(Debug, Default)]
+pub struct SpanMap(HashMap<String, NodeSpan>);
+
+impl SpanMap {
+    /// The node at `pointer`, or its nearest ancestor that has a span.
+    pub fn node(&self, pointer: &str) -> Option<&NodeSpan> {
+        let mut pointer = pointer;
+        loop {
+            if let Some(node) = self.0.get(pointer) {
+                return Some(node);
+            }
+            let (parent, _) = pointer.rsplit_once('/')?;
+            pointer = parent;
+        }
+    }
+
+    /// The span of the value at `pointer` (or its nearest ancestor; the file start if none).
+    pub fn value(&self, pointer: &str) -> Span {
+        self.node(pointer).map_or(0..0, |node| node.value.clone())
+    }
+
+    /// The span of the key introducing `pointer`, else of its value.
+    pub fn key(&self, pointer: &str) -> Span {
+        self.node(pointer)
+            .map_or(0..0, |node| node.key.clone().unwrap_or(node.value.clone()))
+    }
+
+    /// The exact node at `pointer`, without falling back to an ancestor.
+    pub fn exact(&self, pointer: &str) -> Option<&NodeSpan> {
+        self.0.get(pointer)
+    }
+}
+
+/// Appends one reference token to a JSON pointer.
+pub fn pointer_push(pointer: &str, token: &str) -> String {
+    let escaped = token.replace('~', "~0").replace('/', "~1");
+    format!("{pointer}/{escaped}")
+}
+
+/// The byte offset in the file of the 1-based `line` and `column` inside a scalar's `content`,
+/// so that an error inside a value (a SQL syntax error, a bad reference) points at the exact
+/// character in the file. Exact for literal blocks and single-line scalars; folded and
+/// multi-line scalars are mapped by walking their lines.
+pub fn content_offset(source: &SourceFile, node: &NodeSpan, content: &str, line: usize, column: usize) -> usize {
+    let start = source.line_column(node.value.start);
+    let offset = match node.style {
+        Style::Literal => source.offset(start.line + line.max(1) - 1, start.column - 1 + column.max(1) - 1),
+        _ => {
+            let quote = usize::from(matches!(node.style, Style::SingleQuoted | Style::DoubleQuoted));
+            let mut remaining: usize = content
+                .split('\n')
+                .take(line.max(1) - 1)
+                .map(|l| l.chars().count() + 1)
+                .sum::<usize>()
+                + column.max(1)
+                - 1;
+            let mut file_line = start.line;
+            let mut begin = start.column - 1 + quote;
+            loop {
+                let text = source.line_text(file_line);
+                let length = text.chars().count().saturating_sub(begin);
+                if remaining <= length || file_line >= source.line_count() {
+                    break source.offset(file_line, begin + remaining);
+                }
+                remaining -= length + 1;
+                file_line += 1;
+                begin = source.line_text(file_line).chars().take_while(|c| *c == ' ').count();
+            }
+        }
+    };
+    offset.clamp(node.value.start, node.value.end.max(node.value.start))
+}
+
+/// A loaded YAML document as JSON plus the spans of its nodes.
+#[derive(Debug)]
+pub struct Document {
+    pub value: Value,
+    pub spans: SpanMap,
+}
+
+/// Loads the single YAML document of a product file. Returns the document (unless the YAML cannot
+/// be read at all) and the problems found while loading.
+pub fn load(source: &SourceFile) -> (Option<Document>, Vec<Diagnostic>) {
+    let mut loader = Loader {
+        source,
+        events: Parser::new_from_str(source.text()),
+        spans: SpanMap::default(),
+        anchors: HashMap::new(),
+        diagnostics: Vec::new(),
+    };
+    match loader.stream() {
+        Ok(value) => {
+            let document = Document {
+                value,
+                spans: loader.spans,
+            };
+            (Some(document), loader.diagnostics)
+        }
+        Err(diagnostic) => {
+            loader.diagnostics.push(diagnostic);
+            (None, loader.diagnostics)
+        }
+    }
+}
+
+struct Loader<'s> {
+    source: &'s SourceFile,
+    events: Parser<'s, saphyr_parser::StrInput<'s>>,
+    spans: SpanMap,
+    anchors: HashMap<usize, Value>,
+    diagnostics: Vec<Diagnostic>,
+}
+
+/// A loading step; its error ends loading (at most one per file, so its size does not matter).
+type Step<T> = Result<T, Diagnostic>;
+
+#[allow(clippy::result_large_err)]
+impl<'s> Loader<'s> {
+    fn next(&mut self) -> Step<(Event<'s>, Span)> {
+        match self.events.next_event() {
+            Some(Ok((event, span))) => Ok((event, self.span(span))),
+            Some(Err(error)) => Err(self.syntax_error(&error)),
+            None => Err(Diagnostic::new(
+                Code::YamlSyntax,
+                self.source.text().len()..self.source.text().len(),
+                "unexpected end of the YAML stream",
+            )),
+        }
+    }
+
+    fn span(&self, span: YamlSpan) -> Span {
+        let start = self.source.offset(span.start.line(), span.start.col());
+        let end = self.source.offset(span.end.line(), span.end.col()).max(start);
+        start..end
+    }
+
+    fn syntax_error(&self, error: &ScanError) -> Diagnostic {
+        let marker = error.marker();
+        let at = self.source.offset(marker.line(), marker.col());
+        let end = self.source.text()[at..]
+            .chars()
+            .next()
+            .map_or(at, |c| at + c.len_utf8());
+        Diagnostic::new(Code::YamlSyntax, at..end, format!("invalid YAML: {}", error.info())).label("here")
+    }
+
+    fn stream(&mut self) -> Step<Value> {
+        let mut value = Value::Null;
+        let mut documents = 0;
+        loop {
+            let (event, span) = self.next()?;
+            match event {
+                Event::StreamStart | Event::DocumentEnd | Event::Nothing => {}
+                Event::StreamEnd => break,
+                Event::DocumentStart(_) => {
+                    documents += 1;
+                    let (event, node_span) = self.next()?;
+                    if documents == 1 {
+                        value = self.node(event, node_span, String::new(), None, 0)?;
+                    } else {
+                        let start = span.start.min(node_span.start);
+                        self.diagnostics.push(
+                            Diagnostic::new(
+                                Code::UnsupportedYaml,
+                                start..node_span.start.max(span.end),
+                                "a product file holds one YAML document; this one has several",
+                            )
+                            .label("a second document starts here")
+                            .help("put each product in its own file"),
+                        );
+                        return Ok(value);
+                    }
+                }
+                _ => {
+                    // Content outside a document cannot happen with a conforming parser.
+                    return Err(Diagnostic::new(Code::YamlSyntax, span, "unexpected YAML content"));
+                }
+            }
+        }
+        Ok(value)
+    }
+
+    fn node(&mut self, event: Event<'s>, span: Span, pointer: String, key: Option<Span>, depth: usize) -> Step<Value> {
+        if depth > MAX_DEPTH {
+            return Err(Diagnostic::new(
+                Code::UnsupportedYaml,
+                span,
+                format!("the YAML is nested more than {MAX_DEPTH} levels deep"),
+            ));
+        }
+        let (value, style, span) = match event {
+            Event::Scalar(text, style, anchor, tag) => {
+                let value = self.scalar(&text, style, tag.as_deref(), &span)?;
+                self.remember(anchor, &value);
+                (value, scalar_style(style), span)
+            }
+            Event::SequenceStart(anchor, _) => {
+                let mut items = Vec::new();
+                let end = loop {
+                    let (event, item_span) = self.next()?;
+                    if let Event::SequenceEnd = event {
+                        break item_span.end;
+                    }
+                    let item_pointer = pointer_push(&pointer, &items.len().to_string());
+                    items.push(self.node(event, item_span, item_pointer, None, depth + 1)?);
+                };
+                let value = Value::Array(items);
+                self.remember(anchor, &value);
+                (value, Style::Collection, span.start..end.max(span.end))
+            }
+            Event::MappingStart(anchor, _) => {
+                let (map, end) = self.mapping(&pointer, depth)?;
+                let value = Value::Object(map);
+                self.remember(anchor, &value);
+                (value, Style::Collection, span.start..end.max(span.end))
+            }
+            Event::Alias(anchor) => {
+                let value = self.anchors.get(&anchor).cloned().unwrap_or(Value::Null);
+                (value, Style::Collection, span)
+            }
+            _ => {
+                return Err(Diagnostic::new(Code::YamlSyntax, span, "unexpected YAML content"));
+            }
+        };
+        self.spans.0.insert(
+            pointer,
+            NodeSpan {
+                key,
+                value: span,
+                style,
+            },
+        );
+        Ok(value)
+    }
+
+    /// Reads the entries of a mapping up to its end; returns them and the end offset.
+    fn mapping(&mut self, pointer: &str, depth: usize) -> Step<(Map<String, Value>, usize)> {
+        let mut map = Map::new();
+        let mut key_spans: HashMap<String, Span> = HashMap::new();
+        loop {
+            let (event, key_span) = self.next()?;
+            let key = match event {
+                Event::MappingEnd => return Ok((map, key_span.end)),
+                Event::Scalar(text, ..) => text.into_owned(),
+                other => {
+                    let kind = match other {
+                        Event::SequenceStart(..) => "a list",
+                        Event::MappingStart(..) => "a mapping",
+                        _ => "an alias",
+                    };
+                    return Err(Diagnostic::new(
+                        Code::UnsupportedYaml,
+                        key_span,
+                        format!("a key must be a plain value, not {kind}"),
+                    ));
+                }
+            };
+            let value_pointer = pointer_push(pointer, &key);
+            let (event, value_span) = self.next()?;
+            let value = self.node(event, value_span, value_pointer, Some(key_span.clone()), depth + 1)?;
+            if let Some(first) = key_spans.get(&key) {
+                self.diagnostics.push(
+                    Diagnostic::new(Code::DuplicateKey, key_span.clone(), format!("duplicate key `{key}`"))
+                        .label("repeated here")
+                        .related(first.clone(), "first defined here")
+                        .help("YAML keeps only the last value; remove one of them"),
+                );
+            }
+            key_spans.insert(key.clone(), key_span);
+            map.insert(key, value);
+        }
+    }
+
+    fn remember(&mut self, anchor: usize, value: &Value) {
+        if anchor > 0 {
+            self.anchors.insert(anchor, value.clone());
+        }
+    }
+
+    /// Resolves a scalar with the YAML 1.2 core schema (quoted scalars are always strings).
+    fn scalar(&mut self, text: &str, style: ScalarStyle, tag: Option<&Tag>, span: &Span) -> Step<Value> {
+        let tag = tag
+            .filter(|tag| tag.is_yaml_core_schema())
+            .map(|tag| tag.suffix.as_str());
+        if style != ScalarStyle::Plain || tag == Some("str") {
+            return Ok(Value::String(text.to_owned()));
+        }
+        match resolve_plain(text) {
+            Plain::Value(value) => Ok(value),
+            Plain::NonFinite => Err(Diagnostic::new(
+                Code::UnsupportedYaml,
+                span.clone(),
+                format!("`{text}` is not a finite number"),
+            )
+            .help("quote it if you mean the text")),
+        }
+    }
+}
+
+fn scalar_style(style: ScalarStyle) -> Style {
+    match style {
+        ScalarStyle::Plain => Style::Plain,
+        ScalarStyle::SingleQuoted => Style::SingleQuoted,
+        ScalarStyle::DoubleQuoted => Style::DoubleQuoted,
+        ScalarStyle::Literal => Style::Literal,
+        ScalarStyle::Folded => Style::Folded,
+    }
+}
+
+enum Plain {
+    Value(Value),
+    NonFinite,
+}
+
+/// The YAML 1.2 core schema for plain scalars: null, booleans, integers, floats, else a string.
+fn resolve_plain(text: &str) -> Plain {
+    let value = match text {
+        "" | "~" | "null" | "Null" | "NULL" => Value::Null,
+        "true" | "True" | "TRUE" => Value::Bool(true),
+        "false" | "False" | "FALSE" => Value::Bool(false),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" | "-.inf" | "-.Inf" | "-.INF" | ".nan" | ".NaN"
+        | ".NAN" => return Plain::NonFinite,
+        _ => {
+            if let Some(number) = integer(text) {
+                Value::Number(number)
+            } else if is_float(text) {
+                match text.parse::<f64>().ok().and_then(Number::from_f64) {
+                    Some(number) => Value::Number(number),
+                    None => return Plain::NonFinite,
+                }
+            } else {
+                Value::String(text.to_owned())
+            }
+        }
+    };
+    Plain::Value(value)
+}
+
+fn integer(text: &str) -> Option<Number> {
+    if let Some(hex) = text.strip_prefix("0x") {
+        return i64::from_str_radix(hex, 16).ok().map(Number::from);
+    }
+    if let Some(octal) = text.strip_prefix("0o") {
+        return i64::from_str_radix(octal, 8).ok().map(Number::from);
+    }
+    let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let text = text.strip_prefix('+').unwrap_or(text);
+    text.parse::<i64>()
+        .map(Number::from)
+        .or_else(|_| text.parse::<u64>().map(Number::from))
+        .ok()
+}
+
+/// `[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?`
+fn is_float(text: &str) -> bool {
+    let body = text.strip_prefix(['-', '+']).unwrap_or(text);
+    let (mantissa, exponent) = match body.find(['e', 'E']) {
+        Some(at) => (&body[..at], Some(&body[at + 1..])),
+        None => (body, None),
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let mantissa_ok = match mantissa.split_once('.') {
+        Some(("", fraction)) => digits(fraction),
+        Some((whole, fraction)) => digits(whole) && (fraction.is_empty() || digits(fraction)),
+        None => digits(mantissa),
+    };
+    let exponent_ok = exponent.is_none_or(|e| digits(e.strip_prefix(['-', '+']).unwrap_or(e)));
+    mantissa_ok && exponent_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn load_str(text: &str) -> (Option<Document>, Vec<Diagnostic>, SourceFile) {
+        let source = SourceFile::new("p.yaml", text);
+        let (document, diagnostics) = load(&source);
+        (document, diagnostics, source)
+    }
+
+    #[test]
+    fn resolves_core_schema_scalars() {
+        let (document, diagnostics, _) =
+            load_str("a: 1\nb: -2.5\nc: true\nd: ~\ne: \"7\"\nf: 2025-01-01\ng: yes\nh: 0x1F\ni: 1e3\n");
+        assert!(diagnostics.is_empty());
+        assert_eq!(
+            document.unwrap().value,
+            json!({"a": 1, "b": -2.5, "c": true, "d": null, "e": "7", "f": "2025-01-01", "g": "yes", "h": 31, "i": 1000.0})
+        );
+    }
+
+    #[test]
+    fn spans_point_at_keys_and_values() {
+        let text = "name: demo\ntasks:\n  - id: one\n    params: {url: 'http://x'}\n";
+        let (document, _, source) = load_str(text);
+        let spans = document.unwrap().spans;
+        let at = |span: Span| source.line_column(span.start);
+        assert_eq!(at(spans.key("/name")), source.line_column(0));
+        assert_eq!(
+            (
+                at(spans.value("/tasks/0/id")).line,
+                at(spans.value("/tasks/0/id")).column
+            ),
+            (3, 9)
+        );
+        let url = spans.value("/tasks/0/params/url");
+        assert_eq!(&text[url.clone()], "'http://x'");
+        assert_eq!(spans.key("/tasks/0/params/url").start, text.find("url:").unwrap());
+        // Missing nodes fall back to their nearest ancestor.
+        assert_eq!(spans.value("/tasks/0/params/missing"), spans.value("/tasks/0/params"));
+    }
+
+    #[test]
+    fn reports_duplicate_keys_and_syntax_errors() {
+        let (_, diagnostics, source) = load_str("name: a\nname: b\n");
+        assert_eq!(diagnostics.len(), 1);
+        assert_eq!(diagnostics[0].code, Code::DuplicateKey);
+        assert_eq!(source.line_column(diagnostics[0].span.start).line, 2);
+
+        let (document, diagnostics, source) = load_str("name: a\ntasks: [one\n");
+        assert!(document.is_none());
+        assert_eq!(diagnostics[0].code, Code::YamlSyntax);
+        assert!(source.line_column(diagnostics[0].span.start).line >= 2);
+    }
+
+    #[test]
+    fn positions_inside_scalars_map_to_the_file() {
+        let text = "a:\n  query: |\n    SELECT 1\n    FROM x\n  folded: >-\n    one\n    two\n  quoted: 'q ${x'\n  plain: a b\n";
+        let (document, _, source) = load_str(text);
+        let document = document.unwrap();
+        let at = |pointer: &str, line, column| {
+            let node = document.spans.exact(pointer).unwrap();
+            let content = document.value.pointer(pointer).unwrap().as_str().unwrap();
+            let offset = content_offset(&source, node, content, line, column);
+            (
+                source.line_column(offset).line,
+                source.line_column(offset).column,
+                &text[offset..offset + 1],
+            )
+        };
+        assert_eq!(at("/a/query", 2, 6), (4, 10, "x"));
+        assert_eq!(at("/a/folded", 1, 5), (7, 5, "t"));
+        assert_eq!(at("/a/quoted", 1, 3), (8, 14, "$"));
+        assert_eq!(at("/a/plain", 1, 3), (9, 12, "b"));
+    }
+
+    #[test]
+    fn aliases_copy_their_anchor() {
+        let (document, diagnostics, _) = load_str("a: &x {k: 1}\nb: *x\n");
+        assert!(diagnostics.is_empty());
+        assert_eq!(document.unwrap().value, json!({"a": {"k": 1}, "b": {"k": 1}}));
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_overflowed() {
+        for (depth, code) in [(100, Code::UnsupportedYaml), (100_000, Code::YamlSyntax)] {
+            let text = format!("a: {}{}", "[".repeat(depth), "]".repeat(depth));
+            let (document, diagnostics, _) = load_str(&text);
+            assert!(document.is_none());
+            assert_eq!(diagnostics[0].code, code);
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! Store functions: tasks that write rows to BigQuery and Firestore (or their local stand-ins).
+
+pub mod bigquery;
+pub mod firestore;
+
+pub use bigquery::StoreToBigquery;
+pub use firestore::StoreToFirestore;

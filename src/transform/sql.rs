@@ -1,0 +1,175 @@
+//! `transform_sql`: SQL over upstream outputs, each a table named by its task id.
+
+use std::ops::ControlFlow;
+
+use serde::{Deserialize, Serialize};
+
+use sqlparser::ast::{Query, Statement, TableFactor, Visit, Visitor};
+use sqlparser::dialect::GenericDialect;
+use sqlparser::parser::{Parser, ParserError};
+use sqlparser::tokenizer::Token;
+
+/// Parameters of `transform_sql`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformSql {
+    /// The SQL query (DataFusion dialect).
+    pub query: String,
+}
+
+/// A SQL syntax error with its 1-based line and column inside the SQL text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SqlError {
+    pub message: String,
+    pub line: usize,
+    pub column: usize,
+}
+
+/// A table a query reads, with its 1-based position inside the SQL text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableRef {
+    pub name: String,
+    pub line: usize,
+    pub column: usize,
+}
+
+/// Parses a transform query; it must be exactly one statement, a query.
+pub fn parse_query(sql: &str) -> Result<Vec<Statement>, SqlError> {
+    let statements = Parser::parse_sql(&GenericDialect {}, sql).map_err(|error| sql_error(error, sql))?;
+    match statements.as_slice() {
+        [Statement::Query(_)] => Ok(statements),
+        [] => Err(SqlError {
+            message: "the query is empty".to_owned(),
+            line: 1,
+            column: 1,
+        }),
+        [_] => Err(SqlError {
+            message: "a transform must be a query (SELECT, WITH, VALUES), not a statement that changes data".to_owned(),
+            line: 1,
+            column: 1,
+        }),
+        [..] => Err(SqlError {
+            message: "a transform holds exactly one query".to_owned(),
+            line: 1,
+            column: 1,
+        }),
+    }
+}
+
+/// Parses a boolean condition (an alert's `when`).
+pub fn parse_condition(sql: &str) -> Result<(), SqlError> {
+    let mut parser = Parser::new(&GenericDialect {})
+        .try_with_sql(sql)
+        .map_err(|error| sql_error(error, sql))?;
+    parser.parse_expr().map_err(|error| sql_error(error, sql))?;
+    let next = parser.peek_token();
+    if next.token != Token::EOF {
+        return Err(SqlError {
+            message: format!("unexpected `{}` after the condition", next.token),
+            line: next.span.start.line.max(1) as usize,
+            column: next.span.start.column.max(1) as usize,
+        });
+    }
+    Ok(())
+}
+
+/// The tables a query reads, leaving out its own CTEs and table functions.
+pub fn tables(statements: &[Statement]) -> Vec<TableRef> {
+    #[derive(Default)]
+    struct Tables {
+        ctes: Vec<String>,
+        found: Vec<TableRef>,
+    }
+    impl Visitor for Tables {
+        type Break = ();
+        fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+            if let Some(with) = &query.with {
+                self.ctes
+                    .extend(with.cte_tables.iter().map(|cte| cte.alias.name.value.to_lowercase()));
+            }
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<()> {
+            if let TableFactor::Table { name, args: None, .. } = factor {
+                let first = name.0.first().and_then(|part| part.as_ident());
+                let (line, column) = first.map_or((1, 1), |ident| {
+                    (
+                        ident.span.start.line.max(1) as usize,
+                        ident.span.start.column.max(1) as usize,
+                    )
+                });
+                let name = name
+                    .0
+                    .iter()
+                    .map(|part| {
+                        part.as_ident()
+                            .map_or_else(|| part.to_string(), |ident| ident.value.clone())
+                    })
+                    .collect::<Vec<_>>()
+                    .join(".");
+                self.found.push(TableRef { name, line, column });
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut visitor = Tables::default();
+    for statement in statements {
+        let _ = statement.visit(&mut visitor);
+    }
+    let Tables { ctes, found } = visitor;
+    found
+        .into_iter()
+        .filter(|table| !ctes.contains(&table.name.to_lowercase()))
+        .collect()
+}
+
+/// Splits sqlparser's "… at Line: L, Column: C" into a message and a position.
+fn sql_error(error: ParserError, sql: &str) -> SqlError {
+    let text = match error {
+        ParserError::TokenizerError(text) | ParserError::ParserError(text) => text,
+        ParserError::RecursionLimitExceeded => "the query is nested too deeply".to_owned(),
+    };
+    if let Some((message, at)) = text.rsplit_once(" at Line: ")
+        && let Some((line, column)) = at.split_once(", Column: ")
+        && let (Ok(line), Ok(column)) = (line.trim().parse(), column.trim().parse())
+    {
+        return SqlError {
+            message: message.to_owned(),
+            line,
+            column,
+        };
+    }
+    // Errors at the end of input carry no position: point after the last character.
+    let line = sql.trim_end().lines().count().max(1);
+    let column = sql.trim_end().lines().last().map_or(0, |l| l.chars().count()) + 1;
+    SqlError {
+        message: text,
+        line,
+        column,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_upstream_tables_but_not_ctes() {
+        let sql =
+            "WITH daily AS (SELECT * FROM orders)\nSELECT * FROM daily JOIN regions r ON true, generate_series(1, 3)";
+        let names: Vec<_> = tables(&parse_query(sql).unwrap()).into_iter().map(|t| t.name).collect();
+        assert_eq!(names, ["orders", "regions"]);
+    }
+
+    #[test]
+    fn errors_carry_positions() {
+        let error = parse_query("SELECT a\nFROM t\nWHERE a = = b").unwrap_err();
+        assert_eq!((error.line, error.column), (3, 11));
+        assert!(error.message.contains("found: ="), "{}", error.message);
+        assert!(parse_query("DELETE FROM t").is_err());
+        assert!(parse_query("SELECT 1; SELECT 2").is_err());
+        let error = parse_condition("a > 1 b").unwrap_err();
+        assert_eq!((error.line, error.column), (1, 7));
+        assert!(parse_condition("temperature_2m > 30 OR precipitation > 10").is_ok());
+    }
+}

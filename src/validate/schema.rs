@@ -1,0 +1,322 @@
+//! The JSON Schema of the product format, embedded at build time, and the translation of its
+//! validation errors into diagnostics that point at YAML nodes.
+
+use std::sync::LazyLock;
+
+use jsonschema::error::ValidationErrorKind;
+use jsonschema::{ValidationError, Validator};
+use serde_json::Value;
+
+use crate::diagnostic::{Code, Diagnostic};
+use crate::spec::yaml::Document;
+
+/// The product JSON Schema, exactly as in `schemas/data_product.schema.json`.
+pub const SCHEMA: &str = include_str!("../../schemas/data_product.schema.json");
+
+static SCHEMA_JSON: LazyLock<Value> =
+    LazyLock::new(|| serde_json::from_str(SCHEMA).expect("the embedded schema is valid JSON"));
+
+static VALIDATOR: LazyLock<Validator> =
+    LazyLock::new(|| jsonschema::draft202012::new(&SCHEMA_JSON).expect("the embedded schema is a valid JSON Schema"));
+
+/// The allowed keys of the object schema at `pointer` in the schema document.
+pub fn schema_keys(pointer: &str) -> Vec<&'static str> {
+    SCHEMA_JSON
+        .pointer(pointer)
+        .and_then(|node| node.get("properties"))
+        .and_then(Value::as_object)
+        .map(|properties| properties.keys().map(String::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// The names of the built-in task functions, as the schema lists them.
+pub fn function_names() -> Vec<&'static str> {
+    SCHEMA_JSON
+        .pointer("/$defs/task/properties/function/enum")
+        .and_then(Value::as_array)
+        .map(|names| names.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// Checks a document against the schema; every violation becomes a diagnostic.
+pub fn check(document: &Document) -> Vec<Diagnostic> {
+    if document.value.is_null() {
+        return vec![
+            Diagnostic::new(Code::MissingKey, 0..0, "the file is empty")
+                .help("a product needs at least `name` and `tasks`; `dpf schema` prints the format"),
+        ];
+    }
+    let mut diagnostics = Vec::new();
+    for error in VALIDATOR.iter_errors(&document.value) {
+        translate(&error, document, &mut diagnostics);
+    }
+    diagnostics
+}
+
+fn translate(error: &ValidationError<'_>, document: &Document, out: &mut Vec<Diagnostic>) {
+    let pointer = error.instance_path().as_str();
+    let spans = &document.spans;
+    let path = display_path(pointer);
+    let instance = error.instance();
+    let value_span = spans.value(pointer);
+    let diagnostic = match error.kind() {
+        ValidationErrorKind::AdditionalProperties { unexpected } => {
+            let schema_path = error.schema_path().as_str();
+            let parent = schema_path.strip_suffix("/additionalProperties").unwrap_or("");
+            let known = schema_keys(parent);
+            let place = if pointer.is_empty() {
+                "the product".to_owned()
+            } else {
+                format!("`{path}`")
+            };
+            for key in unexpected {
+                let key_pointer = crate::spec::yaml::pointer_push(pointer, key);
+                let mut diagnostic = Diagnostic::new(
+                    Code::UnknownKey,
+                    spans.key(&key_pointer),
+                    format!("unknown key `{key}` in {place}"),
+                )
+                .label("not part of the product format")
+                .did_you_mean(key, known.iter().copied());
+                if diagnostic.help.is_none() && !known.is_empty() {
+                    diagnostic = diagnostic.note(format!("allowed keys: {}", known.join(", ")));
+                }
+                out.push(diagnostic);
+            }
+            return;
+        }
+        ValidationErrorKind::Required { property } => {
+            let key = property.as_str().unwrap_or_default();
+            let (message, span) = if pointer.is_empty() {
+                (
+                    format!("the product is missing the required key `{key}`"),
+                    first_line(document, 0..0),
+                )
+            } else {
+                (
+                    format!("`{path}` is missing the required key `{key}`"),
+                    spans.key(pointer),
+                )
+            };
+            let mut diagnostic = Diagnostic::new(Code::MissingKey, span, message).label(format!("add `{key}`"));
+            if let Some(function) = function_of(document, pointer) {
+                diagnostic = diagnostic.note(format!("`{function}` needs `{key}`"));
+            }
+            diagnostic
+        }
+        ValidationErrorKind::Type { .. } => {
+            let expected = SCHEMA_JSON
+                .pointer(error.schema_path().as_str())
+                .map(describe_types)
+                .unwrap_or_else(|| "another type".to_owned());
+            Diagnostic::new(
+                Code::InvalidType,
+                value_span,
+                format!("`{path}` must be {expected}, found {}", describe_value(instance)),
+            )
+            .label(format!("expected {expected}"))
+        }
+        ValidationErrorKind::Enum { options } => enum_error(pointer, &path, instance, options, value_span),
+        ValidationErrorKind::Constant { expected_value } => Diagnostic::new(
+            Code::InvalidValue,
+            value_span,
+            format!("`{path}` must be {expected_value}, found {}", describe_value(instance)),
+        ),
+        ValidationErrorKind::Minimum { limit } => range(&path, instance, value_span, format!("at least {limit}")),
+        ValidationErrorKind::Maximum { limit } => range(&path, instance, value_span, format!("at most {limit}")),
+        ValidationErrorKind::ExclusiveMinimum { limit } => {
+            range(&path, instance, value_span, format!("greater than {limit}"))
+        }
+        ValidationErrorKind::ExclusiveMaximum { limit } => {
+            range(&path, instance, value_span, format!("less than {limit}"))
+        }
+        ValidationErrorKind::Pattern { pattern } => {
+            let diagnostic = Diagnostic::new(
+                Code::InvalidValue,
+                value_span,
+                format!("`{path}` {} is not allowed here", describe_value(instance)),
+            )
+            .label(format!("must match `{pattern}`"));
+            match pointer_shape(pointer).as_str() {
+                "/name" => diagnostic
+                    .help("product names use lower-case letters, digits and underscores, starting with a letter"),
+                "/tasks/*/id" => diagnostic
+                    .help("task ids are SQL table names: letters, digits and underscores, not starting with a digit"),
+                _ => diagnostic,
+            }
+        }
+        ValidationErrorKind::MinItems { limit } => Diagnostic::new(
+            Code::InvalidValue,
+            value_span,
+            format!("`{path}` must have at least {limit} item{}", plural(*limit)),
+        ),
+        ValidationErrorKind::MaxItems { limit } => Diagnostic::new(
+            Code::InvalidValue,
+            value_span,
+            format!("`{path}` must have at most {limit} item{}", plural(*limit)),
+        ),
+        ValidationErrorKind::MinLength { limit } => Diagnostic::new(
+            Code::InvalidValue,
+            value_span,
+            format!("`{path}` must be at least {limit} character{} long", plural(*limit)),
+        ),
+        ValidationErrorKind::MaxLength { limit } => Diagnostic::new(
+            Code::InvalidValue,
+            value_span,
+            format!("`{path}` must be at most {limit} character{} long", plural(*limit)),
+        ),
+        ValidationErrorKind::UniqueItems => Diagnostic::new(
+            Code::InvalidValue,
+            value_span,
+            format!("`{path}` lists the same value more than once"),
+        ),
+        _ => Diagnostic::new(Code::InvalidValue, value_span, format!("`{path}`: {error}")),
+    };
+    out.push(diagnostic);
+}
+
+fn enum_error(pointer: &str, path: &str, instance: &Value, options: &Value, span: crate::spec::Span) -> Diagnostic {
+    let allowed: Vec<&str> = options
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let given = instance.as_str().unwrap_or_default();
+    if pointer_shape(pointer) == "/tasks/*/function" {
+        return Diagnostic::new(Code::UnknownFunction, span, format!("unknown function `{given}`"))
+            .label("not a built-in function")
+            .did_you_mean(given, allowed.iter().copied())
+            .note(format!("the functions are: {}", allowed.join(", ")));
+    }
+    let list = allowed
+        .iter()
+        .map(|option| format!("`{option}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Diagnostic::new(
+        Code::InvalidValue,
+        span,
+        format!("`{path}` must be one of {list}; found {}", describe_value(instance)),
+    )
+    .did_you_mean(given, allowed.iter().copied())
+}
+
+fn range(path: &str, instance: &Value, span: crate::spec::Span, bound: String) -> Diagnostic {
+    Diagnostic::new(
+        Code::OutOfRange,
+        span,
+        format!("`{path}` must be {bound}, found {instance}"),
+    )
+    .label(format!("must be {bound}"))
+}
+
+fn plural(n: u64) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// The first line of the file, for problems that concern the whole product.
+fn first_line(document: &Document, fallback: crate::spec::Span) -> crate::spec::Span {
+    let span = document.spans.key("/name");
+    if span.is_empty() { fallback } else { span }
+}
+
+/// The function of the task that `pointer` lies in, when the pointer is inside a task's params.
+fn function_of<'a>(document: &'a Document, pointer: &str) -> Option<&'a str> {
+    let rest = pointer.strip_prefix("/tasks/")?;
+    let (index, rest) = rest.split_once('/')?;
+    if !rest.starts_with("params") {
+        return None;
+    }
+    document.value.pointer(&format!("/tasks/{index}/function"))?.as_str()
+}
+
+/// `/tasks/2/params/write` → `tasks[2].params.write`.
+pub fn display_path(pointer: &str) -> String {
+    let mut out = String::new();
+    for token in pointer.split('/').skip(1) {
+        let token = token.replace("~1", "/").replace("~0", "~");
+        if token.parse::<usize>().is_ok() {
+            out.push_str(&format!("[{token}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(&token);
+        }
+    }
+    out
+}
+
+/// `/tasks/2/id` → `/tasks/*/id`, to recognise a place whatever the index.
+fn pointer_shape(pointer: &str) -> String {
+    pointer
+        .split('/')
+        .map(|token| if token.parse::<usize>().is_ok() { "*" } else { token })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn describe_types(type_keyword: &Value) -> String {
+    let name = |t: &str| match t {
+        "string" => "a string",
+        "integer" => "an integer",
+        "number" => "a number",
+        "boolean" => "true or false",
+        "array" => "a list",
+        "object" => "a mapping",
+        "null" => "null",
+        _ => "a value",
+    };
+    match type_keyword {
+        Value::String(t) => name(t).to_owned(),
+        Value::Array(types) => types
+            .iter()
+            .filter_map(Value::as_str)
+            .map(name)
+            .collect::<Vec<_>>()
+            .join(" or "),
+        _ => "another type".to_owned(),
+    }
+}
+
+/// A short description of a YAML value for messages: `the string "abc"`, `a list`.
+pub fn describe_value(value: &Value) -> String {
+    match value {
+        Value::Null => "nothing (null)".to_owned(),
+        Value::Bool(b) => format!("`{b}`"),
+        Value::Number(n) if n.is_i64() || n.is_u64() => format!("the integer {n}"),
+        Value::Number(n) => format!("the number {n}"),
+        Value::String(s) => {
+            let mut shown: String = s.chars().take(40).collect();
+            if shown.len() < s.len() {
+                shown.push('…');
+            }
+            format!("\"{shown}\"")
+        }
+        Value::Array(_) => "a list".to_owned(),
+        Value::Object(_) => "a mapping".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schema_compiles_and_lists_the_functions() {
+        assert!(VALIDATOR.is_valid(&SCHEMA_JSON["examples"][0]));
+        assert_eq!(function_names().len(), 6);
+        assert!(schema_keys("/$defs/task").contains(&"depends_on"));
+    }
+
+    #[test]
+    fn paths_read_like_yaml() {
+        assert_eq!(display_path("/tasks/2/params/write"), "tasks[2].params.write");
+        assert_eq!(
+            display_path("/tasks/0/params/headers/a~1b"),
+            "tasks[0].params.headers.a/b"
+        );
+        assert_eq!(pointer_shape("/tasks/12/id"), "/tasks/*/id");
+    }
+}
