@@ -130,7 +130,8 @@ impl Graph {
             if reads && !edges.iter().any(|(_, edge)| *edge == Edge::Input) {
                 let above = nodes[..i]
                     .iter()
-                    .rposition(|n| n.function.is_some_and(Function::produces_data));
+                    // An unknown function is reported on its own; counting it as data avoids a cascade.
+                    .rposition(|n| n.function.is_none_or(Function::produces_data));
                 match above {
                     Some(up) => push(edges, up, Edge::Input),
                     // A transform may compute from constants alone.

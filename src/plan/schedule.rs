@@ -15,6 +15,27 @@ pub fn parse(expression: &str) -> Result<Cron, String> {
         .map_err(|error| error.to_string())
 }
 
+/// What is wrong with an expression that does not parse, naming the field at fault.
+pub fn check(expression: &str) -> Result<(), String> {
+    let Err(message) = parse(expression) else { return Ok(()) };
+    let fields: Vec<&str> = expression.split_whitespace().collect();
+    if expression.trim_start().starts_with('@') {
+        return Err(format!("unknown nickname ({message})"));
+    }
+    if fields.len() != 5 {
+        return Err(format!("expected 5 fields, found {}", fields.len()));
+    }
+    let names = ["minute", "hour", "day-of-month", "month", "day-of-week"];
+    for (i, field) in fields.iter().enumerate() {
+        let mut alone = ["*"; 5];
+        alone[i] = field;
+        if parse(&alone.join(" ")).is_err() {
+            return Err(format!("the {} field `{field}` is not valid", names[i]));
+        }
+    }
+    Err(message)
+}
+
 /// The schedule in words, e.g. "At minute 0 past every 6th hour".
 pub fn describe(cron: &Cron) -> String {
     cron.describe()
@@ -54,6 +75,9 @@ mod tests {
         assert!(parse("0 0 */6 * * *").is_err());
         assert!(parse("61 * * * *").is_err());
         assert!(parse("every day").is_err());
+        assert_eq!(check("61 * * * *").unwrap_err(), "the minute field `61` is not valid");
+        assert_eq!(check("0 */6 * *").unwrap_err(), "expected 5 fields, found 4");
+        assert!(check("@daily").is_ok());
     }
 
     #[test]

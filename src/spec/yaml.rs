@@ -193,11 +193,15 @@ impl<'s> Loader<'s> {
                     if documents == 1 {
                         value = self.node(event, node_span, String::new(), None, 0)?;
                     } else {
-                        let start = span.start.min(node_span.start);
+                        let marker = if span.is_empty() {
+                            node_span.start..node_span.start
+                        } else {
+                            span.clone()
+                        };
                         self.diagnostics.push(
                             Diagnostic::new(
                                 Code::UnsupportedYaml,
-                                start..node_span.start.max(span.end),
+                                marker,
                                 "a product file holds one YAML document; this one has several",
                             )
                             .label("a second document starts here")

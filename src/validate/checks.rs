@@ -70,11 +70,11 @@ impl<'a> Checker<'a> {
 
     fn product(&mut self) {
         if let Some(schedule) = self.str_at("/schedule") {
-            if let Err(message) = crate::plan::schedule::parse(schedule) {
+            if let Err(problem) = crate::plan::schedule::check(schedule) {
                 self.out.push(
                     Diagnostic::new(Code::InvalidSchedule, self.value_span("/schedule"), format!("invalid schedule `{schedule}`"))
-                        .label(message)
-                        .help("use 5 fields: minute hour day-of-month month day-of-week, e.g. \"0 */6 * * *\", or @hourly, @daily, @weekly, @monthly"),
+                        .label(problem)
+                        .help("5 fields: minute (0-59) hour (0-23) day-of-month (1-31) month (1-12) day-of-week (0-7), e.g. \"0 */6 * * *\"; or @hourly, @daily, @weekly, @monthly"),
                 );
             }
         }
@@ -353,7 +353,8 @@ impl<'a> Checker<'a> {
                     Code::InvalidReference,
                     self.inner_span(pointer, text, error.range.clone()),
                     format!("malformed reference: {}", error.message),
-                );
+                )
+                .label("malformed reference");
                 if let Some(help) = error.help {
                     diagnostic = diagnostic.help(help);
                 }

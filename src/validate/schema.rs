@@ -56,7 +56,7 @@ pub fn check(document: &Document) -> Vec<Diagnostic> {
 fn translate(error: &ValidationError<'_>, document: &Document, out: &mut Vec<Diagnostic>) {
     let pointer = error.instance_path().as_str();
     let spans = &document.spans;
-    let path = display_path(pointer);
+    let path = place(pointer, &document.value);
     let instance = error.instance();
     let value_span = spans.value(pointer);
     let diagnostic = match error.kind() {
@@ -67,7 +67,7 @@ fn translate(error: &ValidationError<'_>, document: &Document, out: &mut Vec<Dia
             let place = if pointer.is_empty() {
                 "the product".to_owned()
             } else {
-                format!("`{path}`")
+                path.clone()
             };
             for key in unexpected {
                 let key_pointer = crate::spec::yaml::pointer_push(pointer, key);
@@ -87,6 +87,15 @@ fn translate(error: &ValidationError<'_>, document: &Document, out: &mut Vec<Dia
         }
         ValidationErrorKind::Required { property } => {
             let key = property.as_str().unwrap_or_default();
+            // A misspelt key is reported once, as an unknown key with a did-you-mean.
+            let misspelt = instance.as_object().is_some_and(|object| {
+                object
+                    .keys()
+                    .any(|given| crate::diagnostic::closest(given, [key]).is_some())
+            });
+            if misspelt {
+                return;
+            }
             let (message, span) = if pointer.is_empty() {
                 (
                     format!("the product is missing the required key `{key}`"),
@@ -94,7 +103,7 @@ fn translate(error: &ValidationError<'_>, document: &Document, out: &mut Vec<Dia
                 )
             } else {
                 (
-                    format!("`{path}` is missing the required key `{key}`"),
+                    format!("{path} is missing the required key `{key}`"),
                     spans.key(pointer),
                 )
             };
@@ -112,7 +121,7 @@ fn translate(error: &ValidationError<'_>, document: &Document, out: &mut Vec<Dia
             Diagnostic::new(
                 Code::InvalidType,
                 value_span,
-                format!("`{path}` must be {expected}, found {}", describe_value(instance)),
+                format!("{path} must be {expected}, found {}", describe_value(instance)),
             )
             .label(format!("expected {expected}"))
         }
@@ -120,7 +129,7 @@ fn translate(error: &ValidationError<'_>, document: &Document, out: &mut Vec<Dia
         ValidationErrorKind::Constant { expected_value } => Diagnostic::new(
             Code::InvalidValue,
             value_span,
-            format!("`{path}` must be {expected_value}, found {}", describe_value(instance)),
+            format!("{path} must be {expected_value}, found {}", describe_value(instance)),
         ),
         ValidationErrorKind::Minimum { limit } => range(&path, instance, value_span, format!("at least {limit}")),
         ValidationErrorKind::Maximum { limit } => range(&path, instance, value_span, format!("at most {limit}")),
@@ -134,7 +143,7 @@ fn translate(error: &ValidationError<'_>, document: &Document, out: &mut Vec<Dia
             let diagnostic = Diagnostic::new(
                 Code::InvalidValue,
                 value_span,
-                format!("`{path}` {} is not allowed here", describe_value(instance)),
+                format!("{path}: {} is not allowed here", describe_value(instance)),
             )
             .label(format!("must match `{pattern}`"));
             match pointer_shape(pointer).as_str() {
@@ -148,29 +157,29 @@ fn translate(error: &ValidationError<'_>, document: &Document, out: &mut Vec<Dia
         ValidationErrorKind::MinItems { limit } => Diagnostic::new(
             Code::InvalidValue,
             value_span,
-            format!("`{path}` must have at least {limit} item{}", plural(*limit)),
+            format!("{path} must have at least {limit} item{}", plural(*limit)),
         ),
         ValidationErrorKind::MaxItems { limit } => Diagnostic::new(
             Code::InvalidValue,
             value_span,
-            format!("`{path}` must have at most {limit} item{}", plural(*limit)),
+            format!("{path} must have at most {limit} item{}", plural(*limit)),
         ),
         ValidationErrorKind::MinLength { limit } => Diagnostic::new(
             Code::InvalidValue,
             value_span,
-            format!("`{path}` must be at least {limit} character{} long", plural(*limit)),
+            format!("{path} must be at least {limit} character{} long", plural(*limit)),
         ),
         ValidationErrorKind::MaxLength { limit } => Diagnostic::new(
             Code::InvalidValue,
             value_span,
-            format!("`{path}` must be at most {limit} character{} long", plural(*limit)),
+            format!("{path} must be at most {limit} character{} long", plural(*limit)),
         ),
         ValidationErrorKind::UniqueItems => Diagnostic::new(
             Code::InvalidValue,
             value_span,
-            format!("`{path}` lists the same value more than once"),
+            format!("{path} lists the same value more than once"),
         ),
-        _ => Diagnostic::new(Code::InvalidValue, value_span, format!("`{path}`: {error}")),
+        _ => Diagnostic::new(Code::InvalidValue, value_span, format!("{path}: {error}")),
     };
     out.push(diagnostic);
 }
@@ -197,8 +206,9 @@ fn enum_error(pointer: &str, path: &str, instance: &Value, options: &Value, span
     Diagnostic::new(
         Code::InvalidValue,
         span,
-        format!("`{path}` must be one of {list}; found {}", describe_value(instance)),
+        format!("{path} must be one of {list}; found {}", describe_value(instance)),
     )
+    .label("not an allowed value")
     .did_you_mean(given, allowed.iter().copied())
 }
 
@@ -206,7 +216,7 @@ fn range(path: &str, instance: &Value, span: crate::spec::Span, bound: String) -
     Diagnostic::new(
         Code::OutOfRange,
         span,
-        format!("`{path}` must be {bound}, found {instance}"),
+        format!("{path} must be {bound}, found {instance}"),
     )
     .label(format!("must be {bound}"))
 }
@@ -229,6 +239,21 @@ fn function_of<'a>(document: &'a Document, pointer: &str) -> Option<&'a str> {
         return None;
     }
     document.value.pointer(&format!("/tasks/{index}/function"))?.as_str()
+}
+
+/// Where `pointer` is, for messages: "`params.write` of task `to_bigquery`", "task `clean`",
+/// "`retries`".
+pub fn place(pointer: &str, value: &Value) -> String {
+    let task = pointer.strip_prefix("/tasks/").and_then(|rest| {
+        let (index, rest) = rest.split_once('/').unwrap_or((rest, ""));
+        let id = value.pointer(&format!("/tasks/{index}/id"))?.as_str()?;
+        Some((id, rest))
+    });
+    match task {
+        Some((id, "")) => format!("task `{id}`"),
+        Some((id, rest)) => format!("`{}` of task `{id}`", display_path(&format!("/{rest}"))),
+        None => format!("`{}`", display_path(pointer)),
+    }
 }
 
 /// `/tasks/2/params/write` → `tasks[2].params.write`.

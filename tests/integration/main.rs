@@ -1,0 +1,7 @@
+//! Integration tests: the real `dpf` binary over real files. One test binary for all of them.
+
+mod list;
+mod mutations;
+mod plan;
+mod util;
+mod validate;

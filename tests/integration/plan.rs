@@ -1,0 +1,125 @@
+//! `dpf plan`: the graph, destinations and schedule, for people and as stable JSON.
+
+use serde_json::Value;
+
+use crate::util::dpf;
+
+const NOW: &str = "2026-11-26T07:00:00Z";
+
+#[test]
+fn weather_plan_text() {
+    let run = dpf().args(["plan", "weather_data_product", "--now", NOW]).expect(0);
+    insta::assert_snapshot!(run.stdout);
+}
+
+#[test]
+fn sales_plan_json_is_stable() {
+    let run = dpf()
+        .args(["plan", "sales_data_product", "--format", "json", "--now", NOW])
+        .expect(0);
+    let plan: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(plan["version"], 1);
+    assert_eq!(plan["schedule"]["next_runs"][0], "2026-11-27T02:00:00Z");
+    assert_eq!(plan["schedule"]["next_runs"].as_array().unwrap().len(), 5);
+    // The three stores share one input stage and run concurrently; the alert waits for them.
+    assert_eq!(
+        plan["stages"],
+        serde_json::json!([
+            ["extract_orders"],
+            ["daily_revenue", "orders_to_bigquery"],
+            ["revenue_to_bigquery", "summaries_to_firestore"],
+            ["low_revenue_alert"]
+        ])
+    );
+    insta::assert_json_snapshot!(plan);
+}
+
+#[test]
+fn secrets_are_shown_as_references_never_resolved() {
+    let canary = "canary-7c1e0f5d-secret-value";
+    let run = dpf()
+        .env("SALES_API_TOKEN", canary)
+        .args(["plan", "sales_data_product", "--format", "json", "--now", NOW])
+        .expect(0);
+    assert!(!run.stdout.contains(canary) && !run.stderr.contains(canary), "{run}");
+    assert!(run.stdout.contains("${secret:SALES_API_TOKEN}"));
+    assert!(run.stdout.contains("\"secret:SALES_API_TOKEN\""));
+}
+
+#[test]
+fn gcp_target_qualifies_destinations() {
+    let run = dpf()
+        .env("GCP_PROJECT", "acme-data")
+        .args([
+            "plan",
+            "products/weather_data_product.yaml",
+            "--target",
+            "gcp",
+            "--format",
+            "json",
+            "--now",
+            NOW,
+        ])
+        .expect(0);
+    let plan: Value = serde_json::from_str(&run.stdout).unwrap();
+    let destination = |id: &str| {
+        plan["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == id)
+            .unwrap()["destination"]
+            .clone()
+    };
+    assert_eq!(
+        destination("to_bigquery"),
+        "bigquery:acme-data.weather_data.weather_records"
+    );
+    assert_eq!(
+        destination("to_firestore"),
+        "firestore:projects/acme-data/databases/(default)/documents/weather_records"
+    );
+    assert_eq!(plan["target"], "gcp");
+    assert!(plan["data_dir"].is_null());
+}
+
+#[test]
+fn local_data_dir_comes_from_the_environment() {
+    let run = dpf()
+        .env("DPF_DATA_DIR", "/var/lib/dpf")
+        .args(["plan", "weather_data_product", "--format", "json", "--now", NOW])
+        .expect(0);
+    assert!(
+        run.stdout
+            .contains("/var/lib/dpf/warehouse/weather_data/weather_records/"),
+        "{run}"
+    );
+}
+
+#[test]
+fn older_dag_factory_files_plan_unchanged() {
+    let run = dpf()
+        .args(["plan", "tests/corpus/valid/legacy_weather_dag.yaml", "--now", NOW])
+        .expect(0);
+    assert!(run.stdout.contains("(extract_weather)"), "{run}");
+    assert!(run.stdout.contains("hourly="), "{run}");
+}
+
+#[test]
+fn unknown_product_suggests_a_name() {
+    let run = dpf().args(["plan", "weather_product"]).expect(2);
+    assert!(
+        run.stderr.contains("no product named `weather_product` in products"),
+        "{run}"
+    );
+    assert!(run.stderr.contains("did you mean `weather_data_product`?"), "{run}");
+}
+
+#[test]
+fn invalid_product_prints_diagnostics_and_exits_2() {
+    let run = dpf()
+        .args(["plan", "tests/corpus/invalid/E104-unknown-key.yaml"])
+        .expect(2);
+    assert!(run.stderr.contains("error[E104]"), "{run}");
+    assert!(run.stdout.is_empty());
+}

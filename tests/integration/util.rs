@@ -1,0 +1,83 @@
+//! Runs the real binary with a cleared environment and reports everything on failure.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The repository root, where `products/` and `tests/corpus/` live.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A `dpf` invocation being set up.
+pub struct Dpf {
+    command: Command,
+    shown: Vec<String>,
+}
+
+/// `dpf` run from the repository root with an empty environment.
+pub fn dpf() -> Dpf {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_dpf"));
+    command.env_clear().current_dir(root());
+    Dpf {
+        command,
+        shown: vec!["dpf".into()],
+    }
+}
+
+impl Dpf {
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        for arg in args {
+            self.shown.push(arg.as_ref().to_string_lossy().into_owned());
+            self.command.arg(arg);
+        }
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.shown.insert(0, format!("{key}={value}"));
+        self.command.env(key, value);
+        self
+    }
+
+    pub fn current_dir(mut self, dir: &Path) -> Self {
+        self.command.current_dir(dir);
+        self
+    }
+
+    /// Runs and checks the exit code; on a mismatch prints the command, stdout and stderr.
+    pub fn expect(mut self, code: i32) -> Run {
+        let output = self.command.output().expect("dpf runs");
+        let run = Run {
+            command: self.shown.join(" "),
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        };
+        assert!(!run.stderr.contains("panicked"), "dpf panicked\n{run}");
+        assert_eq!(run.code, code, "unexpected exit code\n{run}");
+        run
+    }
+}
+
+/// The result of one invocation.
+pub struct Run {
+    pub command: String,
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "command: {}\nexit: {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.command, self.code, self.stdout, self.stderr
+        )
+    }
+}
