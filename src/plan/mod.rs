@@ -63,6 +63,9 @@ pub struct Step {
     pub source: Option<String>,
     /// Where a store or alert writes, fully qualified for the target.
     pub destination: Option<String>,
+    /// An alert's condition as one SQL expression (from `when` or `thresholds`); null for other
+    /// tasks and for alerts that send a run summary.
+    pub condition: Option<String>,
     pub retries: u32,
     pub retry_delay_minutes: f64,
     pub timeout_minutes: Option<f64>,
@@ -137,6 +140,10 @@ pub fn build(product: &Product, context: &Context<'_>) -> Plan {
                 after: ids(|e| e != Edge::Input),
                 source: source(&task.call),
                 destination: destination(&task.call, context),
+                condition: match &task.call {
+                    Call::SendAlerts(alert) => alert.condition(),
+                    _ => None,
+                },
                 retries: task.retries.unwrap_or(product.retries),
                 retry_delay_minutes: task.retry_delay_minutes.unwrap_or(product.retry_delay_minutes),
                 timeout_minutes: task.timeout_minutes,
@@ -183,7 +190,26 @@ fn plan_schedule(cron: &str, timezone: &str, now: DateTime<Utc>) -> Option<Sched
 
 fn source(call: &Call) -> Option<String> {
     match call {
-        Call::ExtractHttp(http) => Some(format!("{} {}", http.method.as_str(), http.url)),
+        Call::ExtractHttp(http) => {
+            let mut pairs = Vec::new();
+            for (key, value) in &http.query {
+                let values = match value {
+                    Value::Array(items) => items.clone(),
+                    other => vec![other.clone()],
+                };
+                for value in values {
+                    let shown = value.as_str().map_or_else(|| value.to_string(), str::to_owned);
+                    pairs.push(format!("{key}={shown}"));
+                }
+            }
+            let separator = if http.url.contains('?') { '&' } else { '?' };
+            let query = if pairs.is_empty() {
+                String::new()
+            } else {
+                format!("{separator}{}", pairs.join("&"))
+            };
+            Some(format!("{} {}{query}", http.method.as_str(), http.url))
+        }
         Call::ExtractWeather(weather) => Some(format!(
             "GET {}?latitude={}&longitude={}&hourly={}",
             weather.api_url,

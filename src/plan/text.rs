@@ -85,6 +85,9 @@ fn step_text(out: &mut String, step: &Step) {
     if let Some(destination) = &step.destination {
         field("writes", destination);
     }
+    if let Some(condition) = &step.condition {
+        field("fires when", condition);
+    }
     let retries = match step.retries {
         0 => "none".to_owned(),
         n => format!("{n}, back-off from {} min, exponential", step.retry_delay_minutes),

@@ -106,6 +106,31 @@ fn older_dag_factory_files_plan_unchanged() {
 }
 
 #[test]
+fn thresholds_become_the_alert_condition() {
+    let run = dpf()
+        .args([
+            "plan",
+            "tests/corpus/valid/legacy_with_thresholds.yaml",
+            "--format",
+            "json",
+            "--now",
+            NOW,
+        ])
+        .expect(0);
+    let plan: Value = serde_json::from_str(&run.stdout).unwrap();
+    let alert = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["function"] == "send_alerts")
+        .unwrap();
+    assert!(
+        alert["condition"].as_str().unwrap().contains("\"temperature_2m\" > 30"),
+        "{alert}"
+    );
+}
+
+#[test]
 fn unknown_product_suggests_a_name() {
     let run = dpf().args(["plan", "weather_product"]).expect(2);
     assert!(
