@@ -26,6 +26,12 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<Exit> {
     let checked = check_paths(&args.paths)?;
+    if checked.is_empty() {
+        anyhow::bail!(
+            "no product files (*.yaml, *.yml) found in {}",
+            display_paths(&args.paths)
+        );
+    }
     let invalid = |c: &crate::validate::Checked| c.has_errors() || (args.deny_warnings && !c.diagnostics.is_empty());
     let summary = Summary {
         files: checked.len(),
@@ -43,16 +49,10 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         .collect();
     let output = match args.format {
         Format::Human => render::human(&files, summary, args.color.enabled()),
-        Format::Json => render::json(&files, summary),
+        Format::Json => render::json(&files, summary)?,
         Format::Github => render::github(&files),
     };
     print(&output)?;
-    if checked.is_empty() {
-        anyhow::bail!(
-            "no product files (*.yaml, *.yml) found in {}",
-            display_paths(&args.paths)
-        );
-    }
     Ok(if summary.invalid > 0 {
         Exit::Failure
     } else {

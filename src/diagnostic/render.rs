@@ -113,7 +113,7 @@ struct JsonReport<'a> {
 }
 
 /// Renders all diagnostics as one JSON document.
-pub fn json(files: &[FileDiagnostics<'_>], summary: Summary) -> String {
+pub fn json(files: &[FileDiagnostics<'_>], summary: Summary) -> serde_json::Result<String> {
     let diagnostics = files
         .iter()
         .flat_map(|file| {
@@ -142,9 +142,9 @@ pub fn json(files: &[FileDiagnostics<'_>], summary: Summary) -> String {
         summary,
         diagnostics,
     };
-    let mut out = serde_json::to_string_pretty(&report).expect("diagnostics serialize");
+    let mut out = serde_json::to_string_pretty(&report)?;
     out.push('\n');
-    out
+    Ok(out)
 }
 
 /// Renders diagnostics as GitHub Actions workflow commands, which annotate the pull request.

@@ -37,7 +37,7 @@ pub fn collection_problem(path: &str) -> Option<&'static str> {
             return Some("ids are at most 1500 bytes");
         }
     }
-    if segments.len() % 2 == 0 {
+    if segments.len().is_multiple_of(2) {
         return Some("this path names a document; a collection path has an odd number of segments");
     }
     None

@@ -69,41 +69,42 @@ impl<'a> Checker<'a> {
     }
 
     fn product(&mut self) {
-        if let Some(schedule) = self.str_at("/schedule") {
-            if let Err(problem) = crate::plan::schedule::check(schedule) {
-                self.out.push(
+        if let Some(schedule) = self.str_at("/schedule")
+            && let Err(problem) = crate::plan::schedule::check(schedule)
+        {
+            self.out.push(
                     Diagnostic::new(Code::InvalidSchedule, self.value_span("/schedule"), format!("invalid schedule `{schedule}`"))
                         .label(problem)
                         .help("5 fields: minute (0-59) hour (0-23) day-of-month (1-31) month (1-12) day-of-week (0-7), e.g. \"0 */6 * * *\"; or @hourly, @daily, @weekly, @monthly"),
                 );
-            }
         }
-        if let Some(timezone) = self.str_at("/timezone") {
-            if chrono_tz::Tz::from_str(timezone).is_err() {
-                let names = chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name());
-                self.out.push(
-                    Diagnostic::new(
-                        Code::InvalidTimezone,
-                        self.value_span("/timezone"),
-                        format!("unknown time zone `{timezone}`"),
-                    )
-                    .label("not an IANA time zone name")
-                    .did_you_mean(timezone, names),
-                );
-            }
+        if let Some(timezone) = self.str_at("/timezone")
+            && chrono_tz::Tz::from_str(timezone).is_err()
+        {
+            let names = chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name());
+            self.out.push(
+                Diagnostic::new(
+                    Code::InvalidTimezone,
+                    self.value_span("/timezone"),
+                    format!("unknown time zone `{timezone}`"),
+                )
+                .label("not an IANA time zone name")
+                .did_you_mean(timezone, names),
+            );
         }
-        if let Some(date) = self.str_at("/start_date") {
-            if crate::plan::schedule::parse_start_date(date).is_none() && date.len() >= 10 && date.as_bytes()[4] == b'-'
-            {
-                self.out.push(
-                    Diagnostic::new(
-                        Code::InvalidDate,
-                        self.value_span("/start_date"),
-                        format!("`{date}` is not a real date"),
-                    )
-                    .label("no such day or time"),
-                );
-            }
+        if let Some(date) = self.str_at("/start_date")
+            && crate::plan::schedule::parse_start_date(date).is_none()
+            && date.len() >= 10
+            && date.as_bytes()[4] == b'-'
+        {
+            self.out.push(
+                Diagnostic::new(
+                    Code::InvalidDate,
+                    self.value_span("/start_date"),
+                    format!("`{date}` is not a real date"),
+                )
+                .label("no such day or time"),
+            );
         }
     }
 
@@ -112,6 +113,7 @@ impl<'a> Checker<'a> {
             return;
         };
         let mut nodes = Vec::with_capacity(tasks.len());
+        let mut read_tables = Vec::new();
         for (i, task) in tasks.iter().enumerate() {
             let pointer = format!("/tasks/{i}");
             let function = task
@@ -130,7 +132,11 @@ impl<'a> Checker<'a> {
             };
             let params = format!("{pointer}/params");
             match function {
-                Some(Function::TransformSql) => node.sql_tables = self.transform_query(&params),
+                Some(Function::TransformSql) => {
+                    let tables = self.transform_query(&params);
+                    node.sql_tables = tables.iter().map(|t| t.name.clone()).collect();
+                    read_tables.push((i, tables));
+                }
                 Some(Function::SendAlerts) => self.alert_condition(&params),
                 Some(Function::StoreToBigquery) => self.bigquery_names(&params),
                 Some(Function::StoreToFirestore) => self.firestore_collection(&params),
@@ -143,16 +149,17 @@ impl<'a> Checker<'a> {
         for problem in problems {
             self.graph_problem(problem, &nodes, &ids);
         }
-        self.unknown_tables(&nodes, &ids);
+        self.unknown_tables(read_tables, &ids);
     }
 
-    fn transform_query(&mut self, params: &str) -> Vec<String> {
+    /// Checks a transform's query and returns the tables it reads.
+    fn transform_query(&mut self, params: &str) -> Vec<sql::TableRef> {
         let pointer = format!("{params}/query");
         let Some(query) = self.str_at(&pointer) else {
             return Vec::new();
         };
         match sql::parse_query(query) {
-            Ok(statements) => sql::tables(&statements).into_iter().map(|t| t.name).collect(),
+            Ok(statements) => sql::tables(&statements),
             Err(error) => {
                 let span = self.sql_span(&pointer, query, error.line, error.column);
                 self.out
@@ -163,17 +170,11 @@ impl<'a> Checker<'a> {
     }
 
     /// Tables read by a transform must be tasks (its own CTEs aside).
-    fn unknown_tables(&mut self, nodes: &[Node], ids: &[&str]) {
-        for (i, node) in nodes.iter().enumerate() {
-            if node.function != Some(Function::TransformSql) {
-                continue;
-            }
-            let pointer = format!("/tasks/{i}/params/query");
+    fn unknown_tables(&mut self, read_tables: Vec<(usize, Vec<sql::TableRef>)>, ids: &[&str]) {
+        for (task, tables) in read_tables {
+            let pointer = format!("/tasks/{task}/params/query");
             let Some(query) = self.str_at(&pointer) else { continue };
-            let Ok(statements) = sql::parse_query(query) else {
-                continue;
-            };
-            for table in sql::tables(&statements) {
+            for table in tables {
                 if ids.iter().any(|id| id.eq_ignore_ascii_case(&table.name)) {
                     continue;
                 }

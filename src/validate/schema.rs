@@ -90,12 +90,12 @@ fn translate(error: &ValidationError<'_>, document: &Document, out: &mut Vec<Dia
             let (message, span) = if pointer.is_empty() {
                 (
                     format!("the product is missing the required key `{key}`"),
-                    first_line(document, 0..0),
+                    head(document, pointer),
                 )
             } else {
                 (
                     format!("{path} is missing the required key `{key}`"),
-                    spans.key(pointer),
+                    head(document, pointer),
                 )
             };
             let mut diagnostic = Diagnostic::new(Code::MissingKey, span, message).label(format!("add `{key}`"));
@@ -216,10 +216,21 @@ fn plural(n: u64) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
-/// The first line of the file, for problems that concern the whole product.
-fn first_line(document: &Document, fallback: crate::spec::Span) -> crate::spec::Span {
-    let span = document.spans.key("/name");
-    if span.is_empty() { fallback } else { span }
+/// A short span standing for the mapping at `pointer`: the key introducing it, else its first key
+/// (an underline of the whole mapping would cover many lines).
+fn head(document: &Document, pointer: &str) -> crate::spec::Span {
+    if let Some(key) = document.spans.exact(pointer).and_then(|node| node.key.clone()) {
+        return key;
+    }
+    let first_key = document
+        .value
+        .pointer(pointer)
+        .and_then(Value::as_object)
+        .and_then(|map| map.keys().next());
+    match first_key {
+        Some(key) => document.spans.key(&crate::spec::yaml::pointer_push(pointer, key)),
+        None => document.spans.value(pointer),
+    }
 }
 
 /// The function of the task that `pointer` lies in, when the pointer is inside a task's params.

@@ -2,9 +2,28 @@
 
 use serde_json::Value;
 
-use crate::util::dpf;
+use crate::util::{Dpf, dpf};
 
 const NOW: &str = "2026-11-26T07:00:00Z";
+
+/// `dpf plan ARGS --format json --now NOW`, parsed.
+fn plan_json(dpf: Dpf, args: &[&str]) -> Value {
+    let run = dpf
+        .args(["plan"])
+        .args(args)
+        .args(["--format", "json", "--now", NOW])
+        .expect(0);
+    serde_json::from_str(&run.stdout).unwrap()
+}
+
+/// The step of a JSON plan whose `field` is `value`.
+fn step<'a>(plan: &'a Value, field: &str, value: &str) -> &'a Value {
+    let steps = plan["steps"].as_array().unwrap();
+    steps
+        .iter()
+        .find(|s| s[field] == value)
+        .unwrap_or_else(|| panic!("no step with {field} {value}"))
+}
 
 #[test]
 fn weather_plan_text() {
@@ -48,29 +67,11 @@ fn secrets_are_shown_as_references_never_resolved() {
 
 #[test]
 fn gcp_target_qualifies_destinations() {
-    let run = dpf()
-        .env("GCP_PROJECT", "acme-data")
-        .args([
-            "plan",
-            "products/weather_data_product.yaml",
-            "--target",
-            "gcp",
-            "--format",
-            "json",
-            "--now",
-            NOW,
-        ])
-        .expect(0);
-    let plan: Value = serde_json::from_str(&run.stdout).unwrap();
-    let destination = |id: &str| {
-        plan["steps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["id"] == id)
-            .unwrap()["destination"]
-            .clone()
-    };
+    let plan = plan_json(
+        dpf().env("GCP_PROJECT", "acme-data"),
+        &["products/weather_data_product.yaml", "--target", "gcp"],
+    );
+    let destination = |id: &str| step(&plan, "id", id)["destination"].clone();
     assert_eq!(
         destination("to_bigquery"),
         "bigquery:acme-data.weather_data.weather_records"
@@ -107,23 +108,8 @@ fn older_dag_factory_files_plan_unchanged() {
 
 #[test]
 fn thresholds_become_the_alert_condition() {
-    let run = dpf()
-        .args([
-            "plan",
-            "tests/corpus/valid/legacy_with_thresholds.yaml",
-            "--format",
-            "json",
-            "--now",
-            NOW,
-        ])
-        .expect(0);
-    let plan: Value = serde_json::from_str(&run.stdout).unwrap();
-    let alert = plan["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["function"] == "send_alerts")
-        .unwrap();
+    let plan = plan_json(dpf(), &["tests/corpus/valid/legacy_with_thresholds.yaml"]);
+    let alert = step(&plan, "function", "send_alerts");
     assert!(
         alert["condition"].as_str().unwrap().contains("\"temperature_2m\" > 30"),
         "{alert}"
