@@ -1,6 +1,9 @@
 //! `send_alerts`: e-mail (SendGrid) and Slack messages when a condition over rows holds, after
 //! every run, or on failure.
 
+pub mod message;
+pub mod outbox;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};

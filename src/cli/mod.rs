@@ -2,6 +2,9 @@
 
 mod list;
 mod plan;
+mod query;
+mod run;
+mod test;
 mod validate;
 
 use std::io::{IsTerminal, Write};
@@ -21,6 +24,9 @@ pub enum Exit {
     Failure = 1,
     /// Invalid configuration or usage.
     Usage = 2,
+    /// A transient failure persisted after all retries: the scheduler may try again later.
+    Transient = 75,
+    Interrupted = 130,
 }
 
 impl From<Exit> for ExitCode {
@@ -48,6 +54,12 @@ enum Command {
     Plan(plan::Args),
     /// List the products with owner, schedule and next run.
     List(list::Args),
+    /// Run a product's chain once.
+    Run(run::Args),
+    /// Run products offline against their recorded fixtures and check their `tests:`.
+    Test(test::Args),
+    /// SQL over the local warehouse; tables are named `dataset.table`.
+    Query(query::Args),
     /// Print the JSON Schema of product files.
     Schema,
 }
@@ -117,6 +129,9 @@ pub fn main() -> ExitCode {
         Command::Validate(args) => validate::run(args),
         Command::Plan(args) => plan::run(args),
         Command::List(args) => list::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Test(args) => test::run(args),
+        Command::Query(args) => query::run(args),
         Command::Schema => print(crate::validate::schema::SCHEMA).map(|()| Exit::Success),
     };
     match result {

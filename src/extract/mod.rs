@@ -1,5 +1,7 @@
 //! Extract functions: tasks that pull rows from outside.
 
+pub mod decode;
+pub mod fetch;
 pub mod http;
 pub mod weather;
 

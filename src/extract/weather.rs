@@ -21,6 +21,33 @@ pub struct ExtractWeather {
     pub timeout_seconds: f64,
 }
 
+impl ExtractWeather {
+    /// The same request as an `extract_http` task: GET `api_url?latitude=..&longitude=..&hourly=metrics`,
+    /// rows from the response's `hourly` columns, with the location copied into each row.
+    pub fn to_http(&self) -> super::ExtractHttp {
+        let mut query = serde_json::Map::new();
+        query.insert("latitude".into(), self.latitude.into());
+        query.insert("longitude".into(), self.longitude.into());
+        query.insert("hourly".into(), self.metrics.join(",").into());
+        if let Some(days) = self.forecast_days {
+            query.insert("forecast_days".into(), days.into());
+        }
+        super::ExtractHttp {
+            url: self.api_url.clone(),
+            method: super::http::Method::Get,
+            query,
+            headers: Default::default(),
+            body: None,
+            auth: None,
+            format: super::http::Format::Json,
+            records: Some("hourly".to_owned()),
+            include: vec!["latitude".to_owned(), "longitude".to_owned()],
+            pagination: None,
+            timeout_seconds: self.timeout_seconds,
+        }
+    }
+}
+
 fn default_api_url() -> String {
     "https://api.open-meteo.com/v1/forecast".to_owned()
 }

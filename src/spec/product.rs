@@ -29,6 +29,8 @@ pub struct Product {
     #[serde(default = "default_retry_delay")]
     pub retry_delay_minutes: f64,
     pub tasks: Vec<Task>,
+    #[serde(default)]
+    pub tests: Vec<crate::expectation::TestCase>,
 }
 
 fn utc() -> String {

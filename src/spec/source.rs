@@ -14,7 +14,7 @@ pub struct LineColumn {
 }
 
 /// A product file's path and text, with a line index for position lookups.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct SourceFile {
     path: PathBuf,
     text: String,

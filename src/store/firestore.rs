@@ -43,9 +43,42 @@ pub fn collection_problem(path: &str) -> Option<&'static str> {
     None
 }
 
+/// The document id for a row's key values: the values joined with `|`, made safe for Firestore
+/// (`/` and `%` percent-encoded; `.`, `..` and `__…__` prefixed). Deterministic, so a rerun overwrites.
+pub fn document_id(values: &[String]) -> String {
+    let joined = values.join("|").replace('%', "%25").replace('/', "%2F");
+    let reserved = joined == "." || joined == ".." || (joined.starts_with("__") && joined.ends_with("__"));
+    let id = if reserved { format!("id{joined}") } else { joined };
+    if id.len() <= 1500 {
+        return id;
+    }
+    let mut cut = 1500;
+    while !id.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    id[..cut].to_owned()
+}
+
+/// A random id like Firestore's own: 20 letters and digits.
+pub fn generated_id() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    (0..20)
+        .map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn document_ids() {
+        let id = document_id(&["2025-01-01T00:00:00".into(), "49.28".into(), "a/b".into()]);
+        assert_eq!(id, "2025-01-01T00:00:00|49.28|a%2Fb");
+        assert_eq!(document_id(&["..".into()]), "id..");
+        assert_eq!(document_id(&["__x__".into()]), "id__x__");
+        assert_eq!(generated_id().len(), 20);
+    }
 
     #[test]
     fn collection_paths() {

@@ -2,6 +2,7 @@
 
 pub mod bigquery;
 pub mod firestore;
+pub mod local;
 
 pub use bigquery::StoreToBigquery;
 pub use firestore::StoreToFirestore;

@@ -1,6 +1,10 @@
 //! `transform_sql`: SQL over upstream outputs, each a table named by its task id.
 
 use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use datafusion::error::DataFusionError;
+use datafusion::prelude::SessionContext;
 
 use serde::{Deserialize, Serialize};
 
@@ -8,6 +12,10 @@ use sqlparser::ast::{Query, Statement, TableFactor, Visit, Visitor};
 use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::Token;
+
+use crate::spec::yaml::content_offset;
+use crate::spec::{LineColumn, SourceFile};
+use crate::table::Table;
 
 /// Parameters of `transform_sql`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -124,6 +132,43 @@ pub fn tables(statements: &[Statement]) -> Vec<TableRef> {
 }
 
 /// Splits sqlparser's "… at Line: L, Column: C" into a message and a position.
+/// Runs `query` over the tables registered in `session` (one per upstream task, named by its id).
+pub async fn run(session: &SessionContext, query: &str) -> Result<Table, DataFusionError> {
+    let frame = session.sql(query).await?;
+    let schema = Arc::new(frame.schema().as_arrow().clone());
+    let batches = frame.collect().await?;
+    Ok(Table::new(schema, batches))
+}
+
+/// The message of a DataFusion error, and the line and column inside the SQL text it points at.
+pub fn explain(error: &DataFusionError, sql: &str) -> (String, Option<(usize, usize)>) {
+    if let Some(diagnostic) = error.diagnostic()
+        && let Some(span) = diagnostic.span
+        && span.start.line > 0
+    {
+        let position = (span.start.line as usize, span.start.column.max(1) as usize);
+        return (diagnostic.message.clone(), Some(position));
+    }
+    if let DataFusionError::SQL(parser, _) = error.find_root() {
+        let found = sql_error(parser.as_ref().clone(), sql);
+        return (found.message, Some((found.line, found.column)));
+    }
+    let message = error.strip_backtrace();
+    let message = message
+        .strip_prefix("Error during planning: ")
+        .or_else(|| message.strip_prefix("Schema error: "))
+        .unwrap_or(&message)
+        .to_owned();
+    (message, None)
+}
+
+/// The position in the product file of `line`:`column` inside the SQL string at `pointer`.
+pub fn locate(source: &SourceFile, pointer: &str, sql: &str, line: usize, column: usize) -> Option<LineColumn> {
+    let (document, _) = crate::spec::yaml::load(source);
+    let node = document?.spans.exact(pointer)?.clone();
+    Some(source.line_column(content_offset(source, &node, sql, line, column)))
+}
+
 fn sql_error(error: ParserError, sql: &str) -> SqlError {
     let text = match error {
         ParserError::TokenizerError(text) | ParserError::ParserError(text) => text,

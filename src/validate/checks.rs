@@ -150,6 +150,83 @@ impl<'a> Checker<'a> {
             self.graph_problem(problem, &nodes, &ids);
         }
         self.unknown_tables(read_tables, &ids);
+        self.tests(&nodes);
+    }
+
+    /// Task ids named by `tests:` must exist and be of the right kind; their conditions must parse.
+    fn tests(&mut self, nodes: &[Node]) {
+        let Some(tests) = self.document.value.get("tests").and_then(Value::as_array) else {
+            return;
+        };
+        let ids: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
+        for (t, case) in tests.iter().enumerate() {
+            let expect = format!("/tests/{t}/expect");
+            for key in ["rows", "alerts"] {
+                let Some(map) = case.pointer(&format!("/expect/{key}")).and_then(Value::as_object) else {
+                    continue;
+                };
+                for name in map.keys() {
+                    let pointer = pointer_push(&format!("{expect}/{key}"), name);
+                    let span = self.document.spans.key(&pointer);
+                    match nodes.iter().find(|n| n.id == *name) {
+                        None => self.out.push(
+                            Diagnostic::new(
+                                Code::UnknownTask,
+                                span,
+                                format!("`{name}` is not a task of this product"),
+                            )
+                            .label("no task with this id")
+                            .did_you_mean(name, ids.iter().copied()),
+                        ),
+                        Some(node) if key == "alerts" && node.function.is_some_and(|f| f != Function::SendAlerts) => {
+                            self.out.push(
+                                Diagnostic::new(
+                                    Code::InvalidValue,
+                                    span,
+                                    format!("`{name}` is not a send_alerts task"),
+                                )
+                                .label("only alert tasks send alerts"),
+                            )
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
+            let Some(values) = case.pointer("/expect/values").and_then(Value::as_array) else {
+                continue;
+            };
+            for (v, check) in values.iter().enumerate() {
+                let pointer = format!("{expect}/values/{v}");
+                if let Some(task) = check.get("task").and_then(Value::as_str) {
+                    let span = self.value_span(&format!("{pointer}/task"));
+                    match nodes.iter().find(|n| n.id == task) {
+                        None => self.out.push(
+                            Diagnostic::new(
+                                Code::UnknownTask,
+                                span,
+                                format!("`{task}` is not a task of this product"),
+                            )
+                            .label("no task with this id")
+                            .did_you_mean(task, ids.iter().copied()),
+                        ),
+                        Some(node) if node.function.is_some_and(|f| !f.produces_data()) => self.out.push(
+                            Diagnostic::new(Code::InvalidValue, span, format!("`{task}` yields no rows to check"))
+                                .label("values are checked in the output of an extract or transform task"),
+                        ),
+                        Some(_) => {}
+                    }
+                }
+                let where_pointer = format!("{pointer}/where");
+                if let Some(condition) = self.str_at(&where_pointer)
+                    && let Err(error) = sql::parse_condition(condition)
+                {
+                    let span = self.sql_span(&where_pointer, condition, error.line, error.column);
+                    self.out.push(
+                        Diagnostic::new(Code::InvalidSql, span, "test condition does not parse").label(error.message),
+                    );
+                }
+            }
+        }
     }
 
     /// Checks a transform's query and returns the tables it reads.

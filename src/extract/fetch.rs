@@ -1,0 +1,403 @@
+//! The running `extract_http`: builds each request, follows pagination, retries transient failures
+//! per request (pages already fetched are kept), and decodes every page into one table.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::Value;
+use url::Url;
+
+use super::decode::{self, Page, Shape};
+use super::http::{AuthKind, ExtractHttp, KeyLocation, Pagination, PaginationKind};
+use crate::http::{Request, Response};
+use crate::run::{Task, TaskError, retry};
+use crate::table::{RowsBuilder, Table};
+
+/// What an extract yields.
+pub struct Extracted {
+    pub table: Table,
+    pub pages: usize,
+    pub bytes: usize,
+    /// Attempts of the request that needed the most.
+    pub attempts: u32,
+}
+
+/// The parts of every request that do not change from page to page.
+struct Requests {
+    method: &'static str,
+    origin: url::Origin,
+    headers: Vec<(String, String)>,
+    /// The API key in the query, when `auth.in` is `query`.
+    query_key: Option<(String, String)>,
+    body: Option<String>,
+    timeout: Duration,
+}
+
+impl Requests {
+    fn new(params: &ExtractHttp, task: &Task<'_>) -> Result<Self, TaskError> {
+        let mut headers: Vec<(String, String)> = params
+            .headers
+            .iter()
+            .map(|(n, v)| (n.to_lowercase(), v.clone()))
+            .collect();
+        let mut query_key = None;
+        if let Some(auth) = &params.auth {
+            let value = |field: &Option<String>, name: &str| {
+                field
+                    .clone()
+                    .ok_or_else(|| TaskError::permanent(format!("auth of type {:?} needs `{name}`", auth.kind)))
+            };
+            match auth.kind {
+                AuthKind::Bearer => headers.push((
+                    "authorization".into(),
+                    format!("Bearer {}", value(&auth.token, "token")?),
+                )),
+                AuthKind::Basic => {
+                    let pair = format!(
+                        "{}:{}",
+                        value(&auth.username, "username")?,
+                        value(&auth.password, "password")?
+                    );
+                    let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+                    headers.push(("authorization".into(), format!("Basic {encoded}")));
+                }
+                AuthKind::ApiKey => {
+                    let name = value(&auth.name, "name")?;
+                    let key = value(&auth.value, "value")?;
+                    match auth.location {
+                        KeyLocation::Header => headers.push((name.to_lowercase(), key)),
+                        KeyLocation::Query => query_key = Some((name, key)),
+                    }
+                }
+            }
+            // Credentials written literally in the file are as secret as referenced ones.
+            for (name, value) in &headers {
+                if name == "authorization" || auth.name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(name)) {
+                    task.env.secrets.add_redaction(value, "[credentials]");
+                }
+            }
+            if let Some((_, key)) = &query_key {
+                task.env.secrets.add_redaction(key, "[credentials]");
+            }
+        }
+        Ok(Requests {
+            method: params.method.as_str(),
+            origin: parse_url(&params.url)?.origin(),
+            headers,
+            query_key,
+            body: params.body.as_ref().map(Value::to_string),
+            timeout: Duration::from_secs_f64(params.timeout_seconds.max(0.001)),
+        })
+    }
+
+    /// The request for `url`; credentials only go to the origin of the product's `url`.
+    fn request(&self, mut url: Url) -> Request {
+        let same_origin = url.origin() == self.origin;
+        if let Some((name, key)) = self.query_key.as_ref().filter(|_| same_origin)
+            && !url.query_pairs().any(|(n, _)| n == name.as_str())
+        {
+            url.query_pairs_mut().append_pair(name, key);
+        }
+        let credentials = |name: &str| name == "authorization" || self.query_key.is_none() && name.contains("key");
+        Request {
+            method: self.method,
+            url,
+            headers: self
+                .headers
+                .iter()
+                .filter(|(name, _)| same_origin || !credentials(name))
+                .cloned()
+                .collect(),
+            body: self.body.clone(),
+            timeout: self.timeout,
+        }
+    }
+}
+
+fn parse_url(text: &str) -> Result<Url, TaskError> {
+    Url::parse(text).map_err(|error| TaskError::permanent(format!("`{text}` is not a valid URL: {error}")))
+}
+
+/// `params.query` as pairs; an array repeats its key.
+fn query_pairs(params: &ExtractHttp) -> Vec<(String, String)> {
+    let text = |value: &Value| match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    params
+        .query
+        .iter()
+        .flat_map(|(name, value)| match value {
+            Value::Array(items) => items.iter().map(|v| (name.clone(), text(v))).collect(),
+            Value::Null => Vec::new(),
+            other => vec![(name.clone(), text(other))],
+        })
+        .collect()
+}
+
+fn with_query(base: &Url, pairs: &[(String, String)]) -> Url {
+    let mut url = base.clone();
+    if !pairs.is_empty() {
+        url.query_pairs_mut().extend_pairs(pairs);
+    }
+    url
+}
+
+/// Where the next page comes from.
+enum Next {
+    Done,
+    Url(Url),
+}
+
+pub async fn fetch(params: &ExtractHttp, task: &Task<'_>) -> Result<Extracted, TaskError> {
+    let requests = Requests::new(params, task)?;
+    let base = parse_url(&params.url)?;
+    let mut query = query_pairs(params);
+    let pagination = params.pagination.as_ref();
+    let lookups: Vec<&str> = pagination
+        .and_then(|p| p.cursor_path.as_deref().or(p.next_url_path.as_deref()))
+        .into_iter()
+        .collect();
+    let shape = Shape {
+        format: params.format,
+        records: params.records.as_deref(),
+        include: &params.include,
+        lookups: &lookups,
+    };
+    // Page-number and offset pagination count from `start`.
+    let mut counter = pagination.map_or(0, |p| p.start.unwrap_or(first_value(p.kind)));
+    if let Some(p) = pagination {
+        if let Some(param) = counter_param(p) {
+            query.push((param.to_owned(), counter.to_string()));
+        }
+        if let (Some(name), Some(size)) = (&p.page_size_param, p.page_size) {
+            query.push((name.clone(), size.to_string()));
+        }
+    }
+    let mut url = with_query(&base, &query);
+    let mut builder = RowsBuilder::new();
+    let mut progress = task.env.log.progress(task.id);
+    let (mut pages, mut bytes, mut attempts) = (0usize, 0usize, 1u32);
+    let max_pages = pagination.map_or(1, |p| p.max_pages.max(1));
+    loop {
+        pages += 1;
+        let request = requests.request(url.clone());
+        let (response, tries) = send(task, &request, pages, &mut bytes, &mut progress, builder.rows()).await;
+        attempts = attempts.max(tries);
+        let response = response.map_err(|error| on_page(error, pages, pagination.is_some()))?;
+        builder.start_page(pages);
+        let page = decode::decode(&response.body, &shape, &mut builder)
+            .map_err(|error| on_page(TaskError::permanent(error), pages, pagination.is_some()))?;
+        progress.update(pages, builder.rows(), bytes);
+        let next = match pagination {
+            None => Next::Done,
+            Some(p) => next_page(p, &page, &response, &url, &mut counter, &mut query, &base)?,
+        };
+        match next {
+            Next::Done => break,
+            Next::Url(_) if pages as u64 >= max_pages => {
+                return Err(TaskError::permanent(format!(
+                    "pagination did not end after {max_pages} pages (pagination.max_pages); raise it if the API \
+                     really has more, or check that the API ends its pages as `type: {}` expects",
+                    kind_name(pagination.expect("paginated").kind)
+                )));
+            }
+            Next::Url(next) => url = next,
+        }
+    }
+    if let Some(dir) = &task.env.record_dir {
+        let exchanges = task.env.transport.take_recorded(task.id);
+        let path = crate::http::fixtures::save(dir, task.id, exchanges).map_err(|e| TaskError::caused(&e))?;
+        task.env.log.info(
+            Some(task.id),
+            None,
+            format!("recorded {pages} responses in {}", path.display()),
+        );
+    }
+    Ok(Extracted {
+        table: Table::from_batch(builder.finish()),
+        pages,
+        bytes,
+        attempts,
+    })
+}
+
+fn on_page(error: TaskError, page: usize, paginated: bool) -> TaskError {
+    if paginated {
+        error.context(format!("page {page}"))
+    } else {
+        error
+    }
+}
+
+/// One request with the task's retries; returns the response and the attempts it took.
+async fn send(
+    task: &Task<'_>,
+    request: &Request,
+    page: usize,
+    bytes: &mut usize,
+    progress: &mut crate::run::log::Progress,
+    rows: usize,
+) -> (Result<Response, TaskError>, u32) {
+    let env = task.env;
+    let log_retry = |retrying: retry::Retrying<'_>| {
+        env.log.warn(
+            Some(task.id),
+            Some(retrying.attempt),
+            format!(
+                "request {} of page {page} failed ({}); attempt {} of {} in {:.1} s",
+                retrying.attempt,
+                retrying.error,
+                retrying.attempt + 1,
+                retrying.of,
+                retrying.wait.as_secs_f64()
+            ),
+        );
+    };
+    let received = std::cell::Cell::new(0usize);
+    let before = *bytes;
+    let progress = std::cell::RefCell::new(progress);
+    let result = retry::run(task.policy, &env.cancel, log_retry, |_| {
+        received.set(0);
+        let (received, progress) = (&received, &progress);
+        async move {
+            let mut on_bytes = |n: usize| {
+                received.set(received.get() + n);
+                progress.borrow_mut().update(page, rows, before + received.get());
+            };
+            env.transport
+                .send(task.id, request, &env.secrets, &mut on_bytes)
+                .await
+                .map_err(TaskError::from)
+        }
+    })
+    .await;
+    *bytes += received.get();
+    result
+}
+
+fn first_value(kind: PaginationKind) -> i64 {
+    match kind {
+        PaginationKind::PageNumber => 1,
+        _ => 0,
+    }
+}
+
+fn counter_param(pagination: &Pagination) -> Option<&str> {
+    let default = match pagination.kind {
+        PaginationKind::PageNumber => "page",
+        PaginationKind::Offset => "offset",
+        _ => return None,
+    };
+    Some(pagination.param.as_deref().unwrap_or(default))
+}
+
+fn kind_name(kind: PaginationKind) -> &'static str {
+    match kind {
+        PaginationKind::PageNumber => "page_number",
+        PaginationKind::Offset => "offset",
+        PaginationKind::Cursor => "cursor",
+        PaginationKind::NextUrl => "next_url",
+        PaginationKind::LinkHeader => "link_header",
+    }
+}
+
+fn set_param(query: &mut Vec<(String, String)>, name: &str, value: String) {
+    match query.iter_mut().find(|(n, _)| n == name) {
+        Some(pair) => pair.1 = value,
+        None => query.push((name.to_owned(), value)),
+    }
+}
+
+fn next_page(
+    pagination: &Pagination,
+    page: &Page,
+    response: &Response,
+    url: &Url,
+    counter: &mut i64,
+    query: &mut Vec<(String, String)>,
+    base: &Url,
+) -> Result<Next, TaskError> {
+    let short_page = page.records == 0 || pagination.page_size.is_some_and(|size| (page.records as u64) < size);
+    let found_text = || match page.found.first() {
+        Some(Some(Value::String(s))) if !s.is_empty() => Some(s.clone()),
+        Some(Some(Value::Number(n))) => Some(n.to_string()),
+        _ => None,
+    };
+    Ok(match pagination.kind {
+        PaginationKind::PageNumber | PaginationKind::Offset if short_page => Next::Done,
+        PaginationKind::PageNumber | PaginationKind::Offset => {
+            *counter += match pagination.kind {
+                PaginationKind::PageNumber => 1,
+                _ => page.records as i64,
+            };
+            let param = counter_param(pagination).expect("counted pagination has a param");
+            set_param(query, param, counter.to_string());
+            Next::Url(with_query(base, query))
+        }
+        PaginationKind::Cursor => match found_text() {
+            Some(cursor) if page.records > 0 => {
+                set_param(query, pagination.param.as_deref().unwrap_or("cursor"), cursor);
+                Next::Url(with_query(base, query))
+            }
+            _ => Next::Done,
+        },
+        PaginationKind::NextUrl => {
+            match found_text() {
+                Some(next) => Next::Url(url.join(&next).map_err(|error| {
+                    TaskError::permanent(format!("the next-page URL `{next}` is not valid: {error}"))
+                })?),
+                None => Next::Done,
+            }
+        }
+        PaginationKind::LinkHeader => match response.header("link").and_then(next_link) {
+            Some(next) => Next::Url(url.join(&next).map_err(|error| {
+                TaskError::permanent(format!("the Link header's next URL `{next}` is not valid: {error}"))
+            })?),
+            None => Next::Done,
+        },
+    })
+}
+
+/// The `rel="next"` target of an RFC 8288 `Link` header.
+pub fn next_link(header: &str) -> Option<String> {
+    let mut rest = header;
+    while let Some(open) = rest.find('<') {
+        let close = open + rest[open..].find('>')?;
+        let target = &rest[open + 1..close];
+        let params_end = rest[close..].find('<').map_or(rest.len(), |i| close + i);
+        let params = &rest[close + 1..params_end];
+        let is_next = params.split(';').any(|param| {
+            let Some((name, value)) = param.split_once('=') else {
+                return false;
+            };
+            name.trim().eq_ignore_ascii_case("rel")
+                && value
+                    .trim()
+                    .trim_matches('"')
+                    .split_whitespace()
+                    .any(|rel| rel.eq_ignore_ascii_case("next"))
+        });
+        if is_next {
+            return Some(target.to_owned());
+        }
+        rest = &rest[params_end..];
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_link;
+
+    #[test]
+    fn link_headers() {
+        let header = r#"<https://api.example.com/items?page=1>; rel="prev", <https://api.example.com/items?page=3&a=1,2>; rel="next last""#;
+        assert_eq!(
+            next_link(header).as_deref(),
+            Some("https://api.example.com/items?page=3&a=1,2")
+        );
+        assert_eq!(next_link(r#"<https://x/1>; rel="prev""#), None);
+        assert_eq!(next_link("</items?page=2>; rel=next").as_deref(), Some("/items?page=2"));
+    }
+}

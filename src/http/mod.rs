@@ -1,0 +1,308 @@
+//! HTTP exchanges of a run: live over the network, live and recorded into fixtures, or replayed from
+//! fixtures with no network at all.
+
+pub mod fixtures;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use url::Url;
+
+use crate::secrets::Secrets;
+pub use fixtures::{Exchange, Fixtures};
+
+/// One request, as the extract means it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: &'static str,
+    pub url: Url,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<String>,
+    pub timeout: Duration,
+}
+
+impl Request {
+    /// The request's identity in fixtures: method, URL with decoded and sorted query, body; secrets
+    /// replaced by their references. Headers are left out: they carry credentials, not identity.
+    pub fn key(&self, secrets: &Secrets) -> String {
+        let mut pairs: Vec<(String, String)> = self.url.query_pairs().into_owned().collect();
+        pairs.sort();
+        let mut key = format!(
+            "{} {}{}",
+            self.method,
+            self.url.origin().ascii_serialization(),
+            percent_decoded(self.url.path())
+        );
+        for (i, (name, value)) in pairs.iter().enumerate() {
+            key.push(if i == 0 { '?' } else { '&' });
+            key.push_str(&format!("{name}={value}"));
+        }
+        if let Some(body) = &self.body {
+            key.push(' ');
+            key.push_str(body);
+        }
+        secrets.redact(&key)
+    }
+}
+
+fn percent_decoded(path: &str) -> String {
+    url::form_urlencoded::parse(format!("p={}", path.replace('+', "%2B")).as_bytes())
+        .next()
+        .map_or_else(|| path.to_owned(), |(_, v)| v.into_owned())
+}
+
+/// A response: status, headers (names in lower case) and the decoded body.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("cannot connect to {url}")]
+    Connect {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("no response from {url} within {seconds} s")]
+    Timeout { url: String, seconds: f64 },
+    #[error("the response from {url} broke off")]
+    Body {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{url} answered HTTP {status}{excerpt}")]
+    Status {
+        url: String,
+        status: u16,
+        retry_after: Option<Duration>,
+        excerpt: String,
+    },
+    #[error("{0}")]
+    Fixture(#[from] fixtures::FixtureError),
+}
+
+impl HttpError {
+    /// Worth another attempt: the network, a timeout, 408, 429 or a server error.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            HttpError::Connect { .. } | HttpError::Timeout { .. } | HttpError::Body { .. } => true,
+            HttpError::Status { status, .. } => matches!(status, 408 | 429 | 500..=599),
+            HttpError::Fixture(_) => false,
+        }
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            HttpError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// Where requests go.
+pub enum Transport {
+    Live(reqwest::Client),
+    /// Live, and every successful exchange kept to be written as fixtures.
+    Record(reqwest::Client, Mutex<HashMap<String, Vec<Exchange>>>),
+    Replay(Fixtures),
+}
+
+impl Transport {
+    pub fn live() -> Self {
+        Transport::Live(client())
+    }
+
+    pub fn record() -> Self {
+        Transport::Record(client(), Mutex::default())
+    }
+
+    /// Sends `request`; `progress` hears the body's bytes as they arrive. A non-2xx status is an error.
+    pub async fn send(
+        &self,
+        task: &str,
+        request: &Request,
+        secrets: &Secrets,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Response, HttpError> {
+        let response = match self {
+            Transport::Live(client) => live(client, request, secrets, progress).await?,
+            Transport::Record(client, exchanges) => {
+                let response = live(client, request, secrets, progress).await?;
+                if (200..300).contains(&response.status) {
+                    exchanges
+                        .lock()
+                        .expect("recording lock")
+                        .entry(task.to_owned())
+                        .or_default()
+                        .push(Exchange::new(request.key(secrets), &response, secrets));
+                }
+                response
+            }
+            Transport::Replay(fixtures) => {
+                let response = fixtures.take_for(task, &request.key(secrets))?;
+                progress(response.body.len());
+                response
+            }
+        };
+        if !(200..300).contains(&response.status) {
+            return Err(status_error(request, &response, secrets));
+        }
+        Ok(response)
+    }
+
+    /// The exchanges of `task` recorded so far (none unless recording).
+    pub fn take_recorded(&self, task: &str) -> Vec<Exchange> {
+        match self {
+            Transport::Record(_, exchanges) => exchanges
+                .lock()
+                .expect("recording lock")
+                .remove(task)
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .user_agent(concat!("dpf/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .expect("the HTTP client's settings are valid")
+}
+
+async fn live(
+    client: &reqwest::Client,
+    request: &Request,
+    secrets: &Secrets,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Response, HttpError> {
+    let shown = || secrets.redact(request.url.as_str());
+    let method = reqwest::Method::from_bytes(request.method.as_bytes()).expect("GET and POST are methods");
+    let mut builder = client.request(method, request.url.clone()).timeout(request.timeout);
+    for (name, value) in &request.headers {
+        builder = builder.header(name, value);
+    }
+    if let Some(body) = &request.body {
+        builder = builder
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.clone());
+    }
+    let timeout = |error: &reqwest::Error| error.is_timeout();
+    let mut response = builder.send().await.map_err(|source| {
+        if timeout(&source) {
+            HttpError::Timeout {
+                url: shown(),
+                seconds: request.timeout.as_secs_f64(),
+            }
+        } else {
+            HttpError::Connect { url: shown(), source }
+        }
+    })?;
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let mut body = Vec::with_capacity(response.content_length().unwrap_or(0) as usize);
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                progress(chunk.len());
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => break,
+            Err(source) if timeout(&source) => {
+                return Err(HttpError::Timeout {
+                    url: shown(),
+                    seconds: request.timeout.as_secs_f64(),
+                });
+            }
+            Err(source) => return Err(HttpError::Body { url: shown(), source }),
+        }
+    }
+    Ok(Response { status, headers, body })
+}
+
+fn status_error(request: &Request, response: &Response, secrets: &Secrets) -> HttpError {
+    let text = String::from_utf8_lossy(&response.body);
+    let text = text.trim();
+    let excerpt = if text.is_empty() {
+        String::new()
+    } else {
+        let cut: String = text.chars().take(300).collect();
+        let more = if cut.len() < text.len() { "…" } else { "" };
+        format!(": {}{more}", secrets.redact(&cut))
+    };
+    HttpError::Status {
+        url: secrets.redact(request.url.as_str()),
+        status: response.status,
+        retry_after: response.header("retry-after").and_then(retry_after),
+        excerpt,
+    }
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+pub fn retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let wait = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    Some(wait.to_std().unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_canonical() {
+        let request = |url: &str| Request {
+            method: "GET",
+            url: Url::parse(url).unwrap(),
+            headers: vec![("authorization".into(), "Bearer x".into())],
+            body: None,
+            timeout: Duration::from_secs(1),
+        };
+        let secrets = Secrets::new();
+        assert_eq!(
+            request("https://api.example.com/v1/a%20b?z=1&a=%24%7Bsecret%3AK%7D").key(&secrets),
+            "GET https://api.example.com/v1/a b?a=${secret:K}&z=1"
+        );
+        assert_eq!(
+            request("https://api.example.com/v1?z=1&a=2").key(&secrets),
+            request("https://api.example.com/v1?a=2&z=1").key(&secrets)
+        );
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(retry_after("7"), Some(Duration::from_secs(7)));
+        assert_eq!(retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(retry_after("soon"), None);
+    }
+}

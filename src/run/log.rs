@@ -1,0 +1,184 @@
+//! Run logs on stderr: readable lines on a terminal, JSON lines in Cloud Logging's structured format
+//! otherwise. Every message passes through the run's redaction first.
+
+use std::fmt;
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{SecondsFormat, Utc};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+
+use crate::secrets::Secrets;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// `human` on a terminal, `json` otherwise.
+    Auto,
+    Human,
+    Json,
+    /// No log lines (the receipt still tells what happened).
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    Info,
+    Warning,
+    Error,
+}
+
+impl Severity {
+    fn name(self) -> &'static str {
+        match self {
+            Severity::Info => "INFO",
+            Severity::Warning => "WARNING",
+            Severity::Error => "ERROR",
+        }
+    }
+}
+
+/// The logger of one run.
+#[derive(Clone)]
+pub struct Log {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    format: LogFormat,
+    product: String,
+    run_id: String,
+    secrets: Secrets,
+    bars: Option<MultiProgress>,
+}
+
+impl Log {
+    pub fn new(format: LogFormat, product: &str, run_id: &str, secrets: Secrets) -> Self {
+        let terminal = std::io::stderr().is_terminal();
+        let format = match format {
+            LogFormat::Auto if terminal => LogFormat::Human,
+            LogFormat::Auto => LogFormat::Json,
+            other => other,
+        };
+        // Progress bars only where someone watches: a terminal with human logs.
+        let bars = (terminal && format == LogFormat::Human)
+            .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+        Log {
+            inner: Arc::new(Inner {
+                format,
+                product: product.to_owned(),
+                run_id: run_id.to_owned(),
+                secrets,
+                bars,
+            }),
+        }
+    }
+
+    pub fn info(&self, task: Option<&str>, attempt: Option<u32>, message: impl fmt::Display) {
+        self.write(Severity::Info, task, attempt, &message.to_string());
+    }
+
+    pub fn warn(&self, task: Option<&str>, attempt: Option<u32>, message: impl fmt::Display) {
+        self.write(Severity::Warning, task, attempt, &message.to_string());
+    }
+
+    pub fn error(&self, task: Option<&str>, attempt: Option<u32>, message: impl fmt::Display) {
+        self.write(Severity::Error, task, attempt, &message.to_string());
+    }
+
+    fn write(&self, severity: Severity, task: Option<&str>, attempt: Option<u32>, message: &str) {
+        let inner = &self.inner;
+        let message = inner.secrets.redact(message);
+        let now = Utc::now();
+        let line = match inner.format {
+            LogFormat::Off => return,
+            LogFormat::Json => {
+                let mut entry = json!({
+                    "severity": severity.name(),
+                    "message": message,
+                    "time": now.to_rfc3339_opts(SecondsFormat::Micros, true),
+                    "product": inner.product,
+                    "run_id": inner.run_id,
+                    "logging.googleapis.com/labels": {"product": inner.product, "run_id": inner.run_id},
+                });
+                if let Some(task) = task {
+                    entry["task"] = task.into();
+                }
+                if let Some(attempt) = attempt {
+                    entry["attempt"] = attempt.into();
+                }
+                entry.to_string()
+            }
+            LogFormat::Human | LogFormat::Auto => {
+                let mut line = format!("{} {:<7}", now.format("%H:%M:%S%.3f"), severity.name());
+                if let Some(task) = task {
+                    line.push_str(&format!(" {task}:"));
+                }
+                line.push(' ');
+                line.push_str(&message);
+                if let Some(attempt) = attempt.filter(|&a| a > 1) {
+                    line.push_str(&format!(" (attempt {attempt})"));
+                }
+                line
+            }
+        };
+        let print = || {
+            let mut stderr = std::io::stderr().lock();
+            let _ = writeln!(stderr, "{line}");
+        };
+        match &inner.bars {
+            Some(bars) => bars.suspend(print),
+            None => print(),
+        }
+    }
+
+    /// Progress of a long extract: a bar on a terminal, once it has taken more than a moment.
+    pub fn progress(&self, task: &str) -> Progress {
+        Progress {
+            bars: self.inner.bars.clone(),
+            task: task.to_owned(),
+            started: Instant::now(),
+            bar: None,
+        }
+    }
+}
+
+/// A progress bar that appears only when an extract is slow enough to watch.
+pub struct Progress {
+    bars: Option<MultiProgress>,
+    task: String,
+    started: Instant,
+    bar: Option<ProgressBar>,
+}
+
+const SHOW_AFTER: Duration = Duration::from_millis(700);
+
+impl Progress {
+    pub fn update(&mut self, pages: usize, rows: usize, bytes: usize) {
+        let Some(bars) = &self.bars else { return };
+        if self.bar.is_none() && self.started.elapsed() > SHOW_AFTER {
+            let bar = bars.add(ProgressBar::new_spinner());
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {prefix}: {msg} ({elapsed})").expect("valid template"),
+            );
+            bar.set_prefix(self.task.clone());
+            bar.enable_steady_tick(Duration::from_millis(120));
+            self.bar = Some(bar);
+        }
+        if let Some(bar) = &self.bar {
+            bar.set_message(format!(
+                "page {pages} · {rows} rows · {}",
+                crate::run::receipt::human_bytes(bytes as u64)
+            ));
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,709 @@
+//! `dpf run`: executes a product's plan once. Stages run in order; the tasks of a stage run
+//! concurrently; a failed task stops the tasks that need it; every store commits atomically.
+
+pub mod error;
+pub mod log;
+pub mod receipt;
+pub mod retry;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{SecondsFormat, Utc};
+use datafusion::datasource::MemTable;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::alert::{Channel, SendAlerts, message, outbox};
+use crate::extract::ExtractHttp;
+use crate::http::{Fixtures, Transport};
+use crate::plan::{self, Step};
+use crate::secrets::{Mode, Secrets};
+use crate::spec::SourceFile;
+use crate::spec::{Call, Product};
+use crate::store::local::{documents, warehouse};
+use crate::table::{Cell, RowsBuilder, Table};
+use crate::target::Target;
+pub use error::{ErrorKind, TaskError};
+use log::{Log, LogFormat};
+use receipt::{AlertReceipt, Receipt, RunStatus, TaskReceipt, TaskStatus, Trigger};
+use retry::Policy;
+
+/// Where HTTP requests go.
+#[derive(Debug, Clone)]
+pub enum HttpMode {
+    Live,
+    /// Live, and each extract's exchanges saved into this folder.
+    Record(PathBuf),
+    /// Served from the fixtures in this folder; no network.
+    Replay(PathBuf),
+}
+
+pub struct Options {
+    pub target: Target,
+    pub data_dir: PathBuf,
+    pub http: HttpMode,
+    pub log_format: LogFormat,
+}
+
+/// What the tasks of one run share.
+pub struct Env {
+    pub product: String,
+    pub run_id: String,
+    pub target: Target,
+    pub data_dir: PathBuf,
+    pub transport: Transport,
+    pub secrets: Secrets,
+    pub session: SessionContext,
+    pub log: Log,
+    pub cancel: CancellationToken,
+    pub record_dir: Option<PathBuf>,
+    pub replay: bool,
+    pub source: SourceFile,
+}
+
+/// One task of a run, as its component sees it.
+pub struct Task<'a> {
+    pub env: &'a Env,
+    pub id: &'a str,
+    pub index: usize,
+    pub policy: Policy,
+}
+
+/// How a run ended, with the rows each data-producing task yielded.
+pub struct Outcome {
+    pub receipt: Receipt,
+    pub tables: HashMap<String, Table>,
+}
+
+/// What a task did, for its receipt.
+#[derive(Default)]
+struct Done {
+    table: Option<Table>,
+    rows: Option<u64>,
+    bytes: Option<u64>,
+    pages: Option<u64>,
+    destinations: Vec<String>,
+    alerts: Vec<AlertReceipt>,
+}
+
+/// A DataFusion session for transforms and alert conditions: SQL positions kept for error messages,
+/// plain `Utf8` text so stored column types stay stable.
+pub fn session() -> SessionContext {
+    let mut config = SessionConfig::new().with_information_schema(false);
+    let options = config.options_mut();
+    options.sql_parser.collect_spans = true;
+    options.sql_parser.map_string_types_to_utf8view = false;
+    options.execution.parquet.schema_force_view_types = false;
+    SessionContext::new_with_config(config)
+}
+
+/// Registers `table` in `session` under `name`, spread over the session's partitions.
+pub fn register(session: &SessionContext, name: &str, table: &Table) -> Result<(), TaskError> {
+    let partitions = session.copied_config().target_partitions().max(1);
+    let mut split: Vec<Vec<_>> = vec![Vec::new(); partitions.min(table.batches.len()).max(1)];
+    for (i, batch) in table.batches.iter().enumerate() {
+        let slot = i % split.len();
+        split[slot].push(batch.clone());
+    }
+    let memory = MemTable::try_new(table.schema.clone(), split)?;
+    session.deregister_table(name)?;
+    session.register_table(name, Arc::new(memory))?;
+    Ok(())
+}
+
+fn new_run_id(now: chrono::DateTime<Utc>) -> String {
+    format!("{}-{:06x}", now.format("%Y%m%dT%H%M%SZ"), fastrand::u32(..0x100_0000))
+}
+
+/// Runs `product` once. Never panics on bad input: every failure ends up in the receipt.
+pub async fn run(product: &Product, source: SourceFile, options: Options, cancel: CancellationToken) -> Outcome {
+    let started = Utc::now();
+    let clock = Instant::now();
+    let run_id = new_run_id(started);
+    let secrets = Secrets::new();
+    let log = Log::new(options.log_format, &product.name, &run_id, secrets.clone());
+    let plan = plan::build(
+        product,
+        &plan::Context {
+            file: source.path(),
+            target: options.target,
+            data_dir: &options.data_dir,
+            now: started,
+        },
+    );
+    let (transport, record_dir, replay) = match &options.http {
+        HttpMode::Live => (Transport::live(), None, false),
+        HttpMode::Record(dir) => (Transport::record(), Some(dir.clone()), false),
+        HttpMode::Replay(dir) => (Transport::Replay(Fixtures::new(dir)), None, true),
+    };
+    let env = Env {
+        product: product.name.clone(),
+        run_id: run_id.clone(),
+        target: options.target,
+        data_dir: options.data_dir.clone(),
+        transport,
+        secrets,
+        session: session(),
+        log,
+        cancel,
+        record_dir,
+        replay,
+        source,
+    };
+    env.log.info(
+        None,
+        None,
+        format!(
+            "run {run_id} of {} started on the {} target{}",
+            product.name,
+            target_name(options.target),
+            if replay { ", replaying recorded responses" } else { "" }
+        ),
+    );
+
+    let mut receipts: Vec<TaskReceipt> = plan
+        .steps
+        .iter()
+        .map(|step| TaskReceipt {
+            id: step.id.clone(),
+            function: step.function,
+            status: TaskStatus::NotRun,
+            attempts: 0,
+            rows: None,
+            bytes: None,
+            pages: None,
+            duration_ms: 0,
+            destinations: Vec::new(),
+            error: None,
+            error_kind: None,
+        })
+        .collect();
+    let mut tables: HashMap<String, Table> = HashMap::new();
+    let mut alerts = Vec::new();
+    let index_of: HashMap<&str, usize> = plan.steps.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
+
+    for stage in &plan.stages {
+        if env.cancel.is_cancelled() {
+            break;
+        }
+        let mut runnable = Vec::new();
+        for id in stage {
+            let i = index_of[id.as_str()];
+            let step = &plan.steps[i];
+            let blocked = step
+                .reads
+                .iter()
+                .chain(&step.after)
+                .find(|up| receipts[index_of[up.as_str()]].status != TaskStatus::Succeeded);
+            match blocked {
+                Some(up) => {
+                    receipts[i].status = TaskStatus::Skipped;
+                    receipts[i].error = Some(format!("not run: `{up}` did not succeed"));
+                    env.log
+                        .warn(Some(&step.id), None, format!("skipped: `{up}` did not succeed"));
+                }
+                None => runnable.push(i),
+            }
+        }
+        let summary_so_far = receipts.clone();
+        let results = futures::future::join_all(runnable.iter().map(|&i| {
+            let tables = &tables;
+            let summary = &summary_so_far;
+            let env = &env;
+            let step = &plan.steps[i];
+            async move { (i, run_task(env, &product.tasks[i].call, step, i, tables, summary).await) }
+        }))
+        .await;
+        for (i, (result, attempts, elapsed)) in results {
+            let receipt = &mut receipts[i];
+            receipt.attempts = attempts;
+            receipt.duration_ms = elapsed.as_millis() as u64;
+            let id = receipt.id.clone();
+            match result {
+                Ok(done) => {
+                    receipt.status = TaskStatus::Succeeded;
+                    receipt.rows = done.rows;
+                    receipt.bytes = done.bytes;
+                    receipt.pages = done.pages;
+                    receipt.destinations = done.destinations;
+                    alerts.extend(done.alerts);
+                    if let Some(table) = done.table {
+                        if let Err(error) = register(&env.session, &id, &table) {
+                            receipt.status = TaskStatus::Failed;
+                            receipt.error = Some(error.message);
+                            receipt.error_kind = Some(ErrorKind::Permanent);
+                            continue;
+                        }
+                        tables.insert(id, table);
+                    }
+                }
+                Err(error) => {
+                    let message = env.secrets.redact(&error.message);
+                    receipt.status = match error.kind {
+                        ErrorKind::Interrupted => TaskStatus::Interrupted,
+                        _ => TaskStatus::Failed,
+                    };
+                    match error.kind {
+                        ErrorKind::Interrupted => {
+                            env.log
+                                .warn(Some(&id), None, "interrupted; nothing of it was committed")
+                        }
+                        _ => env.log.error(Some(&id), Some(attempts), format!("failed: {message}")),
+                    }
+                    receipt.error = Some(message);
+                    receipt.error_kind = Some(error.kind);
+                }
+            }
+        }
+    }
+
+    let status = if env.cancel.is_cancelled() || receipts.iter().any(|r| r.status == TaskStatus::Interrupted) {
+        RunStatus::Interrupted
+    } else if receipts.iter().any(|r| r.error_kind == Some(ErrorKind::Permanent)) {
+        RunStatus::Failed
+    } else if receipts.iter().any(|r| r.status == TaskStatus::Failed) {
+        RunStatus::FailedTransient
+    } else {
+        RunStatus::Succeeded
+    };
+    if matches!(status, RunStatus::Failed | RunStatus::FailedTransient) {
+        alerts.extend(failure_alerts(&env, product, &receipts));
+    }
+    let receipt = Receipt {
+        version: receipt::VERSION,
+        run_id,
+        product: product.name.clone(),
+        target: options.target,
+        data_dir: (options.target == Target::Local).then(|| options.data_dir.display().to_string()),
+        replay,
+        status,
+        exit_code: status.exit_code(),
+        started_at: started.to_rfc3339_opts(SecondsFormat::Millis, true),
+        finished_at: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+        duration_ms: clock.elapsed().as_millis() as u64,
+        tasks: receipts,
+        alerts,
+    };
+    let line = format!(
+        "run finished: {:?} in {} ms (exit {})",
+        status, receipt.duration_ms, receipt.exit_code
+    );
+    match status {
+        RunStatus::Succeeded => env.log.info(None, None, line),
+        _ => env.log.error(None, None, line),
+    }
+    Outcome { receipt, tables }
+}
+
+fn target_name(target: Target) -> &'static str {
+    match target {
+        Target::Local => "local",
+        Target::Gcp => "gcp",
+    }
+}
+
+/// Runs one task with its retries and timeout; returns its result, attempts and duration.
+async fn run_task(
+    env: &Env,
+    call: &Call,
+    step: &Step,
+    index: usize,
+    tables: &HashMap<String, Table>,
+    so_far: &[TaskReceipt],
+) -> (Result<Done, TaskError>, u32, Duration) {
+    let clock = Instant::now();
+    let task = Task {
+        env,
+        id: &step.id,
+        index,
+        policy: Policy::new(step.retries, step.retry_delay_minutes),
+    };
+    let timeout = step
+        .timeout_minutes
+        .map(|m| Duration::from_secs_f64((m * 60.0).max(0.0)));
+    let (result, attempts) = match call {
+        // An extract retries each request itself, keeping the pages it already has.
+        Call::ExtractHttp(params) => match extract(&task, params, timeout).await {
+            Ok((done, attempts)) => (Ok(done), attempts),
+            Err(error) => (Err(error), task.policy.retries + 1),
+        },
+        Call::ExtractWeather(weather) => match extract(&task, &weather.to_http(), timeout).await {
+            Ok((done, attempts)) => (Ok(done), attempts),
+            Err(error) => (Err(error), task.policy.retries + 1),
+        },
+        _ => {
+            let on_retry = |retrying: retry::Retrying<'_>| {
+                env.log.warn(
+                    Some(&step.id),
+                    Some(retrying.attempt),
+                    format!(
+                        "attempt {} of {} failed ({}); retrying in {:.1} s",
+                        retrying.attempt,
+                        retrying.of,
+                        retrying.error,
+                        retrying.wait.as_secs_f64()
+                    ),
+                );
+            };
+            retry::run(task.policy, &env.cancel, on_retry, |_| {
+                with_timeout(timeout, run_other(&task, call, step, tables, so_far))
+            })
+            .await
+        }
+    };
+    if let Ok(done) = &result {
+        let mut line = String::from("done");
+        if let Some(rows) = done.rows {
+            line.push_str(&format!(": {rows} rows"));
+        }
+        if let Some(bytes) = done.bytes {
+            line.push_str(&format!(", {}", receipt::human_bytes(bytes)));
+        }
+        line.push_str(&format!(" in {} ms", clock.elapsed().as_millis()));
+        for destination in &done.destinations {
+            line.push_str(&format!(" → {destination}"));
+        }
+        env.log.info(Some(&step.id), Some(attempts), line);
+    }
+    (result, attempts, clock.elapsed())
+}
+
+async fn with_timeout<T>(
+    timeout: Option<Duration>,
+    work: impl Future<Output = Result<T, TaskError>>,
+) -> Result<T, TaskError> {
+    match timeout {
+        None => work.await,
+        Some(limit) => tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+            Err(TaskError::transient(format!(
+                "timed out after {} s (timeout_minutes)",
+                limit.as_secs_f64()
+            )))
+        }),
+    }
+}
+
+async fn extract(task: &Task<'_>, params: &ExtractHttp, timeout: Option<Duration>) -> Result<(Done, u32), TaskError> {
+    let env = task.env;
+    // Replayed requests keep their references as text: that is how recordings hold them.
+    let mode = if env.replay { Mode::Literal } else { Mode::Values };
+    let value = serde_json::to_value(params).expect("params serialize");
+    let resolved = env
+        .secrets
+        .resolve_json(&value, mode)
+        .map_err(|e| TaskError::caused(&e))?;
+    let params = ExtractHttp::deserialize(resolved).map_err(|e| TaskError::permanent(format!("params: {e}")))?;
+    if let Transport::Replay(fixtures) = &env.transport {
+        fixtures.load(task.id).map_err(|e| TaskError::caused(&e))?;
+    }
+    let extracted = with_timeout(timeout, crate::extract::fetch::fetch(&params, task)).await?;
+    let done = Done {
+        rows: Some(extracted.table.rows() as u64),
+        bytes: Some(extracted.bytes as u64),
+        pages: Some(extracted.pages as u64),
+        table: Some(extracted.table),
+        ..Done::default()
+    };
+    Ok((done, extracted.attempts))
+}
+
+async fn run_other(
+    task: &Task<'_>,
+    call: &Call,
+    step: &Step,
+    tables: &HashMap<String, Table>,
+    so_far: &[TaskReceipt],
+) -> Result<Done, TaskError> {
+    let env = task.env;
+    let input = || -> Result<(&str, &Table), TaskError> {
+        let name = step
+            .reads
+            .first()
+            .ok_or_else(|| TaskError::permanent("the task has no input"))?;
+        let table = tables
+            .get(name)
+            .ok_or_else(|| TaskError::permanent(format!("the output of `{name}` is missing")))?;
+        Ok((name, table))
+    };
+    match (call, env.target) {
+        (Call::TransformSql(transform), _) => {
+            let table = crate::transform::sql::run(&env.session, &transform.query)
+                .await
+                .map_err(|error| sql_error(task, "query", &transform.query, &error))?;
+            Ok(Done {
+                rows: Some(table.rows() as u64),
+                bytes: Some(table.bytes() as u64),
+                table: Some(table),
+                ..Done::default()
+            })
+        }
+        (Call::StoreToBigquery(store), Target::Local) => {
+            let (_, rows) = input()?;
+            let warehouse = crate::store::local::warehouse_dir(&env.data_dir);
+            let (store, rows) = (store.clone(), rows.clone());
+            let written = blocking(move || {
+                warehouse::write(&warehouse, &store.dataset, &store.table, store.write, &store.key, &rows)
+            })
+            .await?;
+            Ok(Done {
+                rows: Some(written.rows as u64),
+                bytes: Some(written.bytes),
+                destinations: vec![written.path.display().to_string()],
+                ..Done::default()
+            })
+        }
+        (Call::StoreToFirestore(store), Target::Local) => {
+            let (_, rows) = input()?;
+            let path = crate::store::local::documents_path(&env.data_dir);
+            let destination = format!("{} (collection {})", path.display(), store.collection);
+            let (store, rows) = (store.clone(), rows.clone());
+            let written =
+                blocking(move || documents::write(&path, &store.collection, &store.key, store.merge, &rows)).await?;
+            Ok(Done {
+                rows: Some(written as u64),
+                destinations: vec![destination],
+                ..Done::default()
+            })
+        }
+        (Call::SendAlerts(alert), Target::Local) => send_alert(task, alert, step, tables, so_far).await,
+        (_, Target::Gcp) => Err(TaskError::permanent(
+            "the gcp target is not available in this version of dpf; run with --target local",
+        )),
+        (Call::ExtractHttp(_) | Call::ExtractWeather(_), _) => unreachable!("extracts run through extract()"),
+    }
+}
+
+/// Runs blocking store work off the async threads.
+async fn blocking<T: Send + 'static, E: std::error::Error + Send + 'static>(
+    work: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, TaskError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(TaskError::caused(&error)),
+        Err(join) => Err(TaskError::permanent(format!("the store stopped unexpectedly: {join}"))),
+    }
+}
+
+/// A SQL error, placed at its line and column in the product file when DataFusion says where.
+fn sql_error(task: &Task<'_>, field: &str, sql: &str, error: &datafusion::error::DataFusionError) -> TaskError {
+    let (message, position) = crate::transform::sql::explain(error, sql);
+    let pointer = format!("/tasks/{}/params/{field}", task.index);
+    let located = position
+        .and_then(|(line, column)| crate::transform::sql::locate(&task.env.source, &pointer, sql, line, column));
+    match located {
+        Some(at) => TaskError::permanent(format!(
+            "{}:{}:{}: {message}",
+            task.env.source.path().display(),
+            at.line,
+            at.column
+        )),
+        None => TaskError::permanent(format!("`{field}`: {message}")),
+    }
+}
+
+async fn send_alert(
+    task: &Task<'_>,
+    alert: &SendAlerts,
+    step: &Step,
+    tables: &HashMap<String, Table>,
+    so_far: &[TaskReceipt],
+) -> Result<Done, TaskError> {
+    let env = task.env;
+    let mut fields = message::Fields {
+        product: &env.product,
+        task: task.id,
+        run_id: &env.run_id,
+        target: target_name(env.target),
+        count: 0,
+    };
+    let (message, trigger, rows) = match (alert.condition(), step.reads.first()) {
+        (Some(condition), Some(input)) => {
+            if !tables.contains_key(input) {
+                return Err(TaskError::permanent(format!("the output of `{input}` is missing")));
+            }
+            let query = format!("SELECT * FROM \"{input}\" WHERE {condition}");
+            let matching = crate::transform::sql::run(&env.session, &query)
+                .await
+                .map_err(|error| {
+                    match &alert.when {
+                        // Positions inside `when` are offset by the SELECT in front of it.
+                        Some(when) => {
+                            let (message, _) = crate::transform::sql::explain(&error, &query);
+                            sql_error(task, "when", when, &datafusion::error::DataFusionError::Plan(message))
+                        }
+                        None => TaskError::from(error),
+                    }
+                })?;
+            fields.count = matching.rows();
+            if fields.count == 0 {
+                env.log.info(
+                    Some(task.id),
+                    None,
+                    format!("condition `{condition}` held for no rows; no alert"),
+                );
+                return Ok(Done {
+                    rows: Some(0),
+                    ..Done::default()
+                });
+            }
+            let shown = first_rows(&matching, alert.max_rows as usize);
+            let template = alert
+                .subject
+                .as_deref()
+                .unwrap_or("{product}: {count} rows match alert {task}");
+            let subject = message::subject(template, &fields);
+            (
+                message::matches(subject, &condition, &fields, &shown, alert.max_rows as usize),
+                Trigger::Condition,
+                fields.count,
+            )
+        }
+        _ => {
+            let template = alert.subject.as_deref().unwrap_or("{product}: run {run_id} succeeded");
+            let subject = message::subject(template, &fields);
+            let intro = format!(
+                "Run {} of {} succeeded on the {} target.",
+                env.run_id, env.product, fields.target
+            );
+            (
+                message::summary(subject, &intro, &tasks_table(so_far)),
+                Trigger::Summary,
+                0,
+            )
+        }
+    };
+    let sent = deliver(env, task.id, alert, &alert.recipient, trigger, &message, rows)?;
+    Ok(Done {
+        rows: Some(rows as u64),
+        destinations: sent.iter().map(|a| a.destination.clone()).collect(),
+        alerts: sent,
+        ..Done::default()
+    })
+}
+
+/// The first `count` rows of `table`.
+fn first_rows(table: &Table, count: usize) -> Table {
+    let mut left = count;
+    let mut batches = Vec::new();
+    for batch in &table.batches {
+        if left == 0 {
+            break;
+        }
+        let take = left.min(batch.num_rows());
+        batches.push(batch.slice(0, take));
+        left -= take;
+    }
+    Table::new(table.schema.clone(), batches)
+}
+
+/// Sends `message` on each of the alert's channels (on the local target: into the outbox).
+fn deliver(
+    env: &Env,
+    task: &str,
+    alert: &SendAlerts,
+    recipients: &[String],
+    trigger: Trigger,
+    message: &message::Message,
+    rows: usize,
+) -> Result<Vec<AlertReceipt>, TaskError> {
+    let resolve = |texts: &[String]| -> Result<Vec<String>, TaskError> {
+        texts
+            .iter()
+            .map(|t| env.secrets.resolve(t, Mode::Values).map_err(|e| TaskError::caused(&e)))
+            .collect()
+    };
+    let to = resolve(recipients)?;
+    let cc = resolve(&alert.cc)?;
+    let from = alert
+        .from
+        .as_deref()
+        .map(|f| env.secrets.resolve(f, Mode::Values))
+        .transpose()
+        .map_err(|e| TaskError::caused(&e))?;
+    let dir = outbox::dir(&env.data_dir);
+    let mut sent = Vec::new();
+    for channel in &alert.channels {
+        let (name, path) = match channel {
+            Channel::Email => (
+                "email",
+                outbox::email(&dir, &env.product, task, from.as_deref(), &to, &cc, message),
+            ),
+            Channel::Slack => ("slack", outbox::slack(&dir, &env.product, task, message)),
+        };
+        let path = path.map_err(|e| TaskError::caused(&e))?;
+        env.log.info(
+            Some(task),
+            None,
+            format!(
+                "alert \"{}\" to {} written to {}",
+                message.subject,
+                to.join(", "),
+                path.display()
+            ),
+        );
+        sent.push(AlertReceipt {
+            task: task.to_owned(),
+            trigger,
+            channel: name.to_owned(),
+            recipients: to.clone(),
+            subject: message.subject.clone(),
+            rows: rows as u64,
+            destination: path.display().to_string(),
+        });
+    }
+    Ok(sent)
+}
+
+/// A table of task outcomes, for summaries and failure messages.
+fn tasks_table(receipts: &[TaskReceipt]) -> Table {
+    let mut builder = RowsBuilder::new();
+    for receipt in receipts {
+        let status = format!("{:?}", receipt.status).to_lowercase();
+        let row = [
+            ("task", Cell::Str(receipt.id.as_str().into())),
+            ("status", Cell::Str(status.into())),
+            ("rows", receipt.rows.map_or(Cell::Null, |r| Cell::Int(r as i64))),
+            ("attempts", Cell::Int(i64::from(receipt.attempts))),
+            (
+                "error",
+                receipt.error.as_deref().map_or(Cell::Null, |e| Cell::Str(e.into())),
+            ),
+        ];
+        builder.push_record(row).expect("one type per column");
+    }
+    Table::from_batch(builder.finish())
+}
+
+/// Messages to the `on_failure` recipients of every alert task, after a failed run.
+fn failure_alerts(env: &Env, product: &Product, receipts: &[TaskReceipt]) -> Vec<AlertReceipt> {
+    let failed: Vec<&TaskReceipt> = receipts.iter().filter(|r| r.status == TaskStatus::Failed).collect();
+    let mut sent = Vec::new();
+    for task in &product.tasks {
+        let Call::SendAlerts(alert) = &task.call else { continue };
+        if alert.on_failure.is_empty() {
+            continue;
+        }
+        let names: Vec<&str> = failed.iter().map(|r| r.id.as_str()).collect();
+        let subject = format!("{}: run {} failed ({})", env.product, env.run_id, names.join(", "));
+        let intro = format!(
+            "Run {} of {} failed on the {} target. Failed: {}.",
+            env.run_id,
+            env.product,
+            target_name(env.target),
+            names.join(", ")
+        );
+        let message = message::summary(subject, &intro, &tasks_table(receipts));
+        match deliver(env, &task.id, alert, &alert.on_failure, Trigger::Failure, &message, 0) {
+            Ok(receipts) => sent.extend(receipts),
+            Err(error) => env
+                .log
+                .error(Some(&task.id), None, format!("cannot send the failure alert: {error}")),
+        }
+    }
+    sent
+}

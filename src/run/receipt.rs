@@ -1,0 +1,195 @@
+//! The receipt of a run: what ran, what it read and wrote, what it sent, and how it ended.
+
+use serde::Serialize;
+
+use super::ErrorKind;
+use crate::target::Target;
+
+/// The version of the receipt's JSON form; fields are only added within a version.
+pub const VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Receipt {
+    pub version: u32,
+    pub run_id: String,
+    pub product: String,
+    pub target: Target,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<String>,
+    pub replay: bool,
+    pub status: RunStatus,
+    pub exit_code: u8,
+    pub started_at: String,
+    pub finished_at: String,
+    pub duration_ms: u64,
+    pub tasks: Vec<TaskReceipt>,
+    pub alerts: Vec<AlertReceipt>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Succeeded,
+    /// A task failed permanently.
+    Failed,
+    /// A task still failed transiently after its retries.
+    FailedTransient,
+    Interrupted,
+}
+
+impl RunStatus {
+    /// The exit code the scheduler sees.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            RunStatus::Succeeded => 0,
+            RunStatus::Failed => 1,
+            RunStatus::FailedTransient => 75,
+            RunStatus::Interrupted => 130,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    Succeeded,
+    Failed,
+    /// Not run because a task it needs failed.
+    Skipped,
+    Interrupted,
+    /// Not reached: the run stopped before it.
+    NotRun,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskReceipt {
+    pub id: String,
+    pub function: crate::spec::Function,
+    pub status: TaskStatus,
+    pub attempts: u32,
+    /// Rows yielded (extract, transform), written (store) or matching (alert).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+    /// Bytes received (extract) or held in memory (transform) or written (store).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pages: Option<u64>,
+    pub duration_ms: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub destinations: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<ErrorKind>,
+}
+
+/// Why an alert was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// Its `when` held for some rows.
+    Condition,
+    /// No `when`: a summary after a successful run.
+    Summary,
+    /// The run failed and the alert has `on_failure` recipients.
+    Failure,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertReceipt {
+    pub task: String,
+    pub trigger: Trigger,
+    pub channel: String,
+    pub recipients: Vec<String>,
+    pub subject: String,
+    pub rows: u64,
+    /// Where the message went (an `.eml` file on the local target).
+    pub destination: String,
+}
+
+/// `1.2 MB`-style sizes for people.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KB", "MB", "GB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+impl Receipt {
+    /// A few lines for a person: the outcome, each task, each alert.
+    pub fn render_text(&self) -> String {
+        let mut out = format!(
+            "run {} of {} {} in {} ms (exit {})\n",
+            self.run_id,
+            self.product,
+            match self.status {
+                RunStatus::Succeeded => "succeeded",
+                RunStatus::Failed => "failed",
+                RunStatus::FailedTransient => "failed (transient)",
+                RunStatus::Interrupted => "was interrupted",
+            },
+            self.duration_ms,
+            self.exit_code
+        );
+        let width = self.tasks.iter().map(|t| t.id.len()).max().unwrap_or(0);
+        for task in &self.tasks {
+            let status = match task.status {
+                TaskStatus::Succeeded => "ok",
+                TaskStatus::Failed => "FAILED",
+                TaskStatus::Skipped => "skipped",
+                TaskStatus::Interrupted => "interrupted",
+                TaskStatus::NotRun => "not run",
+            };
+            let mut line = format!("  {:<width$}  {status:<11}", task.id);
+            if let Some(rows) = task.rows {
+                line.push_str(&format!(" {rows:>9} rows"));
+            }
+            if task.status != TaskStatus::NotRun && task.status != TaskStatus::Skipped {
+                line.push_str(&format!(" {:>6} ms", task.duration_ms));
+            }
+            if task.attempts > 1 {
+                line.push_str(&format!("  {} attempts", task.attempts));
+            }
+            for destination in &task.destinations {
+                line.push_str(&format!("  → {destination}"));
+            }
+            if let Some(error) = &task.error {
+                line.push_str(&format!("\n  {:<width$}  error: {error}", ""));
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        for alert in &self.alerts {
+            out.push_str(&format!(
+                "  alert {} ({}) to {}: {}\n",
+                alert.task,
+                match alert.trigger {
+                    Trigger::Condition => "condition held",
+                    Trigger::Summary => "run summary",
+                    Trigger::Failure => "run failed",
+                },
+                alert.recipients.join(", "),
+                alert.destination
+            ));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes() {
+        assert_eq!(super::human_bytes(999), "999 B");
+        assert_eq!(super::human_bytes(1_234_567), "1.2 MB");
+    }
+}

@@ -1,0 +1,213 @@
+//! Values behind `${env:…}`, `${secret:…}` and `${file:…}` references, resolved once per run, and the
+//! redaction that keeps them out of every output: anything printed, logged or recorded passes through
+//! [`Secrets::redact`], which puts the reference back in place of its value.
+
+mod env;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+
+use crate::spec::reference::{Reference, references};
+
+/// Values shorter than this are not searched for in output: a variable holding `1` would otherwise
+/// turn every `1` printed into a reference. Secrets are always redacted, whatever their length.
+const MIN_REDACTED_LEN: usize = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error(
+        "`{reference}` is not set: on the local target it is read from the environment variable `{name}` \
+         or from `.env` in the working directory"
+    )]
+    Unset { reference: String, name: String },
+    #[error("`{reference}` names a secret in Secret Manager, which only the gcp target reads")]
+    NeedsGcp { reference: String },
+    #[error("`{reference}`: cannot read `{path}`")]
+    File {
+        reference: String,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("malformed reference in a param: {0}")]
+    Malformed(String),
+}
+
+/// How references turn into text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Their values, from the environment, `.env` or files.
+    Values,
+    /// Their own text (`${secret:NAME}`): what recorded fixtures hold, so replay needs no credentials.
+    Literal,
+}
+
+/// The references of one run and what they resolved to.
+#[derive(Debug, Clone, Default)]
+pub struct Secrets {
+    inner: Arc<Mutex<Resolved>>,
+}
+
+#[derive(Debug, Default)]
+struct Resolved {
+    values: HashMap<String, String>,
+    /// (value, the reference to print instead), longest value first.
+    redactions: Vec<(String, String)>,
+    dotenv: Option<HashMap<String, String>>,
+}
+
+impl Secrets {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `text` with each reference replaced (and `$${` unescaped).
+    pub fn resolve(&self, text: &str, mode: Mode) -> Result<String, SecretError> {
+        let found = references(text).map_err(|error| SecretError::Malformed(error.message))?;
+        let mut out = String::with_capacity(text.len());
+        let mut at = 0;
+        for (range, reference) in found {
+            out.push_str(&text[at..range.start].replace("$${", "${"));
+            let written = &text[range.clone()];
+            match mode {
+                Mode::Literal => out.push_str(written),
+                Mode::Values => out.push_str(&self.value(written, &reference)?),
+            }
+            at = range.end;
+        }
+        out.push_str(&text[at..].replace("$${", "${"));
+        Ok(out)
+    }
+
+    /// Every string inside `value` resolved.
+    pub fn resolve_json(&self, value: &Value, mode: Mode) -> Result<Value, SecretError> {
+        Ok(match value {
+            Value::String(text) => Value::String(self.resolve(text, mode)?),
+            Value::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|item| self.resolve_json(item, mode))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Value::Object(fields) => Value::Object(
+                fields
+                    .iter()
+                    .map(|(k, v)| Ok((k.clone(), self.resolve_json(v, mode)?)))
+                    .collect::<Result<_, SecretError>>()?,
+            ),
+            other => other.clone(),
+        })
+    }
+
+    fn value(&self, written: &str, reference: &Reference) -> Result<String, SecretError> {
+        let mut resolved = self.inner.lock().expect("secrets lock");
+        if let Some(value) = resolved.values.get(written) {
+            return Ok(value.clone());
+        }
+        let value = match reference {
+            Reference::Env(name) => lookup(&mut resolved, name, written)?,
+            Reference::Secret(name) if name.starts_with("projects/") => {
+                return Err(SecretError::NeedsGcp {
+                    reference: written.to_owned(),
+                });
+            }
+            Reference::Secret(name) => lookup(&mut resolved, name, written)?,
+            Reference::File(path) => std::fs::read_to_string(path)
+                .map(|text| text.trim_end_matches(['\n', '\r']).to_owned())
+                .map_err(|source| SecretError::File {
+                    reference: written.to_owned(),
+                    path: path.clone(),
+                    source,
+                })?,
+        };
+        let always = matches!(reference, Reference::Secret(_));
+        resolved.add_redaction(&value, written, always);
+        resolved.values.insert(written.to_owned(), value.clone());
+        Ok(value)
+    }
+
+    /// Registers a value derived from secrets (an `Authorization` header, say) to be redacted as `shown`.
+    pub fn add_redaction(&self, value: &str, shown: &str) {
+        self.inner
+            .lock()
+            .expect("secrets lock")
+            .add_redaction(value, shown, true);
+    }
+
+    /// `text` with every resolved value replaced by the reference it came from.
+    pub fn redact(&self, text: &str) -> String {
+        let resolved = self.inner.lock().expect("secrets lock");
+        let mut out = text.to_owned();
+        for (value, shown) in &resolved.redactions {
+            if out.contains(value.as_str()) {
+                out = out.replace(value.as_str(), shown);
+            }
+        }
+        out
+    }
+}
+
+impl Resolved {
+    fn add_redaction(&mut self, value: &str, shown: &str, always: bool) {
+        if value.is_empty() || (!always && value.chars().count() < MIN_REDACTED_LEN) {
+            return;
+        }
+        let encoded: String = url::form_urlencoded::byte_serialize(value.as_bytes()).collect();
+        let escaped = serde_json::to_string(value).unwrap_or_default();
+        let escaped = escaped.trim_matches('"');
+        for variant in [value, encoded.as_str(), escaped] {
+            if !self.redactions.iter().any(|(v, _)| v == variant) {
+                self.redactions.push((variant.to_owned(), shown.to_owned()));
+            }
+        }
+        self.redactions.sort_by_key(|(v, _)| std::cmp::Reverse(v.len()));
+    }
+}
+
+fn lookup(resolved: &mut Resolved, name: &str, written: &str) -> Result<String, SecretError> {
+    if let Some(value) = std::env::var(name).ok().filter(|v| !v.is_empty()) {
+        return Ok(value);
+    }
+    let dotenv = resolved
+        .dotenv
+        .get_or_insert_with(|| env::read(std::path::Path::new(".env")));
+    dotenv.get(name).cloned().ok_or_else(|| SecretError::Unset {
+        reference: written.to_owned(),
+        name: name.to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_and_redacts() {
+        // SAFETY: the variable name is unique to this test.
+        unsafe { std::env::set_var("DPF_TEST_RESOLVE_TOKEN", "s3cr3t/value") };
+        let secrets = Secrets::new();
+        let text = "Bearer ${secret:DPF_TEST_RESOLVE_TOKEN} $${env:X}";
+        assert_eq!(
+            secrets.resolve(text, Mode::Values).unwrap(),
+            "Bearer s3cr3t/value ${env:X}"
+        );
+        assert_eq!(
+            secrets.resolve(text, Mode::Literal).unwrap(),
+            "Bearer ${secret:DPF_TEST_RESOLVE_TOKEN} ${env:X}"
+        );
+        assert_eq!(
+            secrets.redact("GET /x?key=s3cr3t%2Fvalue and s3cr3t/value"),
+            "GET /x?key=${secret:DPF_TEST_RESOLVE_TOKEN} and ${secret:DPF_TEST_RESOLVE_TOKEN}"
+        );
+        let error = secrets
+            .resolve("${secret:DPF_TEST_UNSET_SECRET}", Mode::Values)
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("`${secret:DPF_TEST_UNSET_SECRET}` is not set")
+        );
+    }
+}

@@ -1,0 +1,131 @@
+//! The local document store: Firestore collections as one SQLite table, `<data-dir>/firestore.db`.
+//! Each write is one transaction: all of a task's documents land, or none.
+
+use std::path::Path;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::json::writer::{LineDelimited, WriterBuilder};
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use rusqlite::{Connection, params};
+
+use crate::store::firestore::{document_id, generated_id};
+use crate::table::Table;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DocumentError {
+    #[error("document store {path}")]
+    Sqlite {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("cannot turn the rows into documents: {0}")]
+    Encode(String),
+    #[error("key column `{column}` is not a column of the rows; they have: {columns}")]
+    MissingKey { column: String, columns: String },
+}
+
+/// Opens (creating when needed) the document store at `path`.
+pub fn open(path: &Path) -> Result<Connection, DocumentError> {
+    let sqlite = |source| DocumentError::Sqlite {
+        path: path.display().to_string(),
+        source,
+    };
+    if let Some(parent) = path.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    let connection = Connection::open(path).map_err(sqlite)?;
+    connection
+        .busy_timeout(std::time::Duration::from_secs(30))
+        .map_err(sqlite)?;
+    connection
+        .execute_batch(
+            "PRAGMA journal_mode = WAL;
+             CREATE TABLE IF NOT EXISTS documents (
+                 collection TEXT NOT NULL,
+                 id TEXT NOT NULL,
+                 fields TEXT NOT NULL,
+                 updated_at TEXT NOT NULL,
+                 PRIMARY KEY (collection, id)
+             ) WITHOUT ROWID;",
+        )
+        .map_err(sqlite)?;
+    Ok(connection)
+}
+
+/// Upserts one document per row into `collection`; with `merge`, only the written fields change.
+/// Returns the number of documents written.
+pub fn write(path: &Path, collection: &str, key: &[String], merge: bool, rows: &Table) -> Result<usize, DocumentError> {
+    for column in key {
+        if rows.schema.field_with_name(column).is_err() {
+            return Err(DocumentError::MissingKey {
+                column: column.clone(),
+                columns: rows.column_names().join(", "),
+            });
+        }
+    }
+    let documents = documents(key, rows)?;
+    let sqlite = |source| DocumentError::Sqlite {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut connection = open(path)?;
+    let transaction = connection.transaction().map_err(sqlite)?;
+    {
+        let sql = if merge {
+            "INSERT INTO documents (collection, id, fields, updated_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (collection, id) DO UPDATE
+             SET fields = json_patch(fields, excluded.fields), updated_at = excluded.updated_at"
+        } else {
+            "INSERT INTO documents (collection, id, fields, updated_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (collection, id) DO UPDATE
+             SET fields = excluded.fields, updated_at = excluded.updated_at"
+        };
+        let mut statement = transaction.prepare(sql).map_err(sqlite)?;
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        for (id, fields) in &documents {
+            statement
+                .execute(params![collection, id, fields, now])
+                .map_err(sqlite)?;
+        }
+    }
+    transaction.commit().map_err(sqlite)?;
+    Ok(documents.len())
+}
+
+/// (document id, fields as JSON) per row.
+fn documents(key: &[String], rows: &Table) -> Result<Vec<(String, String)>, DocumentError> {
+    let mut out = Vec::with_capacity(rows.rows());
+    let options = FormatOptions::default().with_null("null");
+    for batch in &rows.batches {
+        let json = json_lines(batch)?;
+        let formatters = key
+            .iter()
+            .map(|column| {
+                let array = batch.column_by_name(column).expect("key columns were checked");
+                ArrayFormatter::try_new(array.as_ref(), &options).map_err(|e| DocumentError::Encode(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        for (row, fields) in json.lines().enumerate() {
+            let id = if key.is_empty() {
+                generated_id()
+            } else {
+                let values: Vec<String> = formatters.iter().map(|f| f.value(row).to_string()).collect();
+                document_id(&values)
+            };
+            out.push((id, fields.to_owned()));
+        }
+    }
+    Ok(out)
+}
+
+fn json_lines(batch: &RecordBatch) -> Result<String, DocumentError> {
+    let mut writer = WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .build::<_, LineDelimited>(Vec::new());
+    writer
+        .write(batch)
+        .and_then(|()| writer.finish())
+        .map_err(|e| DocumentError::Encode(e.to_string()))?;
+    String::from_utf8(writer.into_inner()).map_err(|e| DocumentError::Encode(e.to_string()))
+}

@@ -1,0 +1,414 @@
+//! The local warehouse: BigQuery tables as folders of Parquet files, `<warehouse>/<dataset>/<table>/`.
+//!
+//! Each write makes a new version folder under `<dataset>/.versions/<table>/` (unchanged parts are
+//! hard links) and then swaps the symbolic link `<dataset>/<table>` to it with one rename. A reader —
+//! dpf, DuckDB, pandas, Spark — sees the old version or the new one, never a mix; a run killed midway
+//! leaves the old version in place and an unreferenced folder that the next write removes.
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, BooleanArray, RecordBatch, new_null_array};
+use datafusion::arrow::compute::{cast, concat_batches, filter_record_batch};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::parquet::basic::Compression;
+use datafusion::parquet::file::properties::WriterProperties;
+
+use crate::store::bigquery::WriteMode;
+use crate::table::{Table, nullable};
+
+/// Rows per Parquet row group: large enough for fast scans, small enough to write in bounded memory.
+const ROW_GROUP_ROWS: usize = 256 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WarehouseError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a dpf table (it is not a link to a version folder); move it away")]
+    NotATable { path: String },
+    #[error("cannot read {path}: {message}")]
+    Read { path: String, message: String },
+    #[error("cannot write {path}: {message}")]
+    Write { path: String, message: String },
+    #[error(
+        "column `{column}` is {existing} in table {table} but {new} in the new rows; cast it in a transform to keep the table's type"
+    )]
+    TypeChange {
+        table: String,
+        column: String,
+        existing: DataType,
+        new: DataType,
+    },
+    #[error("merge key `{column}` is not a column of the rows; they have: {columns}")]
+    MissingKey { column: String, columns: String },
+}
+
+/// What a write did.
+#[derive(Debug)]
+pub struct Written {
+    pub rows: usize,
+    pub bytes: u64,
+    pub table_rows: usize,
+    pub path: PathBuf,
+}
+
+/// Where the table `dataset.table` lives under `warehouse`.
+pub fn table_path(warehouse: &Path, dataset: &str, table: &str) -> PathBuf {
+    warehouse.join(dataset).join(table)
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WarehouseError + '_ {
+    move |source| WarehouseError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Writes `rows` into `dataset.table` under `warehouse` with `mode` (merge on `key`), atomically.
+pub fn write(
+    warehouse: &Path,
+    dataset: &str,
+    table: &str,
+    mode: WriteMode,
+    key: &[String],
+    rows: &Table,
+) -> Result<Written, WarehouseError> {
+    let link = table_path(warehouse, dataset, table);
+    let versions = warehouse.join(dataset).join(".versions").join(table);
+    fs::create_dir_all(&versions).map_err(io(&versions))?;
+    // One writer per table at a time, across processes.
+    let lock_path = versions.join("lock");
+    let lock = File::create(&lock_path).map_err(io(&lock_path))?;
+    lock.lock().map_err(io(&lock_path))?;
+
+    let current = current_version(&link)?;
+    let existing_parts = match &current {
+        Some(dir) => parts(dir)?,
+        None => Vec::new(),
+    };
+    let existing_schema = match existing_parts.first() {
+        Some(part) => Some(part_schema(part)?),
+        None => None,
+    };
+    let name = format!("{dataset}.{table}");
+    let schema = unify(&name, existing_schema.as_deref(), &rows.schema)?;
+    for column in key {
+        if rows.schema.field_with_name(column).is_err() {
+            return Err(WarehouseError::MissingKey {
+                column: column.clone(),
+                columns: rows.column_names().join(", "),
+            });
+        }
+    }
+    let new_rows = align(&schema, &rows.batches).map_err(|message| write_error(&link, message))?;
+
+    let number = next_version(&versions)?;
+    let version = versions.join(format!("v{number:06}"));
+    fs::create_dir(&version).map_err(io(&version))?;
+    let part = version.join(format!("part-{number:06}.parquet"));
+    let (kept, table_rows) = match mode {
+        WriteMode::Append => {
+            for old in &existing_parts {
+                let target = version.join(old.file_name().expect("parts have names"));
+                fs::hard_link(old, &target)
+                    .or_else(|_| fs::copy(old, &target).map(drop))
+                    .map_err(io(&target))?;
+            }
+            let old_rows: usize = existing_parts.iter().map(|p| part_rows(p)).sum::<Result<_, _>>()?;
+            (new_rows, old_rows + rows.rows())
+        }
+        WriteMode::Replace => {
+            let count = rows.rows();
+            (new_rows, count)
+        }
+        WriteMode::Merge => {
+            let old = existing_parts
+                .iter()
+                .map(|p| read_part(p))
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>();
+            let old = align(&schema, &old).map_err(|message| write_error(&link, message))?;
+            let merged = merge(&schema, key, old, new_rows).map_err(|message| write_error(&link, message))?;
+            let count = merged.iter().map(RecordBatch::num_rows).sum();
+            (merged, count)
+        }
+    };
+    let bytes = write_part(&part, &schema, &kept)?;
+    sync_dir(&version);
+    swap(&link, &version)?;
+    remove_old_versions(&versions, number);
+    drop(lock);
+    Ok(Written {
+        rows: rows.rows(),
+        bytes,
+        table_rows,
+        path: link,
+    })
+}
+
+fn write_error(path: &Path, message: impl std::fmt::Display) -> WarehouseError {
+    WarehouseError::Write {
+        path: path.display().to_string(),
+        message: message.to_string(),
+    }
+}
+
+fn read_error(path: &Path, message: impl std::fmt::Display) -> WarehouseError {
+    WarehouseError::Read {
+        path: path.display().to_string(),
+        message: message.to_string(),
+    }
+}
+
+/// The version folder the table's link points at, if the table exists.
+fn current_version(link: &Path) -> Result<Option<PathBuf>, WarehouseError> {
+    match fs::symlink_metadata(link) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(io(link)(error)),
+        Ok(meta) if meta.file_type().is_symlink() => {
+            let target = fs::read_link(link).map_err(io(link))?;
+            Ok(Some(link.parent().expect("a table has a dataset").join(target)))
+        }
+        Ok(_) => Err(WarehouseError::NotATable {
+            path: link.display().to_string(),
+        }),
+    }
+}
+
+/// The Parquet files of a version (or of a table's link), in name order.
+pub fn parts(dir: &Path) -> Result<Vec<PathBuf>, WarehouseError> {
+    let mut found: Vec<PathBuf> = fs::read_dir(dir)
+        .map_err(io(dir))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|e| e == "parquet"))
+        .collect();
+    found.sort();
+    Ok(found)
+}
+
+fn next_version(versions: &Path) -> Result<u64, WarehouseError> {
+    let highest = fs::read_dir(versions)
+        .map_err(io(versions))?
+        .filter_map(|entry| entry.ok())
+        .filter_map(|entry| entry.file_name().to_str()?.strip_prefix('v')?.parse::<u64>().ok())
+        .max();
+    Ok(highest.map_or(1, |n| n + 1))
+}
+
+fn part_schema(part: &Path) -> Result<SchemaRef, WarehouseError> {
+    let file = File::open(part).map_err(io(part))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| read_error(part, e))?;
+    Ok(builder.schema().clone())
+}
+
+fn part_rows(part: &Path) -> Result<usize, WarehouseError> {
+    let file = File::open(part).map_err(io(part))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| read_error(part, e))?;
+    Ok(builder.metadata().file_metadata().num_rows() as usize)
+}
+
+fn read_part(part: &Path) -> Result<Vec<RecordBatch>, WarehouseError> {
+    let file = File::open(part).map_err(io(part))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .and_then(|b| b.with_batch_size(64 * 1024).build())
+        .map_err(|e| read_error(part, e))?;
+    reader.collect::<Result<Vec<_>, _>>().map_err(|e| read_error(part, e))
+}
+
+/// Every part of the table at `link`, read into memory.
+pub fn read(link: &Path) -> Result<Table, WarehouseError> {
+    let mut batches = Vec::new();
+    let mut schema = None;
+    for part in parts(link)? {
+        let read = read_part(&part)?;
+        schema.get_or_insert_with(|| read.first().map(RecordBatch::schema));
+        batches.extend(read);
+    }
+    let schema = schema.flatten().unwrap_or_else(|| Arc::new(Schema::empty()));
+    let batches = align(&schema, &batches).map_err(|message| read_error(link, message))?;
+    Ok(Table::new(schema, batches))
+}
+
+fn is_text(kind: &DataType) -> bool {
+    matches!(kind, DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8)
+}
+
+/// The table's columns followed by the new rows' new columns. Text types count as one; any other
+/// change of type is refused.
+fn unify(table: &str, existing: Option<&Schema>, new: &Schema) -> Result<SchemaRef, WarehouseError> {
+    let Some(existing) = existing else {
+        return Ok(nullable(new));
+    };
+    let mut fields: Vec<Field> = existing
+        .fields()
+        .iter()
+        .map(|f| Field::new(f.name(), f.data_type().clone(), true))
+        .collect();
+    for field in new.fields() {
+        match existing.field_with_name(field.name()) {
+            Ok(old) if old.data_type() == field.data_type() => {}
+            Ok(old) if is_text(old.data_type()) && is_text(field.data_type()) => {}
+            Ok(old) => {
+                return Err(WarehouseError::TypeChange {
+                    table: table.to_owned(),
+                    column: field.name().clone(),
+                    existing: old.data_type().clone(),
+                    new: field.data_type().clone(),
+                });
+            }
+            Err(_) => fields.push(Field::new(field.name(), field.data_type().clone(), true)),
+        }
+    }
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// `batches` with the columns of `schema`: missing ones null, text cast to the table's text type.
+fn align(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<RecordBatch>, String> {
+    batches
+        .iter()
+        .map(|batch| {
+            let columns: Vec<ArrayRef> = schema
+                .fields()
+                .iter()
+                .map(|field| match batch.column_by_name(field.name()) {
+                    Some(column) if column.data_type() == field.data_type() => Ok(column.clone()),
+                    Some(column) => cast(column, field.data_type()).map_err(|e| e.to_string()),
+                    None => Ok(new_null_array(field.data_type(), batch.num_rows())),
+                })
+                .collect::<Result<_, _>>()?;
+            RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+/// Old rows whose key is not among the new rows, then the new rows (the last of each key wins).
+fn merge(
+    schema: &SchemaRef,
+    key: &[String],
+    old: Vec<RecordBatch>,
+    new: Vec<RecordBatch>,
+) -> Result<Vec<RecordBatch>, String> {
+    let indices: Vec<usize> = key
+        .iter()
+        .map(|k| schema.index_of(k).map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
+    let converter = RowConverter::new(
+        indices
+            .iter()
+            .map(|&i| SortField::new(schema.field(i).data_type().clone()))
+            .collect(),
+    )
+    .map_err(|e| e.to_string())?;
+    let keys_of = |batch: &RecordBatch| {
+        let columns: Vec<ArrayRef> = indices.iter().map(|&i| batch.column(i).clone()).collect();
+        converter.convert_columns(&columns).map_err(|e| e.to_string())
+    };
+    let new = concat_batches(schema, &new).map_err(|e| e.to_string())?;
+    let new_keys = keys_of(&new)?;
+    let mut seen: HashSet<&[u8]> = HashSet::with_capacity(new.num_rows());
+    let mut keep = vec![false; new.num_rows()];
+    for row in (0..new.num_rows()).rev() {
+        keep[row] = seen.insert(new_keys.row(row).data());
+    }
+    let new = filter_record_batch(&new, &BooleanArray::from(keep)).map_err(|e| e.to_string())?;
+    let mut out = Vec::with_capacity(old.len() + 1);
+    for batch in old {
+        let keys = keys_of(&batch)?;
+        let mask: BooleanArray = (0..batch.num_rows())
+            .map(|row| Some(!seen.contains(keys.row(row).data())))
+            .collect();
+        out.push(filter_record_batch(&batch, &mask).map_err(|e| e.to_string())?);
+    }
+    out.push(new);
+    Ok(out)
+}
+
+fn write_part(path: &Path, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<u64, WarehouseError> {
+    let file = File::create(path).map_err(io(path))?;
+    let properties = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .build();
+    let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(properties)).map_err(|e| write_error(path, e))?;
+    for batch in batches.iter().filter(|b| b.num_rows() > 0) {
+        writer.write(batch).map_err(|e| write_error(path, e))?;
+    }
+    let file = writer.into_inner().map_err(|e| write_error(path, e))?;
+    file.sync_all().map_err(io(path))?;
+    Ok(file.metadata().map_err(io(path))?.len())
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(handle) = File::open(dir) {
+        let _ = handle.sync_all();
+    }
+}
+
+/// Points `link` at `version` with one rename, so readers switch from one whole version to the next.
+fn swap(link: &Path, version: &Path) -> Result<(), WarehouseError> {
+    let dataset = link.parent().expect("a table has a dataset");
+    let relative = version
+        .strip_prefix(dataset)
+        .expect("versions live in the dataset folder");
+    let temp = dataset.join(format!(
+        ".{}.link-{}",
+        link.file_name().expect("tables have names").to_string_lossy(),
+        std::process::id()
+    ));
+    let _ = fs::remove_file(&temp);
+    std::os::unix::fs::symlink(relative, &temp).map_err(io(&temp))?;
+    fs::rename(&temp, link).map_err(io(link))?;
+    sync_dir(dataset);
+    Ok(())
+}
+
+/// Removes the versions before the previous one (and any left by a killed run). The previous one
+/// stays, so a reader that listed its files just before the swap can still open them.
+fn remove_old_versions(versions: &Path, current: u64) {
+    let Ok(entries) = fs::read_dir(versions) else { return };
+    for entry in entries.filter_map(Result::ok) {
+        let number = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.strip_prefix('v')?.parse::<u64>().ok());
+        if number.is_some_and(|n| n + 1 < current || n > current) {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// The tables of the warehouse as (dataset, table, path).
+pub fn tables(warehouse: &Path) -> Vec<(String, String, PathBuf)> {
+    let mut found = Vec::new();
+    let Ok(datasets) = fs::read_dir(warehouse) else {
+        return found;
+    };
+    for dataset in datasets.filter_map(Result::ok) {
+        let dataset_name = dataset.file_name().to_string_lossy().into_owned();
+        if dataset_name.starts_with('.') {
+            continue;
+        }
+        let Ok(entries) = fs::read_dir(dataset.path()) else {
+            continue;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.starts_with('.') && entry.path().is_dir() {
+                found.push((dataset_name.clone(), name, entry.path()));
+            }
+        }
+    }
+    found.sort();
+    found
+}

@@ -1,0 +1,61 @@
+//! The rows a task yields: an Arrow schema and record batches, named by the task's id.
+
+pub mod builder;
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+
+pub use builder::{Cell, RowsBuilder, TypeConflict};
+
+/// Rows small enough to hand to one DataFusion partition at a time.
+const CHUNK_ROWS: usize = 64 * 1024;
+
+/// The output of a data-producing task.
+#[derive(Debug, Clone)]
+pub struct Table {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+}
+
+impl Table {
+    pub fn new(schema: SchemaRef, batches: Vec<RecordBatch>) -> Self {
+        Table { schema, batches }
+    }
+
+    /// One batch cut into zero-copy chunks, so a query can spread it over partitions.
+    pub fn from_batch(batch: RecordBatch) -> Self {
+        let schema = batch.schema();
+        let rows = batch.num_rows();
+        let batches = (0..rows.max(1))
+            .step_by(CHUNK_ROWS)
+            .map(|offset| batch.slice(offset, CHUNK_ROWS.min(rows - offset)))
+            .collect();
+        Table { schema, batches }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+
+    /// Bytes held in memory by the rows.
+    pub fn bytes(&self) -> usize {
+        self.batches.iter().map(RecordBatch::get_array_memory_size).sum()
+    }
+
+    pub fn column_names(&self) -> Vec<&str> {
+        self.schema.fields().iter().map(|f| f.name().as_str()).collect()
+    }
+}
+
+/// The same schema with every column nullable: stores compare columns by name and type only.
+pub fn nullable(schema: &Schema) -> SchemaRef {
+    Arc::new(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| Field::new(f.name(), f.data_type().clone(), true))
+            .collect::<Vec<_>>(),
+    ))
+}
