@@ -17,7 +17,7 @@ use crate::table::{Cell, RowsBuilder, TypeConflict};
 pub enum DecodeError {
     #[error("the response body is empty; expected {0}")]
     Empty(&'static str),
-    #[error("the response is not valid JSON: {0}")]
+    #[error("{}", json_message(.0))]
     Json(serde_json::Error),
     #[error("the response is not valid CSV: {0}")]
     Csv(csv::Error),
@@ -41,6 +41,15 @@ pub enum DecodeError {
     },
     #[error("{0}")]
     Conflict(TypeConflict),
+}
+
+fn json_message(error: &serde_json::Error) -> String {
+    match error.classify() {
+        serde_json::error::Category::Data => {
+            format!("the response does not hold records of the expected shape: {error}")
+        }
+        _ => format!("the response is not valid JSON: {error}"),
+    }
 }
 
 /// A decoded page: how many records it held and the values found at the requested paths.

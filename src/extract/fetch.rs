@@ -18,8 +18,6 @@ pub struct Extracted {
     pub table: Table,
     pub pages: usize,
     pub bytes: usize,
-    /// Attempts of the request that needed the most.
-    pub attempts: u32,
 }
 
 /// The parts of every request that do not change from page to page.
@@ -70,13 +68,17 @@ impl Requests {
                     }
                 }
             }
-            // Credentials written literally in the file are as secret as referenced ones.
+            // Credentials written literally in the file are as secret as referenced ones. (A replayed
+            // run keeps references as text: those are what fixtures hold, not secrets.)
+            let literal = |value: &str| !value.contains("${");
             for (name, value) in &headers {
-                if name == "authorization" || auth.name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(name)) {
+                let credential =
+                    name == "authorization" || auth.name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(name));
+                if credential && literal(value) {
                     task.env.secrets.add_redaction(value, "[credentials]");
                 }
             }
-            if let Some((_, key)) = &query_key {
+            if let Some((_, key)) = query_key.as_ref().filter(|(_, key)| literal(key)) {
                 task.env.secrets.add_redaction(key, "[credentials]");
             }
         }
@@ -149,7 +151,9 @@ enum Next {
     Url(Url),
 }
 
-pub async fn fetch(params: &ExtractHttp, task: &Task<'_>) -> Result<Extracted, TaskError> {
+/// Fetches every page. `attempts` ends as the attempts of the request that needed the most, also when
+/// the extract fails.
+pub async fn fetch(params: &ExtractHttp, task: &Task<'_>, attempts: &mut u32) -> Result<Extracted, TaskError> {
     let requests = Requests::new(params, task)?;
     let base = parse_url(&params.url)?;
     let mut query = query_pairs(params);
@@ -177,13 +181,14 @@ pub async fn fetch(params: &ExtractHttp, task: &Task<'_>) -> Result<Extracted, T
     let mut url = with_query(&base, &query);
     let mut builder = RowsBuilder::new();
     let mut progress = task.env.log.progress(task.id);
-    let (mut pages, mut bytes, mut attempts) = (0usize, 0usize, 1u32);
+    let (mut pages, mut bytes) = (0usize, 0usize);
+    *attempts = 1;
     let max_pages = pagination.map_or(1, |p| p.max_pages.max(1));
     loop {
         pages += 1;
         let request = requests.request(url.clone());
         let (response, tries) = send(task, &request, pages, &mut bytes, &mut progress, builder.rows()).await;
-        attempts = attempts.max(tries);
+        *attempts = (*attempts).max(tries);
         let response = response.map_err(|error| on_page(error, pages, pagination.is_some()))?;
         builder.start_page(pages);
         let page = decode::decode(&response.body, &shape, &mut builder)
@@ -218,7 +223,6 @@ pub async fn fetch(params: &ExtractHttp, task: &Task<'_>) -> Result<Extracted, T
         table: Table::from_batch(builder.finish()),
         pages,
         bytes,
-        attempts,
     })
 }
 
@@ -366,7 +370,7 @@ pub fn next_link(header: &str) -> Option<String> {
         let close = open + rest[open..].find('>')?;
         let target = &rest[open + 1..close];
         let params_end = rest[close..].find('<').map_or(rest.len(), |i| close + i);
-        let params = &rest[close + 1..params_end];
+        let params = rest[close + 1..params_end].trim().trim_end_matches(',');
         let is_next = params.split(';').any(|param| {
             let Some((name, value)) = param.split_once('=') else {
                 return false;
@@ -399,5 +403,7 @@ mod tests {
         );
         assert_eq!(next_link(r#"<https://x/1>; rel="prev""#), None);
         assert_eq!(next_link("</items?page=2>; rel=next").as_deref(), Some("/items?page=2"));
+        let github = r#"<https://x/i?page=2>; rel="next", <https://x/i?page=4>; rel="last""#;
+        assert_eq!(next_link(github).as_deref(), Some("https://x/i?page=2"));
     }
 }

@@ -328,14 +328,8 @@ async fn run_task(
         .map(|m| Duration::from_secs_f64((m * 60.0).max(0.0)));
     let (result, attempts) = match call {
         // An extract retries each request itself, keeping the pages it already has.
-        Call::ExtractHttp(params) => match extract(&task, params, timeout).await {
-            Ok((done, attempts)) => (Ok(done), attempts),
-            Err(error) => (Err(error), task.policy.retries + 1),
-        },
-        Call::ExtractWeather(weather) => match extract(&task, &weather.to_http(), timeout).await {
-            Ok((done, attempts)) => (Ok(done), attempts),
-            Err(error) => (Err(error), task.policy.retries + 1),
-        },
+        Call::ExtractHttp(params) => extract(&task, params, timeout).await,
+        Call::ExtractWeather(weather) => extract(&task, &weather.to_http(), timeout).await,
         _ => {
             let on_retry = |retrying: retry::Retrying<'_>| {
                 env.log.warn(
@@ -388,7 +382,18 @@ async fn with_timeout<T>(
     }
 }
 
-async fn extract(task: &Task<'_>, params: &ExtractHttp, timeout: Option<Duration>) -> Result<(Done, u32), TaskError> {
+async fn extract(task: &Task<'_>, params: &ExtractHttp, timeout: Option<Duration>) -> (Result<Done, TaskError>, u32) {
+    let mut attempts = 1;
+    let result = fetch(task, params, timeout, &mut attempts).await;
+    (result, attempts)
+}
+
+async fn fetch(
+    task: &Task<'_>,
+    params: &ExtractHttp,
+    timeout: Option<Duration>,
+    attempts: &mut u32,
+) -> Result<Done, TaskError> {
     let env = task.env;
     // Replayed requests keep their references as text: that is how recordings hold them.
     let mode = if env.replay { Mode::Literal } else { Mode::Values };
@@ -401,15 +406,14 @@ async fn extract(task: &Task<'_>, params: &ExtractHttp, timeout: Option<Duration
     if let Transport::Replay(fixtures) = &env.transport {
         fixtures.load(task.id).map_err(|e| TaskError::caused(&e))?;
     }
-    let extracted = with_timeout(timeout, crate::extract::fetch::fetch(&params, task)).await?;
-    let done = Done {
+    let extracted = with_timeout(timeout, crate::extract::fetch::fetch(&params, task, attempts)).await?;
+    Ok(Done {
         rows: Some(extracted.table.rows() as u64),
         bytes: Some(extracted.bytes as u64),
         pages: Some(extracted.pages as u64),
         table: Some(extracted.table),
         ..Done::default()
-    };
-    Ok((done, extracted.attempts))
+    })
 }
 
 async fn run_other(
@@ -437,7 +441,6 @@ async fn run_other(
                 .map_err(|error| sql_error(task, "query", &transform.query, &error))?;
             Ok(Done {
                 rows: Some(table.rows() as u64),
-                bytes: Some(table.bytes() as u64),
                 table: Some(table),
                 ..Done::default()
             })

@@ -3,5 +3,8 @@
 mod list;
 mod mutations;
 mod plan;
+mod products;
+mod run;
+mod server;
 mod util;
 mod validate;

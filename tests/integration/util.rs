@@ -81,3 +81,55 @@ impl std::fmt::Display for Run {
         )
     }
 }
+
+impl Dpf {
+    /// Starts dpf without waiting for it.
+    pub fn spawn(mut self) -> Child {
+        let child = self
+            .command
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("dpf starts");
+        Child {
+            child,
+            command: self.shown.join(" "),
+        }
+    }
+}
+
+/// A running dpf.
+pub struct Child {
+    child: std::process::Child,
+    command: String,
+}
+
+impl Child {
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Sends SIGTERM and waits for dpf to stop.
+    pub fn terminate(self) -> Run {
+        self.signal("TERM");
+        let output = self.child.wait_with_output().expect("dpf stops");
+        let run = Run {
+            command: self.command,
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        };
+        assert!(!run.stderr.contains("panicked"), "dpf panicked\n{run}");
+        run
+    }
+
+    /// Kills dpf with SIGKILL: no chance to clean up.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

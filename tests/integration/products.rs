@@ -1,0 +1,119 @@
+//! The example products end to end on their recorded fixtures: `dpf run --replay`, `dpf test`,
+//! `dpf query`, and what they leave in the data dir.
+
+use serde_json::{Value, json};
+
+use crate::run::{Workspace, receipt, task};
+use crate::util::{dpf, root};
+
+fn replay(ws: &Workspace, product: &str) -> Value {
+    let run = dpf()
+        .args([
+            "run",
+            product,
+            "--replay",
+            "--format",
+            "json",
+            "--log-format",
+            "off",
+            "--data-dir",
+        ])
+        .args([ws.data()])
+        .expect(0);
+    receipt(&run)
+}
+
+#[test]
+fn the_weather_product_runs_from_its_fixtures_and_a_rerun_adds_no_duplicates() {
+    let ws = Workspace::new();
+    let first = replay(&ws, "weather_data_product");
+    assert_eq!(task(&first, "extract_weather")["rows"], 168);
+    assert_eq!(task(&first, "to_bigquery")["rows"], 168);
+    replay(&ws, "weather_data_product");
+    assert_eq!(
+        ws.query("SELECT COUNT(*) AS n, COUNT(DISTINCT observed_at) AS hours FROM weather_data.weather_records"),
+        [json!({"n": 168, "hours": 168})]
+    );
+    let documents = rusqlite::Connection::open(ws.data().join("firestore.db")).unwrap();
+    let (count, fields): (i64, String) = documents
+        .query_row(
+            "SELECT COUNT(*), MIN(fields) FROM documents WHERE collection = 'weather_records'",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(count, 168);
+    let fields: Value = serde_json::from_str(&fields).unwrap();
+    assert!(fields.get("temperature_2m").is_some(), "{fields}");
+}
+
+#[test]
+fn the_sales_product_pages_through_its_fixtures_and_alerts() {
+    let ws = Workspace::new();
+    let receipt = replay(&ws, "sales_data_product");
+    assert_eq!(task(&receipt, "extract_orders")["pages"], 3);
+    assert_eq!(receipt["alerts"][0]["task"], "low_revenue_alert");
+    assert_eq!(
+        receipt["alerts"][0]["recipients"],
+        json!(["sales-ops@example.com", "finance@example.com"])
+    );
+    let csv = dpf()
+        .args([
+            "query",
+            "SELECT region, COUNT(*) AS days FROM sales.daily_revenue GROUP BY region ORDER BY region",
+            "--format",
+            "csv",
+            "--data-dir",
+        ])
+        .args([ws.data()])
+        .expect(0);
+    assert_eq!(csv.stdout, "region,days\namer,3\napac,3\nemea,3\nlatam,3\n");
+}
+
+#[test]
+fn dpf_test_passes_on_the_example_products() {
+    let run = dpf().args(["test"]).expect(0);
+    assert_eq!(run.stdout.matches("PASS").count(), 3, "{run}");
+    assert!(run.stdout.contains("3 passed, 0 failed"), "{run}");
+}
+
+#[test]
+fn dpf_test_reports_each_expectation_that_fails() {
+    let ws = Workspace::new();
+    let yaml = std::fs::read_to_string(root().join("products/weather_data_product.yaml"))
+        .unwrap()
+        .replace("extract_weather: 168, clean: 168", "extract_weather: 167, clean: 168")
+        .replace("temperature_2m: 22.3,", "temperature_2m: 99.9,");
+    ws.product("weather_data_product", &yaml);
+    let fixtures = ws.path().join("products/fixtures");
+    for name in ["weather_data_product", "weather_data_product_heatwave"] {
+        std::fs::create_dir_all(fixtures.join(name)).unwrap();
+        std::fs::copy(
+            root().join("products/fixtures").join(name).join("extract_weather.json"),
+            fixtures.join(name).join("extract_weather.json"),
+        )
+        .unwrap();
+    }
+    let run = dpf().current_dir(ws.path()).args(["test", "products"]).expect(1);
+    assert!(
+        run.stdout.contains("FAIL    weather_data_product › a mild week"),
+        "{run}"
+    );
+    assert!(
+        run.stdout.contains("rows of `extract_weather`: expected 167, got 168"),
+        "{run}"
+    );
+    assert!(run.stdout.contains("`temperature_2m` is 22.3, expected 99.9"), "{run}");
+    assert!(
+        run.stdout.contains("PASS    weather_data_product › a heatwave"),
+        "{run}"
+    );
+}
+
+#[test]
+fn replay_without_fixtures_is_a_usage_error() {
+    let ws = Workspace::new();
+    let file = ws.product("items_product", "name: items_product\ntasks:\n  - id: get\n    function: extract_http\n    params: { url: \"http://127.0.0.1:9/\" }\n");
+    let run = ws.run(&file).args(["--replay"]).expect(2);
+    assert!(run.stderr.contains("no fixtures to replay"), "{run}");
+}

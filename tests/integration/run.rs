@@ -1,0 +1,784 @@
+//! `dpf run` against real local HTTP servers: pagination, auth, retries, bad responses, stores,
+//! alerts, record and replay, logs and exit codes.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::server::{Reply, Seen, Server, closed_port_url};
+use crate::util::{Dpf, Run, dpf};
+
+/// A temporary folder with a product file and a data dir.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    pub fn new() -> Self {
+        Workspace {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.path().join("data")
+    }
+
+    /// Writes `products/<name>.yaml`.
+    pub fn product(&self, name: &str, yaml: &str) -> PathBuf {
+        let path = self.path().join("products").join(format!("{name}.yaml"));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, yaml).unwrap();
+        path
+    }
+
+    /// `dpf run FILE` with this workspace's data dir, a JSON receipt on stdout and JSON logs.
+    pub fn run(&self, product: &Path) -> Dpf {
+        dpf().current_dir(self.path()).args([
+            "run".as_ref(),
+            product.as_os_str(),
+            "--data-dir".as_ref(),
+            self.data().as_os_str(),
+            "--format".as_ref(),
+            "json".as_ref(),
+            "--log-format".as_ref(),
+            "json".as_ref(),
+        ])
+    }
+
+    pub fn query(&self, sql: &str) -> Vec<Value> {
+        let run = dpf()
+            .args(["query", sql, "--format", "json", "--data-dir"])
+            .args([self.data()])
+            .expect(0);
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}\n{run}"))
+    }
+}
+
+pub fn receipt(run: &Run) -> Value {
+    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("no receipt on stdout: {e}\n{run}"))
+}
+
+pub fn task<'a>(receipt: &'a Value, id: &str) -> &'a Value {
+    receipt["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == id)
+        .unwrap_or_else(|| panic!("no task {id} in {receipt:#}"))
+}
+
+/// The error of task `id` in the receipt of `run`.
+pub fn task_error(run: &Run, id: &str) -> String {
+    let receipt = receipt(run);
+    task(&receipt, id)["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("task {id} has no error\n{run}"))
+        .to_owned()
+}
+
+/// A product that extracts from `url` with `params` (YAML lines indented for `params:`) and stores
+/// the rows in `shop.items` with `write`.
+fn product(url: &str, params: &str, write: &str) -> String {
+    format!(
+        r#"name: items_product
+retries: 2
+retry_delay_minutes: 0.0005
+tasks:
+  - id: extract_items
+    function: extract_http
+    params:
+      url: {url}/items
+{params}
+  - id: to_warehouse
+    function: store_to_bigquery
+    params: {{ dataset: shop, table: items, write: {write}, key: id }}
+"#
+    )
+}
+
+/// `count` records with ids from `first`.
+fn records(first: usize, count: usize) -> Vec<Value> {
+    (first..first + count)
+        .map(|i| json!({"id": i, "name": format!("item {i}"), "price": i as f64 * 1.5}))
+        .collect()
+}
+
+fn page_of(seen: &Seen, param: &str, default: usize) -> usize {
+    seen.query(param).map_or(default, |p| p.parse().unwrap())
+}
+
+#[test]
+fn page_number_pagination_stops_at_a_short_page() {
+    let server = Server::start(|seen, _| {
+        let page = page_of(seen, "p", 1);
+        let size: usize = seen.query("size").unwrap().parse().unwrap();
+        let count = if page < 3 { size } else { 2 };
+        Reply::json(json!({ "results": records((page - 1) * size, count) }).to_string())
+    });
+    let ws = Workspace::new();
+    let params = "      records: results\n      pagination: { type: page_number, param: p, page_size_param: size, page_size: 10 }";
+    let file = ws.product("items_product", &product(&server.url, params, "append"));
+    let receipt = receipt(&ws.run(&file).expect(0));
+    let extract = task(&receipt, "extract_items");
+    assert_eq!(
+        (extract["rows"].as_u64(), extract["pages"].as_u64()),
+        (Some(22), Some(3))
+    );
+    let pages: Vec<String> = server.seen().iter().map(|s| s.query("p").unwrap()).collect();
+    assert_eq!(pages, ["1", "2", "3"]);
+    assert_eq!(
+        ws.query("SELECT COUNT(DISTINCT id) AS n FROM shop.items"),
+        [json!({"n": 22})]
+    );
+}
+
+#[test]
+fn offset_pagination_advances_by_the_records_received() {
+    let server = Server::start(|seen, _| {
+        let offset = page_of(seen, "offset", 0);
+        let count = if offset < 50 { 25 } else { 0 };
+        Reply::json(json!({ "items": records(offset, count) }).to_string())
+    });
+    let ws = Workspace::new();
+    let params = "      records: items\n      pagination: { type: offset, page_size_param: limit, page_size: 25 }";
+    let file = ws.product("items_product", &product(&server.url, params, "append"));
+    let receipt = receipt(&ws.run(&file).expect(0));
+    assert_eq!(task(&receipt, "extract_items")["rows"], 50);
+    let offsets: Vec<String> = server.seen().iter().map(|s| s.query("offset").unwrap()).collect();
+    assert_eq!(offsets, ["0", "25", "50"]);
+    assert!(server.seen().iter().all(|s| s.query("limit").as_deref() == Some("25")));
+}
+
+#[test]
+fn cursor_pagination_follows_the_cursor_until_it_is_empty() {
+    let server = Server::start(|seen, _| {
+        let page = seen
+            .query("after")
+            .map_or(0, |c| c.trim_start_matches('c').parse().unwrap());
+        let next = if page < 2 {
+            json!(format!("c{}", page + 1))
+        } else {
+            json!(null)
+        };
+        Reply::json(json!({ "data": records(page * 5, 5), "paging": {"next_cursor": next} }).to_string())
+    });
+    let ws = Workspace::new();
+    let params =
+        "      records: data\n      pagination: { type: cursor, param: after, cursor_path: paging.next_cursor }";
+    let file = ws.product("items_product", &product(&server.url, params, "append"));
+    let receipt = receipt(&ws.run(&file).expect(0));
+    assert_eq!(task(&receipt, "extract_items")["rows"], 15);
+    let cursors: Vec<Option<String>> = server.seen().iter().map(|s| s.query("after")).collect();
+    assert_eq!(cursors, [None, Some("c1".into()), Some("c2".into())]);
+}
+
+#[test]
+fn next_url_pagination_follows_relative_and_absolute_urls() {
+    let server = Server::start(|seen, _| {
+        let page = page_of(seen, "page", 1);
+        let next = match page {
+            1 => json!("/items?page=2"),
+            2 => json!(format!(
+                "{}/items?page=3",
+                seen.header("host").map(|h| format!("http://{h}")).unwrap()
+            )),
+            _ => json!(""),
+        };
+        Reply::json(json!({ "data": records(page * 10, 3), "links": {"next": next} }).to_string())
+    });
+    let ws = Workspace::new();
+    let params = "      records: data\n      pagination: { type: next_url, next_url_path: links.next }";
+    let file = ws.product("items_product", &product(&server.url, params, "append"));
+    let receipt = receipt(&ws.run(&file).expect(0));
+    assert_eq!(task(&receipt, "extract_items")["pages"], 3);
+    assert_eq!(server.seen()[2].query("page").as_deref(), Some("3"));
+}
+
+#[test]
+fn link_header_pagination_follows_rel_next() {
+    let server = Server::start(|seen, _| {
+        let page = page_of(seen, "page", 1);
+        let reply = Reply::json(Value::Array(records(page * 10, 4)).to_string());
+        if page < 4 {
+            let link = format!(
+                "</items?page={}>; rel=\"next\", </items?page=4>; rel=\"last\"",
+                page + 1
+            );
+            reply.header("Link", &link)
+        } else {
+            reply
+        }
+    });
+    let ws = Workspace::new();
+    let params = "      pagination: { type: link_header }";
+    let file = ws.product("items_product", &product(&server.url, params, "append"));
+    let receipt = receipt(&ws.run(&file).expect(0));
+    assert_eq!(task(&receipt, "extract_items")["rows"], 16);
+}
+
+#[test]
+fn endless_pagination_stops_at_max_pages_with_an_error() {
+    let server = Server::start(|seen, _| {
+        let page = page_of(seen, "page", 1);
+        Reply::json(json!({"data": records(page, 1), "next": format!("/items?page={}", page + 1)}).to_string())
+    });
+    let ws = Workspace::new();
+    let params = "      records: data\n      pagination: { type: next_url, next_url_path: next, max_pages: 5 }";
+    let file = ws.product("items_product", &product(&server.url, params, "append"));
+    let run = ws.run(&file).expect(1);
+    let error = task_error(&run, "extract_items");
+    assert!(error.contains("did not end after 5 pages"), "{error}");
+    assert_eq!(server.seen().len(), 5);
+    assert!(
+        !ws.data().join("warehouse/shop/items").exists(),
+        "nothing is stored after a failed extract"
+    );
+}
+
+fn auth_server(check: fn(&Seen) -> bool) -> Server {
+    Server::start(move |seen, _| {
+        if check(seen) {
+            Reply::json(Value::Array(records(0, 2)).to_string())
+        } else {
+            Reply::status(401, "{\"error\": \"unauthorized\"}")
+        }
+    })
+}
+
+#[test]
+fn every_auth_kind_sends_its_credentials() {
+    type Check = fn(&Seen) -> bool;
+    let cases: [(&str, Check); 4] = [
+        ("{ type: bearer, token: \"${secret:API_TOKEN}\" }", |s| {
+            s.header("authorization") == Some("Bearer t0k3n-s3cr3t")
+        }),
+        (
+            "{ type: basic, username: reader, password: \"${env:API_TOKEN}\" }",
+            |s| {
+                // base64("reader:t0k3n-s3cr3t")
+                s.header("authorization") == Some("Basic cmVhZGVyOnQwazNuLXMzY3IzdA==")
+            },
+        ),
+        (
+            "{ type: api_key, name: X-Api-Key, value: \"${secret:API_TOKEN}\" }",
+            |s| s.header("x-api-key") == Some("t0k3n-s3cr3t"),
+        ),
+        (
+            "{ type: api_key, name: key, value: \"${secret:API_TOKEN}\", in: query }",
+            |s| s.query("key").as_deref() == Some("t0k3n-s3cr3t"),
+        ),
+    ];
+    for (auth, check) in cases {
+        let server = auth_server(check);
+        let ws = Workspace::new();
+        let file = ws.product(
+            "items_product",
+            &product(&server.url, &format!("      auth: {auth}"), "append"),
+        );
+        let run = ws.run(&file).env("API_TOKEN", "t0k3n-s3cr3t").expect(0);
+        assert_eq!(task(&receipt(&run), "extract_items")["rows"], 2, "{auth}");
+        assert!(!run.stdout.contains("t0k3n") && !run.stderr.contains("t0k3n"), "{run}");
+        // Wrong credentials: a permanent error, not retried.
+        let run = ws.run(&file).env("API_TOKEN", "wrong-token-value").expect(1);
+        assert_eq!(task(&receipt(&run), "extract_items")["attempts"], 1, "{run}");
+    }
+}
+
+#[test]
+fn a_secret_from_dot_env_is_used_and_an_unset_one_is_named() {
+    let server = auth_server(|s| s.header("authorization") == Some("Bearer from-dot-env"));
+    let ws = Workspace::new();
+    let params = "      auth: { type: bearer, token: \"${secret:API_TOKEN}\" }";
+    let file = ws.product("items_product", &product(&server.url, params, "append"));
+    let run = ws.run(&file).expect(1);
+    let error = task_error(&run, "extract_items");
+    assert!(error.contains("`${secret:API_TOKEN}` is not set"), "{error}");
+    std::fs::write(ws.path().join(".env"), "# credentials\nAPI_TOKEN=\"from-dot-env\"\n").unwrap();
+    ws.run(&file).expect(0);
+}
+
+#[test]
+fn transient_errors_are_retried_honouring_retry_after() {
+    let server = Server::start(|_, number| match number {
+        0 => Reply::status(429, "slow down").header("Retry-After", "1"),
+        1 => Reply::status(503, "unavailable"),
+        _ => Reply::json(Value::Array(records(0, 3)).to_string()),
+    });
+    let ws = Workspace::new();
+    let file = ws.product("items_product", &product(&server.url, "      format: json", "append"));
+    let started = std::time::Instant::now();
+    let run = ws.run(&file).expect(0);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After was not honoured"
+    );
+    let extract = task(&receipt(&run), "extract_items").clone();
+    assert_eq!(
+        (extract["attempts"].as_u64(), extract["rows"].as_u64()),
+        (Some(3), Some(3))
+    );
+    let warnings: Vec<Value> = run
+        .stderr
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["severity"] == "WARNING")
+        .collect();
+    assert_eq!(warnings.len(), 2, "{run}");
+    assert!(warnings[0]["message"].as_str().unwrap().contains("HTTP 429"), "{run}");
+}
+
+#[test]
+fn a_timeout_is_retried() {
+    let server = Server::start(|_, number| {
+        let reply = Reply::json(Value::Array(records(0, 1)).to_string());
+        if number == 0 {
+            reply.delay(Duration::from_millis(1500))
+        } else {
+            reply
+        }
+    });
+    let ws = Workspace::new();
+    let file = ws.product(
+        "items_product",
+        &product(&server.url, "      timeout_seconds: 0.3", "append"),
+    );
+    let run = ws.run(&file).expect(0);
+    assert_eq!(task(&receipt(&run), "extract_items")["attempts"], 2);
+    assert!(run.stderr.contains("within 0.3 s"), "{run}");
+}
+
+#[test]
+fn transient_errors_after_all_retries_exit_75() {
+    let server = Server::start(|_, _| Reply::status(500, "boom"));
+    let ws = Workspace::new();
+    let file = ws.product("items_product", &product(&server.url, "", "append"));
+    let run = ws.run(&file).expect(75);
+    let first = receipt(&run);
+    assert_eq!(first["status"], "failed_transient");
+    assert_eq!(task(&first, "extract_items")["attempts"], 3);
+    assert_eq!(task(&first, "to_warehouse")["status"], "skipped");
+    assert_eq!(server.seen().len(), 3);
+
+    // Nothing listening: connection errors are transient too.
+    let ws = Workspace::new();
+    let file = ws.product("items_product", &product(&closed_port_url(), "", "append"));
+    let run = ws.run(&file).expect(75);
+    assert!(
+        task(&receipt(&run), "extract_items")["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot connect")
+    );
+}
+
+#[test]
+fn bad_bodies_are_permanent_errors_that_say_what_is_wrong() {
+    let cases = [
+        (
+            "application/json",
+            "{\"items\": [1, 2,",
+            "format: json",
+            "not valid JSON",
+        ),
+        ("application/json", "", "format: json", "body is empty"),
+        (
+            "application/json",
+            "{\"other\": []}",
+            "records: items",
+            "has no `items`",
+        ),
+        (
+            "application/json",
+            "[1, 2]",
+            "format: json",
+            "expected an object (one record)",
+        ),
+        ("text/csv", "id,name\n1,a\n2,b,extra\n", "format: csv", "not valid CSV"),
+        (
+            "application/x-ndjson",
+            "{\"id\": 1}\nnope\n",
+            "format: ndjson",
+            "line 2 of the NDJSON",
+        ),
+    ];
+    for (content_type, body, params, expected) in cases {
+        let server = Server::start(move |_, _| Reply::with(content_type, body));
+        let ws = Workspace::new();
+        let file = ws.product(
+            "items_product",
+            &product(&server.url, &format!("      {params}"), "append"),
+        );
+        let run = ws.run(&file).expect(1);
+        let error = task_error(&run, "extract_items");
+        assert!(error.contains(expected), "{body:?}: {error}");
+        assert_eq!(server.seen().len(), 1, "{body:?} was retried");
+    }
+}
+
+#[test]
+fn a_type_conflict_between_pages_names_the_field_and_the_page() {
+    let server = Server::start(|seen, _| {
+        let page = page_of(seen, "page", 1);
+        let price = if page == 2 { json!("n/a") } else { json!(9.5) };
+        let data = if page <= 2 {
+            json!([{"id": page, "price": price}])
+        } else {
+            json!([])
+        };
+        Reply::json(json!({ "data": data }).to_string())
+    });
+    let ws = Workspace::new();
+    let params = "      records: data\n      pagination: { type: page_number }";
+    let file = ws.product("items_product", &product(&server.url, params, "append"));
+    let run = ws.run(&file).expect(1);
+    let error = task_error(&run, "extract_items");
+    assert!(
+        error.contains("field `price` is a string in record 1 of page 2, but a number since page 1"),
+        "{error}"
+    );
+}
+
+#[test]
+fn csv_ndjson_and_gzip_bodies_become_rows() {
+    let server = Server::start(|seen, _| match seen.path() {
+        "/items.csv" => Reply::with("text/csv", "id,name,price\n1,a,1.5\n2,b,\n"),
+        _ => Reply::with(
+            "application/x-ndjson",
+            "{\"id\":1,\"name\":\"a\"}\n{\"id\":2,\"price\":2}\n",
+        ),
+    });
+    for (path, format) in [("items.csv", "csv"), ("items.ndjson", "ndjson")] {
+        let ws = Workspace::new();
+        let yaml = product(&server.url, &format!("      format: {format}"), "append")
+            .replace("/items\n", &format!("/{path}\n"));
+        let file = ws.product("items_product", &yaml);
+        ws.run(&file).expect(0);
+        let rows = ws.query("SELECT id, name, price FROM shop.items ORDER BY id");
+        assert_eq!(rows.len(), 2, "{format}");
+        assert_eq!(rows[0]["id"], 1);
+    }
+}
+
+fn two_runs(write: &str, second_ids: (usize, usize)) -> (Workspace, Vec<Value>) {
+    let server = Server::start(move |_, number| {
+        let (first, count) = if number == 0 { (0, 5) } else { second_ids };
+        Reply::json(Value::Array(records(first, count)).to_string())
+    });
+    let ws = Workspace::new();
+    let file = ws.product("items_product", &product(&server.url, "", write));
+    ws.run(&file).expect(0);
+    ws.run(&file).expect(0);
+    let rows = ws.query("SELECT id FROM shop.items ORDER BY id");
+    (ws, rows)
+}
+
+#[test]
+fn merge_replace_and_append_on_a_rerun() {
+    let ids = |rows: &[Value]| rows.iter().map(|r| r["id"].as_i64().unwrap()).collect::<Vec<_>>();
+    // The same rows again: merge leaves no duplicates.
+    let (_, rows) = two_runs("merge", (0, 5));
+    assert_eq!(ids(&rows), [0, 1, 2, 3, 4]);
+    // Overlapping rows: merge updates 3-4 and adds 5-7.
+    let (_, rows) = two_runs("merge", (3, 5));
+    assert_eq!(ids(&rows), [0, 1, 2, 3, 4, 5, 6, 7]);
+    let (_, rows) = two_runs("replace", (3, 2));
+    assert_eq!(ids(&rows), [3, 4]);
+    let (ws, rows) = two_runs("append", (0, 2));
+    assert_eq!(ids(&rows), [0, 0, 1, 1, 2, 3, 4]);
+    // The table is plain Parquet behind a link: any reader sees only the current version.
+    let table = ws.data().join("warehouse/shop/items");
+    let parts: Vec<_> = std::fs::read_dir(&table)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(parts.len(), 2, "{parts:?}");
+    assert!(parts.iter().all(|p| p.to_string_lossy().ends_with(".parquet")));
+}
+
+#[test]
+fn a_changed_column_type_is_refused_and_the_table_is_kept() {
+    let server = Server::start(|_, number| {
+        let price = if number == 0 { json!(1.5) } else { json!("cheap") };
+        Reply::json(json!([{"id": 1, "price": price}]).to_string())
+    });
+    let ws = Workspace::new();
+    let file = ws.product("items_product", &product(&server.url, "", "merge"));
+    ws.run(&file).expect(0);
+    let run = ws.run(&file).expect(1);
+    let error = task_error(&run, "to_warehouse");
+    assert!(
+        error.contains("column `price` is Float64 in table shop.items but Utf8"),
+        "{error}"
+    );
+    assert_eq!(ws.query("SELECT price FROM shop.items"), [json!({"price": 1.5})]);
+}
+
+#[test]
+fn a_sql_error_points_into_the_product_file() {
+    let server = Server::start(|_, _| Reply::json(Value::Array(records(0, 2)).to_string()));
+    let ws = Workspace::new();
+    let yaml = format!(
+        r#"name: sql_error_product
+tasks:
+  - id: extract_items
+    function: extract_http
+    params: {{ url: "{}/items" }}
+  - id: clean
+    function: transform_sql
+    params:
+      query: |
+        SELECT id,
+               nmae
+        FROM extract_items
+"#,
+        server.url
+    );
+    let file = ws.product("sql_error_product", &yaml);
+    let run = ws.run(&file).expect(1);
+    let error = task_error(&run, "clean");
+    assert!(error.contains("sql_error_product.yaml:11:16:"), "{error}");
+    assert!(error.contains("nmae"), "{error}");
+}
+
+fn alert_product(url: &str, condition: &str) -> String {
+    format!(
+        r#"name: alert_product
+tasks:
+  - id: extract_items
+    function: extract_http
+    params: {{ url: "{url}/items" }}
+  - id: price_alert
+    function: send_alerts
+    params:
+      recipient: [ops@example.com]
+      subject: "{{product}}: {{count}} items over budget"
+      when: "{condition}"
+      on_failure: oncall@example.com
+"#
+    )
+}
+
+fn outbox(ws: &Workspace) -> Vec<String> {
+    let mut files: Vec<_> = std::fs::read_dir(ws.data().join("outbox"))
+        .map(|entries| entries.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    files.iter().map(|f| std::fs::read_to_string(f).unwrap()).collect()
+}
+
+#[test]
+fn an_alert_fires_exactly_when_its_condition_holds_and_escapes_html() {
+    let server = Server::start(|_, _| {
+        Reply::json(
+            json!([
+                {"id": 1, "name": "<script>alert('x')</script>", "price": 120.0},
+                {"id": 2, "name": "cheap", "price": 5.0},
+                {"id": 3, "name": "pricey & co", "price": 300.0}
+            ])
+            .to_string(),
+        )
+    });
+    let ws = Workspace::new();
+    let file = ws.product("alert_product", &alert_product(&server.url, "price > 1000"));
+    let run = ws.run(&file).expect(0);
+    assert_eq!(receipt(&run)["alerts"], json!([]));
+    assert!(outbox(&ws).is_empty());
+
+    let file = ws.product("alert_product", &alert_product(&server.url, "price > 100"));
+    let run = ws.run(&file).expect(0);
+    let alerts = receipt(&run)["alerts"].clone();
+    assert_eq!(alerts.as_array().unwrap().len(), 1, "{alerts:#}");
+    assert_eq!(alerts[0]["rows"], 2);
+    assert_eq!(alerts[0]["subject"], "alert_product: 2 items over budget");
+    let mail = outbox(&ws).pop().unwrap();
+    assert!(mail.contains("Subject: alert_product: 2 items over budget"), "{mail}");
+    assert!(mail.contains("To: ops@example.com"), "{mail}");
+    let (text, html) = mail.split_once("Content-Type: text/html").unwrap();
+    assert!(
+        text.contains("<script>alert('x')</script>"),
+        "plain text shows the value as it is\n{mail}"
+    );
+    assert!(html.contains("&lt;script&gt;"), "{mail}");
+    assert!(!html.contains("<script>"), "{mail}");
+    assert!(!mail.contains("cheap"), "{mail}");
+}
+
+#[test]
+fn a_failed_run_sends_the_on_failure_alert() {
+    let server = Server::start(|_, _| Reply::status(404, "no such thing"));
+    let ws = Workspace::new();
+    let file = ws.product("alert_product", &alert_product(&server.url, "price > 100"));
+    let run = ws.run(&file).expect(1);
+    let alerts = receipt(&run)["alerts"].clone();
+    assert_eq!(alerts[0]["trigger"], "failure", "{alerts:#}");
+    assert_eq!(alerts[0]["recipients"], json!(["oncall@example.com"]));
+    let mail = outbox(&ws).pop().unwrap();
+    assert!(mail.contains("To: oncall@example.com"), "{mail}");
+    assert!(mail.contains("extract_items"), "{mail}");
+    assert!(mail.contains("HTTP 404"), "{mail}");
+}
+
+#[test]
+fn an_alert_without_a_condition_sends_a_run_summary() {
+    let server = Server::start(|_, _| Reply::json(Value::Array(records(0, 4)).to_string()));
+    let ws = Workspace::new();
+    let yaml = alert_product(&server.url, "x").replace("      when: \"x\"\n", "");
+    let file = ws.product("alert_product", &yaml);
+    let run = ws.run(&file).expect(0);
+    assert_eq!(receipt(&run)["alerts"][0]["trigger"], "summary");
+    let mail = outbox(&ws).pop().unwrap();
+    assert!(mail.contains("extract_items"), "{mail}");
+}
+
+#[test]
+fn record_then_replay_without_the_network_or_the_secret() {
+    let server = Server::start(|seen, _| {
+        if seen.query("api_key").as_deref() != Some("k3y-v4lue-123") {
+            return Reply::status(403, "bad key");
+        }
+        let page = page_of(seen, "page", 1);
+        let next = if page < 2 {
+            json!(format!("/items?page={}&api_key=k3y-v4lue-123", page + 1))
+        } else {
+            json!(null)
+        };
+        Reply::json(json!({"data": records(page * 10, 3), "next": next, "echo": "k3y-v4lue-123"}).to_string())
+    });
+    let ws = Workspace::new();
+    let params = "      records: data\n      auth: { type: api_key, name: api_key, value: \"${secret:SHOP_KEY}\", in: query }\n      pagination: { type: next_url, next_url_path: next }";
+    let file = ws.product("items_product", &product(&server.url, params, "merge"));
+    let fixtures = ws.path().join("products/fixtures/items_product");
+    ws.run(&file)
+        .args(["--record"])
+        .env("SHOP_KEY", "k3y-v4lue-123")
+        .expect(0);
+    let recorded = std::fs::read_to_string(fixtures.join("extract_items.json")).unwrap();
+    assert!(!recorded.contains("k3y-v4lue-123"), "{recorded}");
+    assert!(recorded.contains("api_key=${secret:SHOP_KEY}"), "{recorded}");
+
+    // Replay: the server is not asked again, and no key is needed.
+    let asked = server.seen().len();
+    let run = ws.run(&file).args(["--replay"]).expect(0);
+    assert_eq!(task(&receipt(&run), "extract_items")["rows"], 6);
+    assert_eq!(server.seen().len(), asked);
+
+    // A request that was not recorded fails clearly.
+    let changed = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("records: data", "records: data\n      query: { status: open }");
+    std::fs::write(&file, changed).unwrap();
+    let run = ws.run(&file).args(["--replay"]).expect(1);
+    let error = task_error(&run, "extract_items");
+    assert!(error.contains("no recorded response for `GET"), "{error}");
+    assert!(error.contains("status=open"), "{error}");
+}
+
+#[test]
+fn json_logs_follow_cloud_logging_and_the_receipt_is_written() {
+    let server = Server::start(|_, _| Reply::json(Value::Array(records(0, 2)).to_string()));
+    let ws = Workspace::new();
+    let file = ws.product("items_product", &product(&server.url, "", "append"));
+    let receipt_file = ws.path().join("receipt.json");
+    let run = ws
+        .run(&file)
+        .args(["--receipt".as_ref(), receipt_file.as_os_str()])
+        .expect(0);
+    for line in run.stderr.lines() {
+        let entry: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        for field in ["severity", "message", "time", "product", "run_id"] {
+            assert!(entry.get(field).is_some(), "no {field} in {line}");
+        }
+    }
+    assert!(run.stderr.contains("\"task\":\"extract_items\""), "{run}");
+    let written: Value = serde_json::from_str(&std::fs::read_to_string(receipt_file).unwrap()).unwrap();
+    assert_eq!(written, receipt(&run));
+    assert_eq!(written["status"], "succeeded");
+    assert_eq!(
+        task(&written, "to_warehouse")["destinations"].as_array().unwrap().len(),
+        1
+    );
+}
+
+#[test]
+fn the_gcp_target_is_refused_clearly_for_now() {
+    let ws = Workspace::new();
+    let file = ws.product("items_product", &product("http://127.0.0.1:9", "", "append"));
+    let run = ws.run(&file).args(["--target", "gcp"]).expect(2);
+    assert!(run.stderr.contains("the gcp target is not available"), "{run}");
+}
+
+#[test]
+fn sigterm_stops_the_run_and_keeps_the_previous_table() {
+    let server = Server::start(|_, number| {
+        let reply = Reply::json(Value::Array(records(number * 100, 3)).to_string());
+        if number == 0 {
+            reply
+        } else {
+            reply.delay(Duration::from_secs(20))
+        }
+    });
+    let ws = Workspace::new();
+    let file = ws.product("items_product", &product(&server.url, "", "replace"));
+    ws.run(&file).expect(0);
+    let child = ws.run(&file).spawn();
+    while server.seen().len() < 2 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let run = child.terminate();
+    assert_eq!(run.code, 130, "{run}");
+    let receipt = receipt(&run);
+    assert_eq!(receipt["status"], "interrupted");
+    assert_eq!(task(&receipt, "extract_items")["status"], "interrupted");
+    assert_eq!(task(&receipt, "to_warehouse")["status"], "not_run");
+    let ids: Vec<Value> = ws.query("SELECT id FROM shop.items ORDER BY id");
+    assert_eq!(ids, [json!({"id": 0}), json!({"id": 1}), json!({"id": 2})]);
+}
+
+#[test]
+fn a_run_killed_at_any_moment_leaves_a_whole_table() {
+    // 60,000 rows take long enough to write that kills land before, during and after the commit.
+    let server = Server::start(|_, number| Reply::json(Value::Array(records(number * 100_000, 60_000)).to_string()));
+    let ws = Workspace::new();
+    let file = ws.product("items_product", &product(&server.url, "", "replace"));
+    ws.run(&file).expect(0);
+    for delay in [50, 150, 250, 400, 600, 900] {
+        let child = ws.run(&file).spawn();
+        std::thread::sleep(Duration::from_millis(delay));
+        child.kill();
+        let rows = ws.query("SELECT COUNT(*) AS n, COUNT(DISTINCT id / 100000) AS versions FROM shop.items");
+        assert_eq!(rows, [json!({"n": 60_000, "versions": 1})], "killed after {delay} ms");
+        let table = ws.data().join("warehouse/shop/items");
+        for part in std::fs::read_dir(&table).unwrap() {
+            let name = part.unwrap().file_name().to_string_lossy().into_owned();
+            assert!(name.starts_with("part-") && name.ends_with(".parquet"), "{name}");
+        }
+    }
+}
+
+#[test]
+fn post_sends_its_json_body_and_headers() {
+    let server = Server::start(|seen, _| {
+        let body: Value = serde_json::from_str(&seen.body).unwrap_or_default();
+        let ok = seen.method == "POST"
+            && body == json!({"filter": {"status": "open"}, "limit": 2})
+            && seen.header("content-type") == Some("application/json")
+            && seen.header("x-tenant") == Some("acme");
+        if ok {
+            Reply::json(Value::Array(records(0, 2)).to_string())
+        } else {
+            Reply::status(400, &format!("unexpected request: {seen:?}"))
+        }
+    });
+    let ws = Workspace::new();
+    let params =
+        "      method: POST\n      headers: { X-Tenant: acme }\n      body: { filter: { status: open }, limit: 2 }";
+    let file = ws.product("items_product", &product(&server.url, params, "append"));
+    let run = ws.run(&file).expect(0);
+    assert_eq!(task(&receipt(&run), "extract_items")["rows"], 2);
+}
