@@ -68,19 +68,30 @@ pub struct Shape<'a> {
     pub lookups: &'a [&'a str],
 }
 
-pub fn decode(body: &[u8], shape: &Shape<'_>, builder: &mut RowsBuilder) -> Result<Page, DecodeError> {
+/// Decodes `body` into `builder`. The body is dropped as soon as the records are out of it, before
+/// `include` fields are copied onto every row, so a large page is not held twice.
+pub fn decode(body: Vec<u8>, shape: &Shape<'_>, builder: &mut RowsBuilder) -> Result<Page, DecodeError> {
+    let first = builder.rows();
     let result = match shape.format {
-        Format::Json => json(body, shape, builder),
-        Format::Ndjson => ndjson(body, builder),
-        Format::Csv => csv(body, builder),
+        Format::Json => json(&body, shape, builder),
+        Format::Ndjson => ndjson(&body, builder).map(|page| (page, Vec::new())),
+        Format::Csv => csv(&body, builder).map(|page| (page, Vec::new())),
     };
-    result.map_err(|error| match (builder.take_conflict(), error) {
+    drop(body);
+    let (page, include) = result.map_err(|error| match (builder.take_conflict(), error) {
         (Some(conflict), _) => DecodeError::Conflict(conflict),
         (None, error) => error,
-    })
+    })?;
+    for (field, cell) in include {
+        builder.fill(&field, first, &cell).map_err(DecodeError::Conflict)?;
+    }
+    Ok(page)
 }
 
-fn json(body: &[u8], shape: &Shape<'_>, builder: &mut RowsBuilder) -> Result<Page, DecodeError> {
+/// The page, and the `include` fields with their values.
+type WithIncludes = (Page, Vec<(String, Cell<'static>)>);
+
+fn json(body: &[u8], shape: &Shape<'_>, builder: &mut RowsBuilder) -> Result<WithIncludes, DecodeError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(DecodeError::Empty("JSON"));
     }
@@ -129,15 +140,16 @@ fn json(body: &[u8], shape: &Shape<'_>, builder: &mut RowsBuilder) -> Result<Pag
             });
         }
     }
+    let mut include = Vec::with_capacity(shape.include.len());
     for field in shape.include {
         let cell = match find(&top, field)? {
             Some(raw) => {
                 let mut de = serde_json::Deserializer::from_str(raw.get());
-                CellSeed.deserialize(&mut de).map_err(DecodeError::Json)?
+                CellSeed.deserialize(&mut de).map_err(DecodeError::Json)?.into_owned()
             }
             None => Cell::Null,
         };
-        builder.fill(field, first, &cell).map_err(DecodeError::Conflict)?;
+        include.push((field.clone(), cell));
     }
     let found = shape
         .lookups
@@ -148,10 +160,11 @@ fn json(body: &[u8], shape: &Shape<'_>, builder: &mut RowsBuilder) -> Result<Pag
                 .transpose()
         })
         .collect::<Result<_, _>>()?;
-    Ok(Page {
+    let page = Page {
         records: builder.rows() - first,
         found,
-    })
+    };
+    Ok((page, include))
 }
 
 /// Column-wise records: every array is a column; other fields are copied into each row.
@@ -160,10 +173,13 @@ fn columns(path: &str, fields: &[(Cow<'_, str>, &RawValue)], builder: &mut RowsB
     let mut length: Option<(&str, usize)> = None;
     for (name, raw) in fields.iter().filter(|(_, v)| kind(v) == "an array") {
         let mut de = serde_json::Deserializer::from_str(raw.get());
+        // Text in the array is shorter than the array's JSON: a safe size for the column's text.
+        let values = length.map_or_else(|| array_len(raw.get()), |(_, len)| len);
         let written = ColumnSeed {
             builder: &mut *builder,
             name,
             first,
+            expected: (values, raw.get().len()),
         }
         .deserialize(&mut de)
         .map_err(DecodeError::Json)?;
@@ -426,11 +442,46 @@ impl<'de> Visitor<'de> for RecordSeed<'_> {
     }
 }
 
+/// The number of elements of the JSON array `text` (valid JSON), counted without parsing them.
+fn array_len(text: &str) -> usize {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    let (mut commas, mut empty) = (0, true);
+    for &byte in text.as_bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => {
+                in_string = true;
+                empty = false;
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > 1 {
+                    empty = false;
+                }
+            }
+            b']' | b'}' => depth -= 1,
+            b',' if depth == 1 => commas += 1,
+            b' ' | b'\n' | b'\r' | b'\t' => {}
+            _ => empty = false,
+        }
+    }
+    if empty { 0 } else { commas + 1 }
+}
+
 /// One JSON array as the values of one column; yields how many values it held.
 struct ColumnSeed<'b> {
     builder: &'b mut RowsBuilder,
     name: &'b str,
     first: usize,
+    expected: (usize, usize),
 }
 
 impl<'de> DeserializeSeed<'de> for ColumnSeed<'_> {
@@ -446,7 +497,7 @@ impl<'de> Visitor<'de> for ColumnSeed<'_> {
         f.write_str("an array of values")
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
-        let mut column = self.builder.column_writer(self.name, self.first);
+        let mut column = self.builder.column_writer(self.name, self.first, self.expected);
         while let Some(cell) = seq.next_element_seed(CellSeed)? {
             if let Err(conflict) = column.push(cell) {
                 self.builder.stash(conflict);
@@ -476,7 +527,12 @@ mod tests {
             "hourly":{"time":["2025-01-01T00:00","2025-01-01T01:00"],"temperature_2m":[3.1,2.9],"precipitation":[0,0.2]}}"#;
         let include = ["latitude".to_owned()];
         let mut builder = RowsBuilder::new();
-        let page = decode(body, &shape(Format::Json, Some("hourly"), &include, &[]), &mut builder).unwrap();
+        let page = decode(
+            body.to_vec(),
+            &shape(Format::Json, Some("hourly"), &include, &[]),
+            &mut builder,
+        )
+        .unwrap();
         assert_eq!(page.records, 2);
         let batch = builder.finish();
         let names: Vec<_> = batch.schema().fields().iter().map(|f| f.name().clone()).collect();
@@ -492,7 +548,7 @@ mod tests {
         let body = br#"{"data":[{"id":1,"tags":["a"]},{"id":2,"note":"x"}],"meta":{"next":"abc"}}"#;
         let mut builder = RowsBuilder::new();
         let page = decode(
-            body,
+            body.to_vec(),
             &shape(Format::Json, Some("data"), &[], &["meta.next", "meta.none"]),
             &mut builder,
         )
@@ -504,7 +560,7 @@ mod tests {
 
         let mut builder = RowsBuilder::new();
         let error = decode(
-            br#"{"items":[]}"#,
+            br#"{"items":[]}"#.to_vec(),
             &shape(Format::Json, Some("data"), &[], &[]),
             &mut builder,
         )
@@ -514,7 +570,7 @@ mod tests {
             "the response has no `data` (the `records` param); its top-level fields are: `items`"
         );
         let error = decode(
-            b"{\"data\": [1,",
+            b"{\"data\": [1,".to_vec(),
             &shape(Format::Json, Some("data"), &[], &[]),
             &mut builder,
         )
@@ -523,17 +579,17 @@ mod tests {
             error.to_string().starts_with("the response is not valid JSON"),
             "{error}"
         );
-        let error = decode(b"  ", &shape(Format::Json, None, &[], &[]), &mut builder).unwrap_err();
+        let error = decode(b"  ".to_vec(), &shape(Format::Json, None, &[], &[]), &mut builder).unwrap_err();
         assert!(matches!(error, DecodeError::Empty(_)));
         let error = decode(
-            br#"[{"a":1},{"a":"x"}]"#,
+            br#"[{"a":1},{"a":"x"}]"#.to_vec(),
             &shape(Format::Json, None, &[], &[]),
             &mut builder,
         )
         .unwrap_err();
         assert!(matches!(error, DecodeError::Conflict(_)), "{error}");
         let error = decode(
-            br#"{"h":{"a":[1,2],"b":[1]}}"#,
+            br#"{"h":{"a":[1,2],"b":[1]}}"#.to_vec(),
             &shape(Format::Json, Some("h"), &[], &[]),
             &mut builder,
         )
@@ -542,17 +598,25 @@ mod tests {
     }
 
     #[test]
+    fn array_lengths_are_counted_without_parsing() {
+        assert_eq!(array_len("[]"), 0);
+        assert_eq!(array_len(" [ ] "), 0);
+        assert_eq!(array_len("[1]"), 1);
+        assert_eq!(array_len(r#"["a,b", "c\\\"]", {"x": [1, 2]}, [3, 4], null]"#), 5);
+    }
+
+    #[test]
     fn ndjson_and_csv() {
         let mut builder = RowsBuilder::new();
         let page = decode(
-            b"{\"a\":1}\n\n{\"a\":2}\n",
+            b"{\"a\":1}\n\n{\"a\":2}\n".to_vec(),
             &shape(Format::Ndjson, None, &[], &[]),
             &mut builder,
         )
         .unwrap();
         assert_eq!(page.records, 2);
         let error = decode(
-            b"{\"a\":1}\n{oops}\n",
+            b"{\"a\":1}\n{oops}\n".to_vec(),
             &shape(Format::Ndjson, None, &[], &[]),
             &mut builder,
         )
@@ -564,7 +628,7 @@ mod tests {
 
         let mut builder = RowsBuilder::new();
         let page = decode(
-            b"id,zip,amount\n1,02134,9.5\n2,,10\n",
+            b"id,zip,amount\n1,02134,9.5\n2,,10\n".to_vec(),
             &shape(Format::Csv, None, &[], &[]),
             &mut builder,
         )

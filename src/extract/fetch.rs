@@ -27,6 +27,8 @@ struct Requests {
     headers: Vec<(String, String)>,
     /// The API key in the query, when `auth.in` is `query`.
     query_key: Option<(String, String)>,
+    /// Headers that carry credentials (lower case): never sent to another origin.
+    credential_headers: Vec<String>,
     body: Option<String>,
     timeout: Duration,
 }
@@ -82,8 +84,18 @@ impl Requests {
                 task.env.secrets.add_redaction(key, "[credentials]");
             }
         }
+        let mut credential_headers = vec!["authorization".to_owned(), "cookie".to_owned()];
+        if let Some(auth) = params
+            .auth
+            .as_ref()
+            .filter(|a| matches!(a.location, KeyLocation::Header))
+            && let Some(name) = &auth.name
+        {
+            credential_headers.push(name.to_lowercase());
+        }
         Ok(Requests {
             method: params.method.as_str(),
+            credential_headers,
             origin: parse_url(&params.url)?.origin(),
             headers,
             query_key,
@@ -100,7 +112,7 @@ impl Requests {
         {
             url.query_pairs_mut().append_pair(name, key);
         }
-        let credentials = |name: &str| name == "authorization" || self.query_key.is_none() && name.contains("key");
+        let credentials = |name: &str| self.credential_headers.iter().any(|c| c == name);
         Request {
             method: self.method,
             url,
@@ -189,9 +201,9 @@ pub async fn fetch(params: &ExtractHttp, task: &Task<'_>, attempts: &mut u32) ->
         let request = requests.request(url.clone());
         let (response, tries) = send(task, &request, pages, &mut bytes, &mut progress, builder.rows()).await;
         *attempts = (*attempts).max(tries);
-        let response = response.map_err(|error| on_page(error, pages, pagination.is_some()))?;
+        let mut response = response.map_err(|error| on_page(error, pages, pagination.is_some()))?;
         builder.start_page(pages);
-        let page = decode::decode(&response.body, &shape, &mut builder)
+        let page = decode::decode(std::mem::take(&mut response.body), &shape, &mut builder)
             .map_err(|error| on_page(TaskError::permanent(error), pages, pagination.is_some()))?;
         progress.update(pages, builder.rows(), bytes);
         let next = match pagination {
@@ -322,7 +334,11 @@ fn next_page(
     query: &mut Vec<(String, String)>,
     base: &Url,
 ) -> Result<Next, TaskError> {
-    let short_page = page.records == 0 || pagination.page_size.is_some_and(|size| (page.records as u64) < size);
+    // An empty page ends every kind of pagination.
+    if page.records == 0 {
+        return Ok(Next::Done);
+    }
+    let short_page = pagination.page_size.is_some_and(|size| (page.records as u64) < size);
     let found_text = || match page.found.first() {
         Some(Some(Value::String(s))) if !s.is_empty() => Some(s.clone()),
         Some(Some(Value::Number(n))) => Some(n.to_string()),
@@ -340,7 +356,7 @@ fn next_page(
             Next::Url(with_query(base, query))
         }
         PaginationKind::Cursor => match found_text() {
-            Some(cursor) if page.records > 0 => {
+            Some(cursor) => {
                 set_param(query, pagination.param.as_deref().unwrap_or("cursor"), cursor);
                 Next::Url(with_query(base, query))
             }

@@ -71,6 +71,12 @@ impl Response {
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
+    #[error("cannot send the request to {url}")]
+    Request {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
     #[error("cannot connect to {url}")]
     Connect {
         url: String,
@@ -102,7 +108,7 @@ impl HttpError {
         match self {
             HttpError::Connect { .. } | HttpError::Timeout { .. } | HttpError::Body { .. } => true,
             HttpError::Status { status, .. } => matches!(status, 408 | 429 | 500..=599),
-            HttpError::Fixture(_) => false,
+            HttpError::Fixture(_) | HttpError::Request { .. } => false,
         }
     }
 
@@ -180,8 +186,21 @@ impl Transport {
 
 fn client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // Credentials (an API key in any header) must not follow a redirect to another origin.
+    let redirects = reqwest::redirect::Policy::custom(|attempt| {
+        let crosses = attempt
+            .previous()
+            .last()
+            .is_some_and(|from| from.origin() != attempt.url().origin());
+        if crosses || attempt.previous().len() >= 10 {
+            attempt.stop()
+        } else {
+            attempt.follow()
+        }
+    });
     reqwest::Client::builder()
         .user_agent(concat!("dpf/", env!("CARGO_PKG_VERSION")))
+        .redirect(redirects)
         .connect_timeout(Duration::from_secs(10))
         .build()
         .expect("the HTTP client's settings are valid")
@@ -211,6 +230,9 @@ async fn live(
                 url: shown(),
                 seconds: request.timeout.as_secs_f64(),
             }
+        } else if source.is_builder() {
+            // A header or URL that cannot be sent: no retry will change it.
+            HttpError::Request { url: shown(), source }
         } else {
             HttpError::Connect { url: shown(), source }
         }
@@ -247,14 +269,14 @@ async fn live(
 }
 
 fn status_error(request: &Request, response: &Response, secrets: &Secrets) -> HttpError {
-    let text = String::from_utf8_lossy(&response.body);
-    let text = text.trim();
+    // Redacted before it is cut: a secret the server echoes across the cut is still found whole.
+    let text = secrets.redact(String::from_utf8_lossy(&response.body).trim());
     let excerpt = if text.is_empty() {
         String::new()
     } else {
         let cut: String = text.chars().take(300).collect();
         let more = if cut.len() < text.len() { "…" } else { "" };
-        format!(": {}{more}", secrets.redact(&cut))
+        format!(": {cut}{more}")
     };
     HttpError::Status {
         url: secrets.redact(request.url.as_str()),

@@ -449,8 +449,13 @@ async fn run_other(
             let (_, rows) = input()?;
             let warehouse = crate::store::local::warehouse_dir(&env.data_dir);
             let (store, rows) = (store.clone(), rows.clone());
-            let written = blocking(move || {
-                warehouse::write(&warehouse, &store.dataset, &store.table, store.write, &store.key, &rows)
+            let written = blocking(move |stop| {
+                let target = warehouse::Target {
+                    warehouse: &warehouse,
+                    dataset: &store.dataset,
+                    table: &store.table,
+                };
+                warehouse::write(&target, store.write, &store.key, &rows, stop)
             })
             .await?;
             Ok(Done {
@@ -466,7 +471,8 @@ async fn run_other(
             let destination = format!("{} (collection {})", path.display(), store.collection);
             let (store, rows) = (store.clone(), rows.clone());
             let written =
-                blocking(move || documents::write(&path, &store.collection, &store.key, store.merge, &rows)).await?;
+                blocking(move |stop| documents::write(&path, &store.collection, &store.key, store.merge, &rows, stop))
+                    .await?;
             Ok(Done {
                 rows: Some(written as u64),
                 destinations: vec![destination],
@@ -481,11 +487,16 @@ async fn run_other(
     }
 }
 
-/// Runs blocking store work off the async threads.
+/// Runs blocking store work off the async threads. Abandoning the returned future (a timeout, a
+/// signal) cancels the token the work gets, which it checks just before it commits.
 async fn blocking<T: Send + 'static, E: std::error::Error + Send + 'static>(
-    work: impl FnOnce() -> Result<T, E> + Send + 'static,
+    work: impl FnOnce(&CancellationToken) -> Result<T, E> + Send + 'static,
 ) -> Result<T, TaskError> {
-    match tokio::task::spawn_blocking(work).await {
+    let stop = CancellationToken::new();
+    let abandoned = stop.clone().drop_guard();
+    let result = tokio::task::spawn_blocking(move || work(&stop)).await;
+    abandoned.disarm();
+    match result {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(error)) => Err(TaskError::caused(&error)),
         Err(join) => Err(TaskError::permanent(format!("the store stopped unexpectedly: {join}"))),
@@ -653,7 +664,7 @@ fn deliver(
             task: task.to_owned(),
             trigger,
             channel: name.to_owned(),
-            recipients: to.clone(),
+            recipients: to.iter().map(|r| env.secrets.redact(r)).collect(),
             subject: message.subject.clone(),
             rows: rows as u64,
             destination: path.display().to_string(),

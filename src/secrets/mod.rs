@@ -155,9 +155,10 @@ impl Resolved {
             return;
         }
         let encoded: String = url::form_urlencoded::byte_serialize(value.as_bytes()).collect();
+        let in_path = encoded.replace('+', "%20");
         let escaped = serde_json::to_string(value).unwrap_or_default();
         let escaped = escaped.trim_matches('"');
-        for variant in [value, encoded.as_str(), escaped] {
+        for variant in [value, encoded.as_str(), in_path.as_str(), escaped] {
             if !self.redactions.iter().any(|(v, _)| v == variant) {
                 self.redactions.push((variant.to_owned(), shown.to_owned()));
             }

@@ -52,6 +52,18 @@ impl Cell<'_> {
         }
     }
 
+    /// The same value, owning its text.
+    pub fn into_owned(self) -> Cell<'static> {
+        match self {
+            Cell::Null => Cell::Null,
+            Cell::Bool(v) => Cell::Bool(v),
+            Cell::Int(v) => Cell::Int(v),
+            Cell::Float(v) => Cell::Float(v),
+            Cell::Str(v) => Cell::Str(Cow::Owned(v.into_owned())),
+            Cell::Json(v) => Cell::Json(v),
+        }
+    }
+
     fn kind(&self) -> &'static str {
         match self {
             Cell::Null => "null",
@@ -126,6 +138,8 @@ struct Column {
     len: usize,
     /// The page where the column got its type.
     typed_on: usize,
+    /// Values and text bytes still to come, when known, to size the builder once.
+    expected: (usize, usize),
 }
 
 impl Column {
@@ -147,12 +161,35 @@ impl Column {
     /// A builder of `kind` holding the nulls appended so far.
     fn typed(&mut self, cell: &Cell<'_>, page: usize) {
         let nulls = self.len;
+        // Sized up front when the number of values is known: growing by doubling would hold the old
+        // and the new buffer at once, up to three times the column.
+        let (items, bytes) = (nulls + self.expected.0, self.expected.1);
         self.values = match cell {
-            Cell::Bool(_) => Values::Bool(with_nulls(BooleanBuilder::new(), nulls, BooleanBuilder::append_nulls)),
-            Cell::Int(_) => Values::Int(with_nulls(Int64Builder::new(), nulls, Int64Builder::append_nulls)),
-            Cell::Float(_) => Values::Float(with_nulls(Float64Builder::new(), nulls, Float64Builder::append_nulls)),
-            Cell::Str(_) => Values::Str(with_nulls(StringBuilder::new(), nulls, StringBuilder::append_nulls)),
-            Cell::Json(_) => Values::Json(with_nulls(StringBuilder::new(), nulls, StringBuilder::append_nulls)),
+            Cell::Bool(_) => Values::Bool(with_nulls(
+                BooleanBuilder::with_capacity(items),
+                nulls,
+                BooleanBuilder::append_nulls,
+            )),
+            Cell::Int(_) => Values::Int(with_nulls(
+                Int64Builder::with_capacity(items),
+                nulls,
+                Int64Builder::append_nulls,
+            )),
+            Cell::Float(_) => Values::Float(with_nulls(
+                Float64Builder::with_capacity(items),
+                nulls,
+                Float64Builder::append_nulls,
+            )),
+            Cell::Str(_) => Values::Str(with_nulls(
+                StringBuilder::with_capacity(items, bytes),
+                nulls,
+                StringBuilder::append_nulls,
+            )),
+            Cell::Json(_) => Values::Json(with_nulls(
+                StringBuilder::with_capacity(items, bytes),
+                nulls,
+                StringBuilder::append_nulls,
+            )),
             Cell::Null => return,
         };
         self.typed_on = page;
@@ -244,7 +281,7 @@ fn looks_like_datetime(text: &str) -> Option<bool> {
         && bytes[7] == b'-'
         && matches!(bytes[10], b'T' | b' ')
         && bytes[13] == b':';
-    shaped.then(|| text.ends_with('Z') || text[16..].contains(['+', '-']))
+    shaped.then(|| text.ends_with('Z') || text.get(16..).is_some_and(|t| t.contains(['+', '-'])))
 }
 
 fn parse_datetime(text: &str, zoned: bool) -> Option<i64> {
@@ -327,6 +364,7 @@ impl RowsBuilder {
             values: Values::Null,
             len: 0,
             typed_on: self.page,
+            expected: (0, 0),
         });
         self.index.insert(name.to_owned(), position);
         position
@@ -385,8 +423,10 @@ impl RowsBuilder {
     }
 
     /// Appends values to column `name` in rows `first..`, for column-wise records (one array per field).
-    pub fn column_writer(&mut self, name: &str, first: usize) -> ColumnWriter<'_> {
+    /// `expected` is how many values (and text bytes at most) are coming, when known.
+    pub fn column_writer(&mut self, name: &str, first: usize, expected: (usize, usize)) -> ColumnWriter<'_> {
         let position = self.column(name, usize::MAX);
+        self.columns[position].expected = expected;
         ColumnWriter {
             position,
             row: first,
@@ -519,10 +559,10 @@ mod tests {
     #[test]
     fn columns_and_constants() {
         let mut builder = RowsBuilder::new();
-        let mut time = builder.column_writer("time", 0);
+        let mut time = builder.column_writer("time", 0, (2, 32));
         time.push(s("2025-01-01T00:00")).unwrap();
         time.push(s("2025-01-01T01:00")).unwrap();
-        let mut temperature = builder.column_writer("temperature_2m", 0);
+        let mut temperature = builder.column_writer("temperature_2m", 0, (0, 0));
         temperature.push(Cell::Float(3.1)).unwrap();
         temperature.push(Cell::Null).unwrap();
         builder.end_columns(0, 2);

@@ -448,12 +448,28 @@ fn a_type_conflict_between_pages_names_the_field_and_the_page() {
 fn csv_ndjson_and_gzip_bodies_become_rows() {
     let server = Server::start(|seen, _| match seen.path() {
         "/items.csv" => Reply::with("text/csv", "id,name,price\n1,a,1.5\n2,b,\n"),
-        _ => Reply::with(
+        "/items.ndjson" => Reply::with(
             "application/x-ndjson",
             "{\"id\":1,\"name\":\"a\"}\n{\"id\":2,\"price\":2}\n",
         ),
+        _ => {
+            // Compressed only when dpf asks for it.
+            assert!(
+                seen.header("accept-encoding").unwrap_or_default().contains("gzip"),
+                "{seen:?}"
+            );
+            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            std::io::Write::write_all(&mut encoder, Value::Array(records(1, 2)).to_string().as_bytes()).unwrap();
+            let mut reply = Reply::json("").header("Content-Encoding", "gzip");
+            reply.body = encoder.finish().unwrap();
+            reply
+        }
     });
-    for (path, format) in [("items.csv", "csv"), ("items.ndjson", "ndjson")] {
+    for (path, format) in [
+        ("items.csv", "csv"),
+        ("items.ndjson", "ndjson"),
+        ("items.json.gz", "json"),
+    ] {
         let ws = Workspace::new();
         let yaml = product(&server.url, &format!("      format: {format}"), "append")
             .replace("/items\n", &format!("/{path}\n"));
@@ -781,4 +797,45 @@ fn post_sends_its_json_body_and_headers() {
     let file = ws.product("items_product", &product(&server.url, params, "append"));
     let run = ws.run(&file).expect(0);
     assert_eq!(task(&receipt(&run), "extract_items")["rows"], 2);
+}
+
+#[test]
+fn credentials_never_follow_a_next_page_link_to_another_host() {
+    let elsewhere = Server::start(|_, _| Reply::json(json!({"data": records(10, 2), "next": null}).to_string()));
+    let next = format!("{}/more", elsewhere.url);
+    let server = Server::start(move |_, _| Reply::json(json!({"data": records(0, 2), "next": next}).to_string()));
+    let ws = Workspace::new();
+    let params = "      records: data\n      auth: { type: api_key, name: X-Private-Token, value: \"${secret:API_TOKEN}\" }\n      headers: { Authorization: \"Bearer ${secret:API_TOKEN}\" }\n      pagination: { type: next_url, next_url_path: next }";
+    let file = ws.product("items_product", &product(&server.url, params, "append"));
+    let run = ws.run(&file).env("API_TOKEN", "t0k3n-s3cr3t").expect(0);
+    assert_eq!(task(&receipt(&run), "extract_items")["rows"], 4);
+    assert_eq!(server.seen()[0].header("x-private-token"), Some("t0k3n-s3cr3t"));
+    let other = &elsewhere.seen()[0];
+    assert_eq!(other.header("x-private-token"), None, "{other:?}");
+    assert_eq!(other.header("authorization"), None, "{other:?}");
+}
+
+#[test]
+fn an_empty_response_stores_nothing_and_succeeds() {
+    let server = Server::start(|_, _| Reply::json("[]"));
+    let ws = Workspace::new();
+    let file = ws.product("items_product", &product(&server.url, "", "merge"));
+    let run = ws.run(&file).expect(0);
+    assert_eq!(task(&receipt(&run), "to_warehouse")["rows"], 0);
+}
+
+#[test]
+fn replace_may_change_the_columns() {
+    let server = Server::start(|_, number| match number {
+        0 => Reply::json(json!([{"id": 1, "price": 1.5, "old": true}]).to_string()),
+        _ => Reply::json(json!([{"id": 2, "price": "cheap"}]).to_string()),
+    });
+    let ws = Workspace::new();
+    let file = ws.product("items_product", &product(&server.url, "", "replace"));
+    ws.run(&file).expect(0);
+    ws.run(&file).expect(0);
+    assert_eq!(
+        ws.query("SELECT * FROM shop.items"),
+        [json!({"id": 2, "price": "cheap"})]
+    );
 }

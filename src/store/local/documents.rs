@@ -6,7 +6,8 @@ use std::path::Path;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::json::writer::{LineDelimited, WriterBuilder};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio_util::sync::CancellationToken;
 
 use crate::store::firestore::{document_id, generated_id};
 use crate::table::Table;
@@ -23,6 +24,8 @@ pub enum DocumentError {
     Encode(String),
     #[error("key column `{column}` is not a column of the rows; they have: {columns}")]
     MissingKey { column: String, columns: String },
+    #[error("stopped before committing; the document store is unchanged")]
+    Stopped,
 }
 
 /// Opens (creating when needed) the document store at `path`.
@@ -53,9 +56,20 @@ pub fn open(path: &Path) -> Result<Connection, DocumentError> {
     Ok(connection)
 }
 
-/// Upserts one document per row into `collection`; with `merge`, only the written fields change.
-/// Returns the number of documents written.
-pub fn write(path: &Path, collection: &str, key: &[String], merge: bool, rows: &Table) -> Result<usize, DocumentError> {
+/// Upserts one document per row into `collection`; with `merge`, only the written fields change (a
+/// null is written as null, as Firestore does). One transaction: if `stop` is cancelled before the
+/// commit, nothing is written. Returns the number of documents written.
+pub fn write(
+    path: &Path,
+    collection: &str,
+    key: &[String],
+    merge: bool,
+    rows: &Table,
+    stop: &CancellationToken,
+) -> Result<usize, DocumentError> {
+    if rows.rows() == 0 {
+        return Ok(0);
+    }
     for column in key {
         if rows.schema.field_with_name(column).is_err() {
             return Err(DocumentError::MissingKey {
@@ -72,25 +86,49 @@ pub fn write(path: &Path, collection: &str, key: &[String], merge: bool, rows: &
     let mut connection = open(path)?;
     let transaction = connection.transaction().map_err(sqlite)?;
     {
-        let sql = if merge {
-            "INSERT INTO documents (collection, id, fields, updated_at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (collection, id) DO UPDATE
-             SET fields = json_patch(fields, excluded.fields), updated_at = excluded.updated_at"
-        } else {
-            "INSERT INTO documents (collection, id, fields, updated_at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (collection, id) DO UPDATE
-             SET fields = excluded.fields, updated_at = excluded.updated_at"
-        };
-        let mut statement = transaction.prepare(sql).map_err(sqlite)?;
+        let mut upsert = transaction
+            .prepare(
+                "INSERT INTO documents (collection, id, fields, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (collection, id) DO UPDATE
+                 SET fields = excluded.fields, updated_at = excluded.updated_at",
+            )
+            .map_err(sqlite)?;
+        let mut current = transaction
+            .prepare("SELECT fields FROM documents WHERE collection = ?1 AND id = ?2")
+            .map_err(sqlite)?;
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         for (id, fields) in &documents {
-            statement
-                .execute(params![collection, id, fields, now])
-                .map_err(sqlite)?;
+            let fields = if merge {
+                let old: Option<String> = current
+                    .query_row(params![collection, id], |row| row.get(0))
+                    .optional()
+                    .map_err(sqlite)?;
+                match old {
+                    Some(old) => merged(&old, fields)?,
+                    None => fields.clone(),
+                }
+            } else {
+                fields.clone()
+            };
+            upsert.execute(params![collection, id, fields, now]).map_err(sqlite)?;
         }
+    }
+    if stop.is_cancelled() {
+        return Err(DocumentError::Stopped);
     }
     transaction.commit().map_err(sqlite)?;
     Ok(documents.len())
+}
+
+/// `old` with the fields of `new` set over it.
+fn merged(old: &str, new: &str) -> Result<String, DocumentError> {
+    let parse = |text: &str| {
+        serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(text)
+            .map_err(|e| DocumentError::Encode(e.to_string()))
+    };
+    let mut fields = parse(old)?;
+    fields.extend(parse(new)?);
+    Ok(serde_json::Value::Object(fields).to_string())
 }
 
 /// (document id, fields as JSON) per row.

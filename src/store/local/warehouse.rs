@@ -19,6 +19,8 @@ use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::WriterProperties;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::store::bigquery::WriteMode;
 use crate::table::{Table, nullable};
 
@@ -50,6 +52,10 @@ pub enum WarehouseError {
     },
     #[error("merge key `{column}` is not a column of the rows; they have: {columns}")]
     MissingKey { column: String, columns: String },
+    #[error("`write: merge` into {table} needs a `key`: the columns that identify a row")]
+    NoKey { table: String },
+    #[error("stopped before committing to {table}; the table is unchanged")]
+    Stopped { table: String },
 }
 
 /// What a write did.
@@ -73,17 +79,49 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WarehouseError + '_ {
     }
 }
 
-/// Writes `rows` into `dataset.table` under `warehouse` with `mode` (merge on `key`), atomically.
+/// A table of the local warehouse.
+pub struct Target<'a> {
+    pub warehouse: &'a Path,
+    pub dataset: &'a str,
+    pub table: &'a str,
+}
+
+/// Writes `rows` into the table with `mode` (merge on `key`), atomically. If `stop` is cancelled
+/// before the commit, nothing is committed.
 pub fn write(
-    warehouse: &Path,
-    dataset: &str,
-    table: &str,
+    target: &Target<'_>,
     mode: WriteMode,
     key: &[String],
     rows: &Table,
+    stop: &CancellationToken,
 ) -> Result<Written, WarehouseError> {
-    let link = table_path(warehouse, dataset, table);
-    let versions = warehouse.join(dataset).join(".versions").join(table);
+    let link = table_path(target.warehouse, target.dataset, target.table);
+    let name = format!("{}.{}", target.dataset, target.table);
+    if rows.schema.fields().is_empty() {
+        // An empty response has no columns: there is nothing to add, replace or merge.
+        return Ok(Written {
+            rows: 0,
+            bytes: 0,
+            table_rows: 0,
+            path: link,
+        });
+    }
+    if mode == WriteMode::Merge && key.is_empty() {
+        return Err(WarehouseError::NoKey { table: name });
+    }
+    for column in key {
+        if rows.schema.field_with_name(column).is_err() {
+            return Err(WarehouseError::MissingKey {
+                column: column.clone(),
+                columns: rows.column_names().join(", "),
+            });
+        }
+    }
+    let versions = target
+        .warehouse
+        .join(target.dataset)
+        .join(".versions")
+        .join(target.table);
     fs::create_dir_all(&versions).map_err(io(&versions))?;
     // One writer per table at a time, across processes.
     let lock_path = versions.join("lock");
@@ -95,20 +133,17 @@ pub fn write(
         Some(dir) => parts(dir)?,
         None => Vec::new(),
     };
-    let existing_schema = match existing_parts.first() {
-        Some(part) => Some(part_schema(part)?),
-        None => None,
-    };
-    let name = format!("{dataset}.{table}");
-    let schema = unify(&name, existing_schema.as_deref(), &rows.schema)?;
-    for column in key {
-        if rows.schema.field_with_name(column).is_err() {
-            return Err(WarehouseError::MissingKey {
-                column: column.clone(),
-                columns: rows.column_names().join(", "),
-            });
+    // A replace starts the table afresh; the other modes keep its columns and their types.
+    let schema = if mode == WriteMode::Replace {
+        nullable(&rows.schema)
+    } else {
+        let mut existing: Option<SchemaRef> = None;
+        for part in &existing_parts {
+            let part_schema = part_schema(part)?;
+            existing = Some(unify(&name, existing.as_deref(), &part_schema)?);
         }
-    }
+        unify(&name, existing.as_deref(), &rows.schema)?
+    };
     let new_rows = align(&schema, &rows.batches).map_err(|message| write_error(&link, message))?;
 
     let number = next_version(&versions)?;
@@ -126,10 +161,7 @@ pub fn write(
             let old_rows: usize = existing_parts.iter().map(|p| part_rows(p)).sum::<Result<_, _>>()?;
             (new_rows, old_rows + rows.rows())
         }
-        WriteMode::Replace => {
-            let count = rows.rows();
-            (new_rows, count)
-        }
+        WriteMode::Replace => (new_rows, rows.rows()),
         WriteMode::Merge => {
             let old = existing_parts
                 .iter()
@@ -146,6 +178,10 @@ pub fn write(
     };
     let bytes = write_part(&part, &schema, &kept)?;
     sync_dir(&version);
+    if stop.is_cancelled() {
+        let _ = fs::remove_dir_all(&version);
+        return Err(WarehouseError::Stopped { table: name });
+    }
     swap(&link, &version)?;
     remove_old_versions(&versions, number);
     drop(lock);
