@@ -18,6 +18,9 @@ pub struct TestCase {
     /// Fixtures folder, relative to the product file [default: fixtures/<product>].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fixtures: Option<String>,
+    /// The run's logical time (RFC 3339): its tick, data interval and templates [default: now].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<chrono::DateTime<chrono::Utc>>,
     #[serde(default)]
     pub expect: Expect,
 }

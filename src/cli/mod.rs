@@ -24,6 +24,8 @@ pub enum Exit {
     Failure = 1,
     /// Invalid configuration or usage.
     Usage = 2,
+    /// `dpf run` did not start: another run of the same product holds its lock.
+    Busy = 3,
     /// A transient failure persisted after all retries: the scheduler may try again later.
     Transient = 75,
     Interrupted = 130,

@@ -30,9 +30,10 @@ pub struct Args {
     /// Output format; the JSON form is stable (see the README).
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
-    /// The time the next runs are counted from (RFC 3339), instead of now.
-    #[arg(long, hide = true)]
-    now: Option<DateTime<Utc>>,
+    /// Plan the run of the latest tick at or before this time (RFC 3339) instead of now; the next
+    /// runs count from it too.
+    #[arg(long, alias = "now", value_name = "TIMESTAMP")]
+    at: Option<DateTime<Utc>>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<Exit> {
@@ -45,7 +46,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         file: checked.source.path(),
         target: args.target.target,
         data_dir: &data_dir,
-        now: args.now.unwrap_or_else(Utc::now),
+        now: args.at.unwrap_or_else(Utc::now),
     };
     let plan = plan::build(product, &context);
     let output = match args.format {

@@ -1,10 +1,14 @@
 //! `dpf run PRODUCT`
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
+use crate::plan::logical::Logical;
 use crate::run::log::LogFormat;
 use crate::run::receipt::RunStatus;
 use crate::run::{self, HttpMode, Options, Outcome};
@@ -41,6 +45,54 @@ pub struct Args {
     /// What goes to stdout at the end: a text summary or the receipt as JSON.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
+    /// Run the tick at or before this time (RFC 3339) instead of the latest one.
+    #[arg(long, value_name = "TIMESTAMP")]
+    at: Option<DateTime<Utc>>,
+    /// Stop the whole run after this long (e.g. 90s, 30m, 2h): nothing half-done is committed, exit 75.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    timeout: Option<Duration>,
+}
+
+/// `90`, `90s`, `30m`, `2h`, `1h30m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let invalid = || format!("`{text}` is not a duration: write e.g. 90s, 30m, 2h or 1h30m");
+    if let Ok(seconds) = text.parse::<f64>() {
+        return Duration::try_from_secs_f64(seconds).map_err(|_| invalid());
+    }
+    let mut total = 0.0;
+    let mut number = String::new();
+    for c in text.chars() {
+        match c {
+            '0'..='9' | '.' => number.push(c),
+            's' | 'm' | 'h' | 'd' if !number.is_empty() => {
+                let value: f64 = number.parse().map_err(|_| invalid())?;
+                total += value
+                    * match c {
+                        's' => 1.0,
+                        'm' => 60.0,
+                        'h' => 3600.0,
+                        _ => 86400.0,
+                    };
+                number.clear();
+            }
+            _ => return Err(invalid()),
+        }
+    }
+    if !number.is_empty() || text.is_empty() {
+        return Err(invalid());
+    }
+    Duration::try_from_secs_f64(total).map_err(|_| invalid())
+}
+
+/// The logical time of a run of `product` at `at` (default: now).
+pub fn logical(product: &Product, at: Option<DateTime<Utc>>) -> anyhow::Result<Logical> {
+    crate::plan::logical::at(
+        &product.name,
+        product.schedule.as_deref(),
+        &product.timezone,
+        at.unwrap_or_else(Utc::now),
+    )
+    .map_err(|message| anyhow::anyhow!(message))
 }
 
 /// The fixtures of `product` by default: `fixtures/<name>/` beside its file.
@@ -80,11 +132,22 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     } else {
         HttpMode::Live
     };
+    let data_dir = crate::target::data_dir(args.target.data_dir.as_deref());
+    let _lock = match crate::run::lock::acquire(&data_dir, &product.name) {
+        Ok(lock) => lock,
+        Err(error @ crate::run::lock::LockError::Busy { .. }) => {
+            eprintln!("dpf: {error}");
+            return Ok(Exit::Busy);
+        }
+        Err(error) => return Err(error.into()),
+    };
     let options = Options {
         target: args.target.target,
-        data_dir: crate::target::data_dir(args.target.data_dir.as_deref()),
+        data_dir,
         http,
         log_format: args.log_format,
+        logical: logical(product, args.at)?,
+        timeout: args.timeout,
     };
     let outcome = execute(product, &checked, options)?;
     let receipt = &outcome.receipt;
@@ -159,4 +222,19 @@ fn next_steps(product: &Product, data_dir: &str) -> String {
         ));
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(super::parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(super::parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(super::parse_duration("0.5s").unwrap(), Duration::from_millis(500));
+        assert!(super::parse_duration("soon").is_err());
+        assert!(super::parse_duration("10x").is_err());
+        assert!(super::parse_duration("").is_err());
+    }
 }

@@ -65,6 +65,8 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
                     data_dir: data_dir.path().to_path_buf(),
                     http: HttpMode::Replay(fixtures),
                     log_format: if args.verbose { LogFormat::Auto } else { LogFormat::Off },
+                    logical: super::run::logical(product, case.at)?,
+                    timeout: None,
                 };
                 let outcome = execute(product, product_file, options)?;
                 let runtime = tokio::runtime::Builder::new_current_thread()

@@ -88,6 +88,8 @@ codes! {
     InvalidTimezone = "E211", "invalid-timezone";
     /// `start_date` is not a real date.
     InvalidDate = "E212", "invalid-date";
+    /// A `{{ ... }}` template names an unknown variable or filter, or is not closed.
+    InvalidTemplate = "E213", "invalid-template";
     /// A literal value looks like a credential; use `${secret:NAME}` instead.
     PossibleCredential = "W300", "possible-credential";
 }

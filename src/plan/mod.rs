@@ -1,7 +1,9 @@
 //! From a product to an execution plan: pure, printable, no side effects.
 
 pub mod graph;
+pub mod logical;
 pub mod schedule;
+pub mod template;
 mod text;
 
 use std::path::Path;
@@ -31,12 +33,37 @@ pub struct Plan {
     pub data_dir: Option<String>,
     pub schedule: Option<Schedule>,
     pub start_date: Option<String>,
+    /// The run this plan describes: the latest tick at or before now (or `--at`).
+    pub logical: Option<LogicalTime>,
     /// Task ids by stage: a stage starts when the one before it is done; its tasks run concurrently.
     pub stages: Vec<Vec<String>>,
     pub steps: Vec<Step>,
 }
 
 /// The schedule, in words and as its next run times.
+/// A run's logical time, for people and JSON: UTC and the product's time zone, RFC 3339.
+#[derive(Debug, Serialize)]
+pub struct LogicalTime {
+    pub run_id: String,
+    pub time: String,
+    pub local_time: String,
+    pub data_interval_start: String,
+    pub data_interval_end: String,
+}
+
+impl From<&logical::Logical> for LogicalTime {
+    fn from(logical: &logical::Logical) -> Self {
+        let utc = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
+        LogicalTime {
+            run_id: logical.run_id.clone(),
+            time: utc(logical.time),
+            local_time: logical.local(logical.time),
+            data_interval_start: logical.local(logical.interval_start),
+            data_interval_end: logical.local(logical.interval_end),
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct Schedule {
     pub cron: String,
@@ -85,6 +112,13 @@ pub struct Context<'a> {
 
 /// Builds the plan of a valid product.
 pub fn build(product: &Product, context: &Context<'_>) -> Plan {
+    let logical = logical::at(
+        &product.name,
+        product.schedule.as_deref(),
+        &product.timezone,
+        context.now,
+    )
+    .ok();
     let nodes: Vec<Node> = product
         .tasks
         .iter()
@@ -128,6 +162,11 @@ pub fn build(product: &Product, context: &Context<'_>) -> Plan {
                     .collect()
             };
             let params = serde_json::to_value(&task.call).unwrap_or(Value::Null);
+            // Templates as the run would render them; a template that cannot render stays as written.
+            let params = logical
+                .as_ref()
+                .and_then(|l| template::render_json(&params, l).ok())
+                .unwrap_or(params);
             let mut found = Vec::new();
             collect_references(&params, &mut found);
             Step {
@@ -166,6 +205,7 @@ pub fn build(product: &Product, context: &Context<'_>) -> Plan {
             .as_deref()
             .and_then(|cron| plan_schedule(cron, &product.timezone, context.now)),
         start_date: product.start_date.clone(),
+        logical: logical.as_ref().map(LogicalTime::from),
         stages: stages
             .iter()
             .map(|stage| stage.iter().map(|&t| nodes[t].id.clone()).collect())

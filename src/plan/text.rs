@@ -46,6 +46,16 @@ pub fn render(plan: &Plan) -> String {
     if let Some(start) = &plan.start_date {
         field("start", start);
     }
+    if let Some(logical) = &plan.logical {
+        field(
+            "this run",
+            &format!("{} (logical time {})", logical.run_id, logical.local_time),
+        );
+        field(
+            "interval",
+            &format!("[{}, {})", logical.data_interval_start, logical.data_interval_end),
+        );
+    }
 
     for (number, stage) in plan.stages.iter().enumerate() {
         let together = if stage.len() > 1 {

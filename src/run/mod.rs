@@ -2,6 +2,7 @@
 //! concurrently; a failed task stops the tasks that need it; every store commits atomically.
 
 pub mod error;
+pub mod lock;
 pub mod log;
 pub mod receipt;
 pub mod retry;
@@ -21,7 +22,8 @@ use tokio_util::sync::CancellationToken;
 use crate::alert::{Channel, SendAlerts, message, outbox};
 use crate::extract::ExtractHttp;
 use crate::http::{Fixtures, Transport};
-use crate::plan::{self, Step};
+use crate::plan::logical::Logical;
+use crate::plan::{self, Step, template};
 use crate::secrets::{Mode, Secrets};
 use crate::spec::SourceFile;
 use crate::spec::{Call, Product};
@@ -48,6 +50,10 @@ pub struct Options {
     pub data_dir: PathBuf,
     pub http: HttpMode,
     pub log_format: LogFormat,
+    /// The tick this run stands for; its run id makes reruns of the tick idempotent.
+    pub logical: Logical,
+    /// Bounds the whole run; when it passes, the run stops as if interrupted and exits 75.
+    pub timeout: Option<Duration>,
 }
 
 /// What the tasks of one run share.
@@ -116,15 +122,27 @@ pub fn register(session: &SessionContext, name: &str, table: &Table) -> Result<(
     Ok(())
 }
 
-fn new_run_id(now: chrono::DateTime<Utc>) -> String {
-    format!("{}-{:06x}", now.format("%Y%m%dT%H%M%SZ"), fastrand::u32(..0x100_0000))
+/// `call` with the templates in its params rendered for `logical`.
+fn render(call: &Call, logical: &Logical) -> Result<Call, TaskError> {
+    let value = serde_json::to_value(call).expect("params serialize");
+    let rendered = template::render_json(&value, logical).map_err(|e| TaskError::permanent(e.message))?;
+    Call::new(call.function(), rendered).map_err(|e| TaskError::permanent(format!("params: {e}")))
 }
 
 /// Runs `product` once. Never panics on bad input: every failure ends up in the receipt.
 pub async fn run(product: &Product, source: SourceFile, options: Options, cancel: CancellationToken) -> Outcome {
     let started = Utc::now();
     let clock = Instant::now();
-    let run_id = new_run_id(started);
+    let run_id = options.logical.run_id.clone();
+    let timed_out = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let Some(limit) = options.timeout {
+        let (cancel, timed_out) = (cancel.clone(), timed_out.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(limit).await;
+            timed_out.store(true, std::sync::atomic::Ordering::SeqCst);
+            cancel.cancel();
+        });
+    }
     let secrets = Secrets::new();
     let log = Log::new(options.log_format, &product.name, &run_id, secrets.clone());
     let plan = plan::build(
@@ -133,7 +151,7 @@ pub async fn run(product: &Product, source: SourceFile, options: Options, cancel
             file: source.path(),
             target: options.target,
             data_dir: &options.data_dir,
-            now: started,
+            now: options.logical.time,
         },
     );
     let (transport, record_dir, replay) = match &options.http {
@@ -159,9 +177,11 @@ pub async fn run(product: &Product, source: SourceFile, options: Options, cancel
         None,
         None,
         format!(
-            "run {run_id} of {} started on the {} target{}",
+            "run {run_id} of {} started on the {} target, data interval [{}, {}){}",
             product.name,
             target_name(options.target),
+            options.logical.local(options.logical.interval_start),
+            options.logical.local(options.logical.interval_end),
             if replay { ", replaying recorded responses" } else { "" }
         ),
     );
@@ -216,7 +236,13 @@ pub async fn run(product: &Product, source: SourceFile, options: Options, cancel
             let summary = &summary_so_far;
             let env = &env;
             let step = &plan.steps[i];
-            async move { (i, run_task(env, &product.tasks[i].call, step, i, tables, summary).await) }
+            let logical = &options.logical;
+            async move {
+                match render(&product.tasks[i].call, logical) {
+                    Ok(call) => (i, run_task(env, &call, step, i, tables, summary).await),
+                    Err(error) => (i, (Err(error), 1, Duration::ZERO)),
+                }
+            }
         }))
         .await;
         for (i, (result, attempts, elapsed)) in results {
@@ -262,7 +288,14 @@ pub async fn run(product: &Product, source: SourceFile, options: Options, cancel
         }
     }
 
-    let status = if env.cancel.is_cancelled() || receipts.iter().any(|r| r.status == TaskStatus::Interrupted) {
+    let status = if timed_out.load(std::sync::atomic::Ordering::SeqCst) {
+        env.log.error(
+            None,
+            None,
+            "the run's --timeout passed: stopped; nothing half-done was committed",
+        );
+        RunStatus::TimedOut
+    } else if env.cancel.is_cancelled() || receipts.iter().any(|r| r.status == TaskStatus::Interrupted) {
         RunStatus::Interrupted
     } else if receipts.iter().any(|r| r.error_kind == Some(ErrorKind::Permanent)) {
         RunStatus::Failed
@@ -271,7 +304,10 @@ pub async fn run(product: &Product, source: SourceFile, options: Options, cancel
     } else {
         RunStatus::Succeeded
     };
-    if matches!(status, RunStatus::Failed | RunStatus::FailedTransient) {
+    if matches!(
+        status,
+        RunStatus::Failed | RunStatus::FailedTransient | RunStatus::TimedOut
+    ) {
         alerts.extend(failure_alerts(&env, product, &receipts));
     }
     let receipt = Receipt {
@@ -281,6 +317,9 @@ pub async fn run(product: &Product, source: SourceFile, options: Options, cancel
         target: options.target,
         data_dir: (options.target == Target::Local).then(|| options.data_dir.display().to_string()),
         replay,
+        logical_time: options.logical.local(options.logical.time),
+        data_interval_start: options.logical.local(options.logical.interval_start),
+        data_interval_end: options.logical.local(options.logical.interval_end),
         status,
         exit_code: status.exit_code(),
         started_at: started.to_rfc3339_opts(SecondsFormat::Millis, true),
@@ -448,12 +487,13 @@ async fn run_other(
         (Call::StoreToBigquery(store), Target::Local) => {
             let (_, rows) = input()?;
             let warehouse = crate::store::local::warehouse_dir(&env.data_dir);
-            let (store, rows) = (store.clone(), rows.clone());
+            let (store, rows, run_id) = (store.clone(), rows.clone(), env.run_id.clone());
             let written = blocking(move |stop| {
                 let target = warehouse::Target {
                     warehouse: &warehouse,
                     dataset: &store.dataset,
                     table: &store.table,
+                    run_id: &run_id,
                 };
                 warehouse::write(&target, store.write, &store.key, &rows, stop)
             })

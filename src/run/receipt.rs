@@ -17,6 +17,10 @@ pub struct Receipt {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<String>,
     pub replay: bool,
+    /// The tick this run stands for and its data interval, in the product's time zone.
+    pub logical_time: String,
+    pub data_interval_start: String,
+    pub data_interval_end: String,
     pub status: RunStatus,
     pub exit_code: u8,
     pub started_at: String,
@@ -35,6 +39,8 @@ pub enum RunStatus {
     /// A task still failed transiently after its retries.
     FailedTransient,
     Interrupted,
+    /// The run's `--timeout` passed: stopped like an interrupted run, worth trying again later.
+    TimedOut,
 }
 
 impl RunStatus {
@@ -43,7 +49,7 @@ impl RunStatus {
         match self {
             RunStatus::Succeeded => 0,
             RunStatus::Failed => 1,
-            RunStatus::FailedTransient => 75,
+            RunStatus::FailedTransient | RunStatus::TimedOut => 75,
             RunStatus::Interrupted => 130,
         }
     }
@@ -136,6 +142,7 @@ impl Receipt {
                 RunStatus::Failed => "failed",
                 RunStatus::FailedTransient => "failed (transient)",
                 RunStatus::Interrupted => "was interrupted",
+                RunStatus::TimedOut => "timed out",
             },
             self.duration_ms,
             self.exit_code

@@ -162,7 +162,8 @@ pub enum Call {
 }
 
 impl Call {
-    fn new(function: Function, params: Value) -> Result<Self, serde_json::Error> {
+    /// The params of `function` from their JSON form.
+    pub fn new(function: Function, params: Value) -> Result<Self, serde_json::Error> {
         Ok(match function {
             Function::ExtractHttp => Call::ExtractHttp(serde_json::from_value(params)?),
             Function::ExtractWeather => Call::ExtractWeather(serde_json::from_value(params)?),

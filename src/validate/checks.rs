@@ -425,6 +425,20 @@ impl<'a> Checker<'a> {
     }
 
     fn string(&mut self, text: &str, pointer: &str) {
+        if pointer.starts_with("/tasks/")
+            && pointer.contains("/params/")
+            && let Err(error) = crate::plan::template::check(text)
+        {
+            self.out.push(
+                Diagnostic::new(
+                    Code::InvalidTemplate,
+                    self.inner_span(pointer, text, error.range),
+                    format!("invalid template: {}", error.message),
+                )
+                .label("cannot be rendered")
+                .help("templates are `{{ variable }}` or `{{ variable | filter(...) }}`; see the README"),
+            );
+        }
         match references(text) {
             Err(error) => {
                 let mut diagnostic = Diagnostic::new(

@@ -488,8 +488,9 @@ fn two_runs(write: &str, second_ids: (usize, usize)) -> (Workspace, Vec<Value>) 
     });
     let ws = Workspace::new();
     let file = ws.product("items_product", &product(&server.url, "", write));
-    ws.run(&file).expect(0);
-    ws.run(&file).expect(0);
+    // Two different runs (logical times): the same run twice would replace its own rows.
+    ws.run(&file).args(["--at", "2025-01-01T00:00:00Z"]).expect(0);
+    ws.run(&file).args(["--at", "2025-01-02T00:00:00Z"]).expect(0);
     let rows = ws.query("SELECT id FROM shop.items ORDER BY id");
     (ws, rows)
 }

@@ -84,6 +84,9 @@ pub struct Target<'a> {
     pub warehouse: &'a Path,
     pub dataset: &'a str,
     pub table: &'a str,
+    /// The writing run: an append names its file after it, so the same run appending again
+    /// replaces its own rows instead of adding them twice.
+    pub run_id: &'a str,
 }
 
 /// Writes `rows` into the table with `mode` (merge on `key`), atomically. If `stop` is cancelled
@@ -149,9 +152,13 @@ pub fn write(
     let number = next_version(&versions)?;
     let version = versions.join(format!("v{number:06}"));
     fs::create_dir(&version).map_err(io(&version))?;
-    let part = version.join(format!("part-{number:06}.parquet"));
+    let part = version.join(format!("part-{}.parquet", target.run_id));
     let (kept, table_rows) = match mode {
         WriteMode::Append => {
+            let existing_parts: Vec<&PathBuf> = existing_parts
+                .iter()
+                .filter(|p| p.file_name() != part.file_name())
+                .collect();
             for old in &existing_parts {
                 let target = version.join(old.file_name().expect("parts have names"));
                 fs::hard_link(old, &target)

@@ -1,0 +1,275 @@
+//! Airflow-style templates in string params: `{{ ds }}`, `{{ ds_nodash }}`, `{{ logical_date }}`,
+//! `{{ data_interval_start }}`, `{{ data_interval_end }}`, `{{ run_id }}`, with filters:
+//! `{{ data_interval_start | strftime('%Y-%m-%dT%H') }}`, `{{ ds | add_days(-1) }}`, `| add_hours(n)`,
+//! `| unix` (seconds since the epoch). Dates are rendered in the product's time zone.
+
+use chrono::{DateTime, Duration, SecondsFormat};
+use chrono_tz::Tz;
+use serde_json::Value;
+
+use super::logical::Logical;
+
+/// The variables a template may use.
+pub const VARIABLES: [&str; 7] = [
+    "ds",
+    "ds_nodash",
+    "ts",
+    "logical_date",
+    "data_interval_start",
+    "data_interval_end",
+    "run_id",
+];
+
+const FILTERS: [&str; 5] = ["strftime", "add_days", "add_hours", "unix", "date"];
+
+/// A template that cannot be rendered: what and where (byte range in the string).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateError {
+    pub range: std::ops::Range<usize>,
+    pub message: String,
+}
+
+enum Filter {
+    Strftime(String),
+    AddDays(i64),
+    AddHours(i64),
+    Unix,
+    Date,
+}
+
+struct Expression {
+    variable: String,
+    filters: Vec<Filter>,
+}
+
+/// Whether `text` holds a template at all.
+pub fn has_template(text: &str) -> bool {
+    text.contains("{{")
+}
+
+/// Checks every template in `text` without rendering it.
+pub fn check(text: &str) -> Result<(), TemplateError> {
+    each(text, |_, _| Ok(String::new())).map(drop)
+}
+
+/// `text` with every template rendered for `logical`.
+pub fn render(text: &str, logical: &Logical) -> Result<String, TemplateError> {
+    each(text, |expression, range| evaluate(expression, logical, range))
+}
+
+/// Every string inside `value` rendered.
+pub fn render_json(value: &Value, logical: &Logical) -> Result<Value, TemplateError> {
+    Ok(match value {
+        Value::String(text) if has_template(text) => Value::String(render(text, logical)?),
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|item| render_json(item, logical))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), render_json(v, logical)?)))
+                .collect::<Result<_, TemplateError>>()?,
+        ),
+        other => other.clone(),
+    })
+}
+
+fn each(
+    text: &str,
+    mut render: impl FnMut(&Expression, std::ops::Range<usize>) -> Result<String, TemplateError>,
+) -> Result<String, TemplateError> {
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    while let Some(offset) = text[at..].find("{{") {
+        let start = at + offset;
+        let Some(length) = text[start..].find("}}") else {
+            return Err(TemplateError {
+                range: start..text.len(),
+                message: "`{{` is not closed by `}}`".to_owned(),
+            });
+        };
+        let range = start..start + length + 2;
+        let expression = parse(&text[start + 2..start + length]).map_err(|message| TemplateError {
+            range: range.clone(),
+            message,
+        })?;
+        out.push_str(&text[at..start]);
+        out.push_str(&render(&expression, range.clone())?);
+        at = range.end;
+    }
+    out.push_str(&text[at..]);
+    Ok(out)
+}
+
+fn parse(inner: &str) -> Result<Expression, String> {
+    let mut parts = inner.split('|').map(str::trim);
+    let variable = parts.next().unwrap_or_default().to_owned();
+    if !VARIABLES.contains(&variable.as_str()) {
+        let mut message = format!("unknown template variable `{variable}`");
+        match crate::diagnostic::closest(&variable, VARIABLES) {
+            Some(best) => message.push_str(&format!("; did you mean `{best}`?")),
+            None => message.push_str(&format!("; the variables are {}", VARIABLES.join(", "))),
+        }
+        return Err(message);
+    }
+    let filters: Vec<Filter> = parts.map(filter).collect::<Result<_, _>>()?;
+    if variable == "run_id" && !filters.is_empty() {
+        return Err("`run_id` takes no filters".to_owned());
+    }
+    Ok(Expression { variable, filters })
+}
+
+fn filter(text: &str) -> Result<Filter, String> {
+    let (name, argument) = match text.split_once('(') {
+        Some((name, rest)) => {
+            let argument = rest
+                .strip_suffix(')')
+                .ok_or_else(|| format!("filter `{text}` is missing its `)`"))?;
+            (name.trim(), Some(argument.trim()))
+        }
+        None => (text, None),
+    };
+    let quoted = |argument: Option<&str>| {
+        argument
+            .and_then(|a| {
+                a.strip_prefix('\'')
+                    .and_then(|a| a.strip_suffix('\''))
+                    .or_else(|| a.strip_prefix('"').and_then(|a| a.strip_suffix('"')))
+            })
+            .map(str::to_owned)
+            .ok_or_else(|| format!("`{name}` takes a quoted format, e.g. {name}('%Y-%m-%d')"))
+    };
+    let number = |argument: Option<&str>| {
+        argument
+            .and_then(|a| a.parse::<i64>().ok())
+            .ok_or_else(|| format!("`{name}` takes a whole number, e.g. {name}(-1)"))
+    };
+    Ok(match name {
+        "strftime" | "format" => {
+            let format = quoted(argument)?;
+            // chrono reports a bad format only while writing it: try it once here.
+            if chrono::format::StrftimeItems::new(&format).any(|item| matches!(item, chrono::format::Item::Error)) {
+                return Err(format!("`{format}` is not a valid strftime format"));
+            }
+            Filter::Strftime(format)
+        }
+        "add_days" => Filter::AddDays(number(argument)?),
+        "add_hours" => Filter::AddHours(number(argument)?),
+        "unix" => Filter::Unix,
+        "date" => Filter::Date,
+        other => {
+            let mut message = format!("unknown template filter `{other}`");
+            match crate::diagnostic::closest(other, FILTERS) {
+                Some(best) => message.push_str(&format!("; did you mean `{best}`?")),
+                None => message.push_str(&format!("; the filters are {}", FILTERS.join(", "))),
+            }
+            return Err(message);
+        }
+    })
+}
+
+fn evaluate(
+    expression: &Expression,
+    logical: &Logical,
+    range: std::ops::Range<usize>,
+) -> Result<String, TemplateError> {
+    let tz = logical.timezone;
+    let local = |time: chrono::DateTime<chrono::Utc>| time.with_timezone(&tz);
+    // A date variable keeps its default rendering unless a filter says otherwise.
+    type Render = fn(DateTime<Tz>) -> String;
+    let (mut time, default): (DateTime<Tz>, Render) = match expression.variable.as_str() {
+        "ds" => (local(logical.time), |t| t.format("%Y-%m-%d").to_string()),
+        "ds_nodash" => (local(logical.time), |t| t.format("%Y%m%d").to_string()),
+        "ts" | "logical_date" => (local(logical.time), rfc3339),
+        "data_interval_start" => (local(logical.interval_start), rfc3339),
+        "data_interval_end" => (local(logical.interval_end), rfc3339),
+        "run_id" if expression.filters.is_empty() => return Ok(logical.run_id.clone()),
+        _ => {
+            return Err(TemplateError {
+                range,
+                message: format!("`{}` takes no filters", expression.variable),
+            });
+        }
+    };
+    let mut rendered: Option<String> = None;
+    for filter in &expression.filters {
+        match filter {
+            Filter::AddDays(days) => time += Duration::days(*days),
+            Filter::AddHours(hours) => time += Duration::hours(*hours),
+            Filter::Strftime(format) => rendered = Some(time.format(format).to_string()),
+            Filter::Unix => rendered = Some(time.timestamp().to_string()),
+            Filter::Date => rendered = Some(time.format("%Y-%m-%d").to_string()),
+        }
+    }
+    Ok(rendered.unwrap_or_else(|| default(time)))
+}
+
+fn rfc3339(time: DateTime<Tz>) -> String {
+    time.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::logical;
+
+    fn tick() -> Logical {
+        logical::at("p", Some("0 */6 * * *"), "UTC", "2025-01-01T07:00:00Z".parse().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn renders_variables_and_filters() {
+        let logical = tick();
+        let render = |text: &str| super::render(text, &logical).unwrap();
+        assert_eq!(render("{{ ds }}/{{ds_nodash}}"), "2025-01-01/20250101");
+        assert_eq!(
+            render("from={{ data_interval_start }}&to={{ data_interval_end }}"),
+            "from=2025-01-01T00:00:00Z&to=2025-01-01T06:00:00Z"
+        );
+        assert_eq!(
+            render("{{ data_interval_start | strftime('%Y-%m-%dT%H') }}"),
+            "2025-01-01T00"
+        );
+        assert_eq!(render("{{ ds | add_days(-1) }}"), "2024-12-31");
+        assert_eq!(render("{{ logical_date | add_hours(1) | unix }}"), "1735714800");
+        assert_eq!(render("{{ run_id }}"), "p-20250101T060000Z");
+        assert_eq!(render("no template"), "no template");
+        let vancouver = logical::at(
+            "p",
+            Some("0 */6 * * *"),
+            "America/Vancouver",
+            "2025-01-01T07:00:00Z".parse().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            super::render("{{ logical_date }} {{ ds }}", &vancouver).unwrap(),
+            "2024-12-31T18:00:00-08:00 2024-12-31"
+        );
+    }
+
+    #[test]
+    fn errors_say_what_and_where() {
+        let error = check("a={{ dss }}").unwrap_err();
+        assert_eq!(
+            (error.range, error.message.as_str()),
+            (2..11, "unknown template variable `dss`; did you mean `ds`?")
+        );
+        assert!(
+            check("{{ ds | add_day(1) }}")
+                .unwrap_err()
+                .message
+                .contains("did you mean `add_days`?")
+        );
+        assert!(
+            check("{{ ds | strftime(%Y) }}")
+                .unwrap_err()
+                .message
+                .contains("quoted format")
+        );
+        assert!(check("{{ ds ").unwrap_err().message.contains("not closed"));
+        assert!(check("{{ run_id | unix }}").is_err());
+    }
+}
