@@ -6,6 +6,7 @@ pub mod atomic;
 pub mod cli;
 pub mod diagnostic;
 pub mod expectation;
+pub mod export;
 pub mod extract;
 pub mod http;
 pub mod plan;

@@ -1,9 +1,11 @@
 //! The command line: parse arguments, call the library, map results to exit codes.
 
+mod backfill;
 mod list;
 mod plan;
 mod query;
 mod run;
+mod schedule;
 mod test;
 mod validate;
 
@@ -58,6 +60,11 @@ enum Command {
     List(list::Args),
     /// Run a product's chain once.
     Run(run::Args),
+    /// Run every tick of a product's schedule in a time range, oldest first.
+    Backfill(backfill::Args),
+    /// Export the products' schedules for crontab, Kubernetes or Cloud Run.
+    #[command(subcommand)]
+    Schedule(schedule::Command),
     /// Run products offline against their recorded fixtures and check their `tests:`.
     Test(test::Args),
     /// SQL over the local warehouse; tables are named `dataset.table`.
@@ -104,6 +111,17 @@ struct ProductsArgs {
     products: PathBuf,
 }
 
+/// The product a command acts on, where products are looked up, and where it would run.
+#[derive(Debug, clap::Args)]
+struct ProductArgs {
+    /// A product name (looked up in --products) or a product file.
+    product: String,
+    #[command(flatten)]
+    products: ProductsArgs,
+    #[command(flatten)]
+    target: TargetArgs,
+}
+
 #[derive(Debug, clap::Args)]
 struct TargetArgs {
     /// Where stores and alerts write.
@@ -132,6 +150,8 @@ pub fn main() -> ExitCode {
         Command::Plan(args) => plan::run(args),
         Command::List(args) => list::run(args),
         Command::Run(args) => run::run(args),
+        Command::Backfill(args) => backfill::run(args),
+        Command::Schedule(command) => schedule::run(command),
         Command::Test(args) => test::run(args),
         Command::Query(args) => query::run(args),
         Command::Schema => print(crate::validate::schema::SCHEMA).map(|()| Exit::Success),

@@ -10,7 +10,7 @@ use crate::diagnostic::{FileDiagnostics, Severity, closest};
 use crate::plan::{self, Context};
 use crate::validate::{Checked, check_paths};
 
-use super::{Exit, ProductsArgs, TargetArgs, print};
+use super::{Exit, ProductArgs, print};
 
 /// Output format of `plan` and `list`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -21,12 +21,8 @@ pub enum Format {
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A product name (looked up in --products) or a product file.
-    product: String,
     #[command(flatten)]
-    products: ProductsArgs,
-    #[command(flatten)]
-    target: TargetArgs,
+    product: ProductArgs,
     /// Output format; the JSON form is stable (see the README).
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
@@ -37,14 +33,14 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<Exit> {
-    let checked = find(&args.product, &args.products.products)?;
+    let checked = find(&args.product.product, &args.product.products.products)?;
     let Some(product) = &checked.product else {
         return Ok(invalid(&checked));
     };
-    let data_dir = crate::target::data_dir(args.target.data_dir.as_deref());
+    let data_dir = crate::target::data_dir(args.product.target.data_dir.as_deref());
     let context = Context {
         file: checked.source.path(),
-        target: args.target.target,
+        target: args.product.target.target,
         data_dir: &data_dir,
         now: args.at.unwrap_or_else(Utc::now),
     };

@@ -17,16 +17,12 @@ use crate::target::Target;
 use crate::validate::Checked;
 
 use super::plan::{Format, find, invalid};
-use super::{Exit, ProductsArgs, TargetArgs, print};
+use super::{Exit, ProductArgs, print};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A product name (looked up in --products) or a product file.
-    product: String,
     #[command(flatten)]
-    products: ProductsArgs,
-    #[command(flatten)]
-    target: TargetArgs,
+    product: ProductArgs,
     /// Serve HTTP requests from the product's recorded fixtures instead of the network.
     #[arg(long, conflicts_with = "record")]
     replay: bool,
@@ -104,11 +100,11 @@ pub fn default_fixtures(file: &Path, product: &Product) -> PathBuf {
 }
 
 pub fn run(args: Args) -> anyhow::Result<Exit> {
-    let checked = find(&args.product, &args.products.products)?;
+    let checked = find(&args.product.product, &args.product.products.products)?;
     let Some(product) = &checked.product else {
         return Ok(invalid(&checked));
     };
-    if args.target.target == Target::Gcp {
+    if args.product.target.target == Target::Gcp {
         anyhow::bail!(
             "the gcp target is not available in this version of dpf; run on the local target (the default, \
              or --target local)"
@@ -132,17 +128,12 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     } else {
         HttpMode::Live
     };
-    let data_dir = crate::target::data_dir(args.target.data_dir.as_deref());
-    let _lock = match crate::run::lock::acquire(&data_dir, &product.name) {
-        Ok(lock) => lock,
-        Err(error @ crate::run::lock::LockError::Busy { .. }) => {
-            eprintln!("dpf: {error}");
-            return Ok(Exit::Busy);
-        }
-        Err(error) => return Err(error.into()),
+    let data_dir = crate::target::data_dir(args.product.target.data_dir.as_deref());
+    let Some(_lock) = lock(&data_dir, product)? else {
+        return Ok(Exit::Busy);
     };
     let options = Options {
-        target: args.target.target,
+        target: args.product.target.target,
         data_dir,
         http,
         log_format: args.log_format,
@@ -165,12 +156,29 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             print(&text)?;
         }
     }
-    Ok(match receipt.exit_code {
-        0 => Exit::Success,
-        1 => Exit::Failure,
-        75 => Exit::Transient,
-        _ => Exit::Interrupted,
-    })
+    Ok(exit(receipt.status))
+}
+
+/// The exit code of a run that ended with `status`.
+pub fn exit(status: RunStatus) -> Exit {
+    match status {
+        RunStatus::Succeeded => Exit::Success,
+        RunStatus::Failed => Exit::Failure,
+        RunStatus::FailedTransient | RunStatus::TimedOut => Exit::Transient,
+        RunStatus::Interrupted => Exit::Interrupted,
+    }
+}
+
+/// The run lock of `product`; `None` (said on stderr) when another run holds it.
+pub fn lock(data_dir: &Path, product: &Product) -> anyhow::Result<Option<crate::run::lock::RunLock>> {
+    match crate::run::lock::acquire(data_dir, &product.name) {
+        Ok(lock) => Ok(Some(lock)),
+        Err(error @ crate::run::lock::LockError::Busy { .. }) => {
+            eprintln!("dpf: {error}");
+            Ok(None)
+        }
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// Runs `product` on a runtime of its own, stopping cleanly on SIGINT or SIGTERM.

@@ -5,6 +5,7 @@ mod mutations;
 mod plan;
 mod products;
 mod run;
+mod schedule;
 mod server;
 mod util;
 mod validate;

@@ -1,0 +1,241 @@
+//! Schedules for the schedulers dpf leaves the scheduling to: crontab lines, Kubernetes CronJobs, and
+//! Cloud Run Jobs with the Cloud Scheduler jobs that start them. Pure: products in, text out.
+
+use crate::plan::schedule;
+use crate::spec::Product;
+
+/// Where and how the exported schedules run dpf.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The container image (Kubernetes, Cloud Run).
+    pub image: String,
+    /// The target the scheduled runs use.
+    pub target: &'static str,
+    /// The folder crontab runs dpf in (holds `products/` and the data dir).
+    pub workdir: String,
+    /// Where crontab runs append their logs.
+    pub log_dir: String,
+    /// The dpf binary crontab runs.
+    pub binary: String,
+    /// Cloud Run and Cloud Scheduler region.
+    pub region: String,
+}
+
+/// The exit codes no retry can change: a permanent failure, an invalid product, an overlapping run.
+pub const NOT_RETRIED: [u8; 3] = [1, 2, 3];
+
+/// A name Kubernetes and Cloud Run accept (DNS-1123 label, at most 52 characters so that the jobs a
+/// CronJob creates stay within 63), from a product name.
+pub fn job_name(product: &str) -> String {
+    let mut name: String = format!("dpf-{product}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    name.truncate(52);
+    name.trim_end_matches('-').to_owned()
+}
+
+fn scheduled<'a>(products: &[&'a Product]) -> Vec<(&'a Product, String)> {
+    products
+        .iter()
+        .filter_map(|p| p.schedule.clone().map(|cron| (*p, cron)))
+        .collect()
+}
+
+fn describe(cron: &str) -> String {
+    schedule::parse(cron).map_or_else(|_| cron.to_owned(), |c| schedule::describe(&c))
+}
+
+/// Products without a schedule, named in a comment so that leaving them out is visible.
+fn unscheduled_note(products: &[&Product], comment: &str) -> String {
+    let names: Vec<&str> = products
+        .iter()
+        .filter(|p| p.schedule.is_none())
+        .map(|p| p.name.as_str())
+        .collect();
+    if names.is_empty() {
+        String::new()
+    } else {
+        format!("{comment} Not scheduled (no `schedule:`): {}\n", names.join(", "))
+    }
+}
+
+fn quote_shell(text: &str) -> String {
+    if text
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-' | ':' | '='))
+    {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
+}
+
+/// crontab lines: one per product, logs appended to a file per product. dpf's run lock keeps a slow
+/// run from overlapping the next (the late one exits 3 at once).
+pub fn crontab(products: &[&Product], settings: &Settings) -> String {
+    let mut out = String::from(
+        "# dpf schedules for crontab: install with `crontab FILE` (or append to an existing crontab).\n\
+         # A run still going when its next tick comes keeps its lock: the new one exits 3 and runs nothing.\n\
+         # CRON_TZ is honoured by cronie and most modern crons; Debian's cron ignores it and uses the system zone.\n\
+         SHELL=/bin/sh\n\
+         PATH=/usr/local/bin:/usr/bin:/bin\n",
+    );
+    out.push_str(&unscheduled_note(products, "#"));
+    for (product, cron) in scheduled(products) {
+        let log = format!("{}/{}.log", settings.log_dir, product.name);
+        out.push_str(&format!(
+            "\n# {}: {}\nCRON_TZ={}\n{cron} cd {} && {} run {} --target {} --log-format json >> {} 2>&1\n",
+            product.name,
+            describe(&cron),
+            product.timezone,
+            quote_shell(&settings.workdir),
+            quote_shell(&settings.binary),
+            product.name,
+            settings.target,
+            quote_shell(&log),
+        ));
+    }
+    out
+}
+
+fn yaml_string(text: &str) -> String {
+    serde_json::to_string(text).expect("strings serialize")
+}
+
+/// Kubernetes CronJobs (batch/v1), one YAML document per product.
+pub fn kubernetes(products: &[&Product], settings: &Settings) -> String {
+    let mut out = String::from("# dpf schedules as Kubernetes CronJobs: apply with `kubectl apply -f FILE`.\n");
+    out.push_str(&unscheduled_note(products, "#"));
+    let codes: Vec<String> = NOT_RETRIED.iter().map(u8::to_string).collect();
+    for (product, cron) in scheduled(products) {
+        let name = job_name(&product.name);
+        out.push_str(&format!(
+            r#"---
+# {product_name}: {description}
+apiVersion: batch/v1
+kind: CronJob
+metadata:
+  name: {name}
+  labels:
+    app.kubernetes.io/name: dpf
+    app.kubernetes.io/instance: {name}
+spec:
+  schedule: {cron}
+  timeZone: {timezone}
+  concurrencyPolicy: Forbid
+  startingDeadlineSeconds: 600
+  successfulJobsHistoryLimit: 3
+  failedJobsHistoryLimit: 3
+  jobTemplate:
+    spec:
+      backoffLimit: {retries}
+      podFailurePolicy:
+        rules:
+          # 1 permanent failure, 2 invalid product, 3 another run holds the lock: a retry cannot help.
+          - action: FailJob
+            onExitCodes:
+              containerName: dpf
+              operator: In
+              values: [{codes}]
+          - action: Ignore
+            onPodConditions:
+              - type: DisruptionTarget
+      template:
+        metadata:
+          labels:
+            app.kubernetes.io/name: dpf
+            app.kubernetes.io/instance: {name}
+        spec:
+          restartPolicy: Never
+          terminationGracePeriodSeconds: 60
+          securityContext:
+            runAsNonRoot: true
+          containers:
+            - name: dpf
+              image: {image}
+              args: ["run", {product_json}, "--log-format", "json"]
+              env:
+                - name: DPF_TARGET
+                  value: {target}
+              resources:
+                requests:
+                  cpu: 250m
+                  memory: 256Mi
+                limits:
+                  memory: 1Gi
+"#,
+            product_name = product.name,
+            description = describe(&cron),
+            cron = yaml_string(&cron),
+            timezone = yaml_string(&product.timezone),
+            retries = product.retries,
+            codes = codes.join(", "),
+            image = yaml_string(&settings.image),
+            product_json = yaml_string(&product.name),
+            target = yaml_string(settings.target),
+        ));
+    }
+    out
+}
+
+/// A shell script of gcloud commands: a Cloud Run Job per product and the Cloud Scheduler job that
+/// starts it on the product's schedule.
+pub fn cloud_run(products: &[&Product], settings: &Settings) -> String {
+    let mut out = format!(
+        r#"#!/bin/sh
+# dpf schedules on Google Cloud: a Cloud Run Job per product, started by a Cloud Scheduler job.
+# Set PROJECT and SERVICE_ACCOUNT (it runs the jobs and lets Cloud Scheduler start them), then run this.
+set -eu
+PROJECT="${{PROJECT:?set PROJECT to the Google Cloud project}}"
+SERVICE_ACCOUNT="${{SERVICE_ACCOUNT:?set SERVICE_ACCOUNT to the service account e-mail}}"
+REGION="${{REGION:-{region}}}"
+IMAGE="${{IMAGE:-{image}}}"
+"#,
+        region = settings.region,
+        image = settings.image,
+    );
+    out.push_str(&unscheduled_note(products, "#"));
+    for (product, cron) in scheduled(products) {
+        let name = job_name(&product.name);
+        out.push_str(&format!(
+            r#"
+# {product_name}: {description}
+gcloud run jobs deploy {name} --project "$PROJECT" --region "$REGION" --image "$IMAGE" \
+  --args=run,{product_name},--log-format,json --set-env-vars DPF_TARGET={target} \
+  --max-retries {retries} --task-timeout 3600s --service-account "$SERVICE_ACCOUNT"
+gcloud scheduler jobs create http {name} --project "$PROJECT" --location "$REGION" \
+  --schedule {cron} --time-zone {timezone} --http-method POST \
+  --uri "https://run.googleapis.com/v2/projects/$PROJECT/locations/$REGION/jobs/{name}:run" \
+  --oauth-service-account-email "$SERVICE_ACCOUNT" \
+|| gcloud scheduler jobs update http {name} --project "$PROJECT" --location "$REGION" \
+  --schedule {cron} --time-zone {timezone}
+"#,
+            product_name = product.name,
+            description = describe(&cron),
+            target = settings.target,
+            retries = product.retries,
+            cron = quote_shell(&cron),
+            timezone = quote_shell(&product.timezone),
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::job_name;
+
+    #[test]
+    fn job_names_are_dns_labels() {
+        assert_eq!(job_name("weather_data_product"), "dpf-weather-data-product");
+        let long = job_name(&"a_".repeat(60));
+        assert!(long.len() <= 52 && !long.ends_with('-'), "{long}");
+    }
+}

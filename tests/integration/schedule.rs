@@ -1,0 +1,306 @@
+//! Logical time, templates, backfill, the run lock, --timeout and exported schedules.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::run::{Workspace, receipt};
+use crate::server::{Reply, Server};
+use crate::util::{dpf, root};
+
+/// A product on a 6-hourly schedule that asks its API for exactly its data interval.
+fn windowed(url: &str, write: &str) -> String {
+    format!(
+        r#"name: windowed_product
+start_date: "2025-01-01"
+schedule: "0 */6 * * *"
+retries: 0
+tasks:
+  - id: extract_readings
+    function: extract_http
+    params:
+      url: {url}/readings
+      query:
+        start: "{{{{ data_interval_start }}}}"
+        end: "{{{{ data_interval_end | strftime('%Y-%m-%dT%H:%M') }}}}"
+        day: "{{{{ ds_nodash }}}}"
+  - id: to_warehouse
+    function: store_to_bigquery
+    params: {{ dataset: sensors, table: readings, write: {write} }}
+"#
+    )
+}
+
+/// `dpf backfill FILE` from `from` to `to` in the workspace's data dir.
+fn backfill(ws: &Workspace, file: &std::path::Path, from: &str, to: &str) -> crate::util::Dpf {
+    dpf()
+        .current_dir(ws.path())
+        .args([
+            "backfill".as_ref(),
+            file.as_os_str(),
+            "--data-dir".as_ref(),
+            ws.data().as_os_str(),
+        ])
+        .args(["--from", from, "--to", to, "--log-format", "off"])
+}
+
+/// An API that answers with one reading per request, stamped with the window it was asked for.
+fn readings_api() -> Server {
+    Server::start(|seen, _| {
+        let start = seen.query("start").unwrap_or_default();
+        if start.starts_with("2025-01-01T12") && seen.query("fail").is_some() {
+            return Reply::status(400, "bad window");
+        }
+        Reply::json(json!([{"window_start": start, "window_end": seen.query("end"), "value": 1.5}]).to_string())
+    })
+}
+
+#[test]
+fn the_plan_shows_the_logical_time_and_rendered_templates() {
+    let ws = Workspace::new();
+    let file = ws.product("windowed_product", &windowed("http://127.0.0.1:9", "append"));
+    let run = dpf()
+        .args(["plan".as_ref(), file.as_os_str()])
+        .args(["--format", "json", "--at", "2025-01-01T07:30:00Z"])
+        .expect(0);
+    let plan: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(
+        plan["logical"],
+        json!({
+            "run_id": "windowed_product-20250101T060000Z",
+            "time": "2025-01-01T06:00:00Z",
+            "local_time": "2025-01-01T06:00:00Z",
+            "data_interval_start": "2025-01-01T00:00:00Z",
+            "data_interval_end": "2025-01-01T06:00:00Z"
+        })
+    );
+    assert_eq!(
+        plan["steps"][0]["params"]["query"],
+        json!({"start": "2025-01-01T00:00:00Z", "end": "2025-01-01T06:00", "day": "20250101"})
+    );
+    let text = dpf()
+        .args(["plan".as_ref(), file.as_os_str()])
+        .args(["--at", "2025-01-01T07:30:00Z"])
+        .expect(0);
+    assert!(
+        text.stdout.contains("this run   windowed_product-20250101T060000Z"),
+        "{text}"
+    );
+    assert!(
+        text.stdout
+            .contains("interval   [2025-01-01T00:00:00Z, 2025-01-01T06:00:00Z)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn backfill_runs_each_tick_once_with_its_own_window() {
+    let server = readings_api();
+    let ws = Workspace::new();
+    let file = ws.product("windowed_product", &windowed(&server.url, "append"));
+    let run = |extra: &[&str]| backfill(&ws, &file, "2024-12-31T12:00:00Z", "2025-01-01T18:00:00Z").args(extra);
+    // Never before start_date: the ticks of 2024-12-31 are left out.
+    let dry = run(&["--dry-run"]).expect(0);
+    assert!(dry.stdout.starts_with("4 ticks"), "{dry}");
+    assert!(server.seen().is_empty(), "a dry run requests nothing");
+
+    let run = run(&[]).expect(0);
+    let ids: BTreeSet<&str> = run
+        .stdout
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("ok"))
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(
+        ids.into_iter().collect::<Vec<_>>(),
+        [
+            "windowed_product-20250101T000000Z",
+            "windowed_product-20250101T060000Z",
+            "windowed_product-20250101T120000Z",
+            "windowed_product-20250101T180000Z"
+        ],
+        "{run}"
+    );
+    let windows: Vec<(String, String)> = server
+        .seen()
+        .iter()
+        .map(|s| (s.query("start").unwrap(), s.query("end").unwrap()))
+        .collect();
+    assert_eq!(
+        windows,
+        [
+            ("2024-12-31T18:00:00Z".into(), "2025-01-01T00:00".into()),
+            ("2025-01-01T00:00:00Z".into(), "2025-01-01T06:00".into()),
+            ("2025-01-01T06:00:00Z".into(), "2025-01-01T12:00".into()),
+            ("2025-01-01T12:00:00Z".into(), "2025-01-01T18:00".into()),
+        ]
+    );
+    assert_eq!(
+        ws.query("SELECT COUNT(*) AS n FROM sensors.readings"),
+        [json!({"n": 4})]
+    );
+
+    // The same tick again is the same run: its appended rows replace themselves.
+    let again = ws.run(&file).args(["--at", "2025-01-01T13:00:00Z"]).expect(0);
+    assert_eq!(receipt(&again)["run_id"], "windowed_product-20250101T120000Z");
+    assert_eq!(
+        ws.query("SELECT COUNT(*) AS n FROM sensors.readings"),
+        [json!({"n": 4})]
+    );
+}
+
+#[test]
+fn backfill_stops_at_the_first_failure_and_says_how_to_resume() {
+    let server = readings_api();
+    let ws = Workspace::new();
+    let yaml = windowed(&server.url, "append").replace("        day:", "        fail: \"yes\"\n        day:");
+    let file = ws.product("windowed_product", &yaml);
+    let run = backfill(&ws, &file, "2025-01-01T00:00:00Z", "2025-01-02T00:00:00Z").expect(1);
+    assert!(
+        run.stdout.contains("FAILED windowed_product-20250101T180000Z (exit 1)"),
+        "{run}"
+    );
+    assert!(
+        run.stdout
+            .contains("--from 2025-01-01T18:00:00+00:00 --to 2025-01-02T00:00:00+00:00"),
+        "{run}"
+    );
+    assert_eq!(server.seen().len(), 4, "no tick after the failed one runs");
+}
+
+#[test]
+fn a_second_run_of_the_same_product_does_not_start_while_the_first_holds_the_lock() {
+    let server = Server::start(|_, _| Reply::json("[{\"id\": 1}]").delay(Duration::from_secs(20)));
+    let ws = Workspace::new();
+    let file = ws.product("windowed_product", &windowed(&server.url, "append"));
+    let first = ws.run(&file).spawn();
+    while server.seen().is_empty() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let second = ws.run(&file).expect(3);
+    assert!(
+        second
+            .stderr
+            .contains("another run of `windowed_product` is still going on"),
+        "{second}"
+    );
+    assert_eq!(server.seen().len(), 1, "the second run requested nothing");
+    let first = first.terminate();
+    assert_eq!(first.code, 130, "{first}");
+    // The lock went with the process.
+    let server = readings_api();
+    let file = ws.product("windowed_product", &windowed(&server.url, "append"));
+    ws.run(&file).expect(0);
+}
+
+#[test]
+fn timeout_stops_the_whole_run_with_75() {
+    let server = Server::start(|_, _| Reply::json("[{\"id\": 1}]").delay(Duration::from_secs(20)));
+    let ws = Workspace::new();
+    let file = ws.product("windowed_product", &windowed(&server.url, "append"));
+    let run = ws.run(&file).args(["--timeout", "1s"]).expect(75);
+    let receipt = receipt(&run);
+    assert_eq!(receipt["status"], "timed_out");
+    assert_eq!(receipt["tasks"][0]["status"], "interrupted");
+    assert_eq!(receipt["tasks"][1]["status"], "not_run");
+}
+
+fn export(format: &str) -> String {
+    dpf()
+        .args([
+            "schedule",
+            "export",
+            "--format",
+            format,
+            "--image",
+            "europe-docker.pkg.dev/acme/dpf/dpf:1.0",
+        ])
+        .args(["--workdir", "/srv/dpf", "products", "tests/corpus/valid"])
+        .expect(0)
+        .stdout
+}
+
+#[test]
+fn exported_cronjobs_are_valid_kubernetes_and_keep_each_schedule() {
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("tests/corpus/kubernetes/cronjob.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::draft202012::new(&schema).unwrap();
+    let text = export("kubernetes");
+    let documents: Vec<&str> = text.split("\n---\n").skip(1).collect();
+    assert!(documents.len() >= 3, "{text}");
+    let mut schedules = Vec::new();
+    for document in documents {
+        let source = dpf::spec::SourceFile::new("cronjob.yaml", document);
+        let (loaded, problems) = dpf::spec::yaml::load(&source);
+        assert!(problems.is_empty(), "{document}");
+        let cronjob = loaded.unwrap().value;
+        let errors: Vec<String> = validator
+            .iter_errors(&cronjob)
+            .map(|e| format!("{e} at {}", e.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "{errors:#?}\n{document}");
+        let spec = &cronjob["spec"]["jobTemplate"]["spec"];
+        assert_eq!(cronjob["spec"]["concurrencyPolicy"], "Forbid");
+        assert_eq!(spec["template"]["spec"]["restartPolicy"], "Never");
+        let never_retried = &spec["podFailurePolicy"]["rules"][0];
+        assert_eq!(never_retried["action"], "FailJob");
+        assert!(
+            never_retried["onExitCodes"]["values"]
+                .as_array()
+                .unwrap()
+                .contains(&json!(2))
+        );
+        let args = &spec["template"]["spec"]["containers"][0]["args"];
+        schedules.push((
+            args[1].as_str().unwrap().to_owned(),
+            cronjob["spec"]["schedule"].as_str().unwrap().to_owned(),
+        ));
+        if args[1] == "weather_data_product" {
+            assert_eq!(spec["backoffLimit"], 2);
+            assert_eq!(cronjob["metadata"]["name"], "dpf-weather-data-product");
+        }
+    }
+    assert!(
+        schedules.contains(&("weather_data_product".into(), "0 */6 * * *".into())),
+        "{schedules:?}"
+    );
+    assert!(
+        schedules.contains(&("sales_data_product".into(), "0 2 * * *".into())),
+        "{schedules:?}"
+    );
+    for (_, cron) in &schedules {
+        dpf::plan::schedule::parse(cron).unwrap_or_else(|e| panic!("{cron}: {e}"));
+    }
+}
+
+#[test]
+fn exported_crontab_and_cloud_run_keep_each_schedule() {
+    let crontab = export("crontab");
+    let line = crontab
+        .lines()
+        .find(|l| l.contains("run weather_data_product"))
+        .unwrap();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fields[..5].join(" "), "0 */6 * * *", "{line}");
+    assert!(line.contains("cd /srv/dpf && dpf run weather_data_product"), "{line}");
+    assert!(
+        line.ends_with(">> /var/log/dpf/weather_data_product.log 2>&1"),
+        "{line}"
+    );
+
+    let script = export("cloud-run");
+    assert!(
+        script.contains("gcloud run jobs deploy dpf-weather-data-product"),
+        "{script}"
+    );
+    assert!(script.contains("--schedule '0 */6 * * *' --time-zone UTC"), "{script}");
+    assert!(script.contains("--max-retries 2"), "{script}");
+    let check = std::process::Command::new("sh")
+        .args(["-n", "-c", &script])
+        .status()
+        .unwrap();
+    assert!(check.success(), "the script is not valid sh\n{script}");
+}
