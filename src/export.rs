@@ -192,6 +192,7 @@ pub fn cloud_run(products: &[&Product], settings: &Settings) -> String {
         r#"#!/bin/sh
 # dpf schedules on Google Cloud: a Cloud Run Job per product, started by a Cloud Scheduler job.
 # Set PROJECT and SERVICE_ACCOUNT (it runs the jobs and lets Cloud Scheduler start them), then run this.
+# Build and push the image first, e.g. `gcloud builds submit --tag "$IMAGE" .` with the repository's Dockerfile.
 set -eu
 PROJECT="${{PROJECT:?set PROJECT to the Google Cloud project}}"
 SERVICE_ACCOUNT="${{SERVICE_ACCOUNT:?set SERVICE_ACCOUNT to the service account e-mail}}"

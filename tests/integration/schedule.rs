@@ -304,3 +304,35 @@ fn exported_crontab_and_cloud_run_keep_each_schedule() {
         .unwrap();
     assert!(check.success(), "the script is not valid sh\n{script}");
 }
+
+#[test]
+fn the_examples_are_what_export_writes_today() {
+    let image = "europe-docker.pkg.dev/acme-data/dpf/dpf:latest";
+    let cases = [
+        (
+            "examples/crontab",
+            vec!["--format", "crontab", "--target", "local", "--workdir", "/srv/dpf"],
+        ),
+        (
+            "examples/kubernetes-cronjobs.yaml",
+            vec!["--format", "kubernetes", "--image", image],
+        ),
+        (
+            "examples/cloud-run-jobs.sh",
+            vec!["--format", "cloud-run", "--image", image],
+        ),
+    ];
+    for (file, args) in cases {
+        let exported = dpf()
+            .args(["schedule", "export"])
+            .args(args)
+            .args(["products"])
+            .expect(0)
+            .stdout;
+        let committed = std::fs::read_to_string(root().join(file)).unwrap();
+        assert_eq!(
+            committed, exported,
+            "{file} is out of date: regenerate it with `dpf schedule export` (see the README)"
+        );
+    }
+}
