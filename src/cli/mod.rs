@@ -30,6 +30,7 @@ pub enum Exit {
     Busy = 3,
     /// A transient failure persisted after all retries: the scheduler may try again later.
     Transient = 75,
+    /// Stopped by SIGINT or SIGTERM; nothing half-done was committed.
     Interrupted = 130,
 }
 
