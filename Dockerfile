@@ -12,12 +12,13 @@ COPY schemas schemas
 COPY src src
 RUN cargo build --release --locked && cp target/release/dpf /usr/local/bin/dpf
 
-# glibc and libgcc only, no shell, no package manager; runs as the unprivileged user 65532.
+# glibc and libgcc only, no shell, no package manager; runs as the unprivileged user 65532 (numeric,
+# so that Kubernetes can verify `runAsNonRoot`).
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /usr/local/bin/dpf /usr/local/bin/dpf
 COPY products /products
 WORKDIR /
 ENV DPF_DATA_DIR=/tmp/dpf
-USER nonroot:nonroot
+USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/dpf"]
 CMD ["list"]

@@ -21,6 +21,9 @@ pub struct Settings {
     pub region: String,
 }
 
+/// `gcloud run jobs deploy --max-retries` takes 0 to 10.
+const CLOUD_RUN_MAX_RETRIES: u32 = 10;
+
 /// The exit codes no retry can change: a permanent failure, an invalid product, an overlapping run.
 pub const NOT_RETRIED: [u8; 3] = [1, 2, 3];
 
@@ -221,7 +224,7 @@ gcloud scheduler jobs create http {name} --project "$PROJECT" --location "$REGIO
             product_name = product.name,
             description = describe(&cron),
             target = settings.target,
-            retries = product.retries,
+            retries = product.retries.min(CLOUD_RUN_MAX_RETRIES),
             cron = quote_shell(&cron),
             timezone = quote_shell(&product.timezone),
         ));

@@ -37,6 +37,33 @@ pub struct Args {
     log_format: LogFormat,
 }
 
+/// This invocation again, from `tick` on: every other argument as it was given.
+fn resume_command(tick: DateTime<Utc>) -> String {
+    let mut words: Vec<String> = std::env::args().collect();
+    words[0] = "dpf".to_owned();
+    let from = tick.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut i = 0;
+    while i < words.len() {
+        if words[i] == "--from" && i + 1 < words.len() {
+            words[i + 1] = from.clone();
+        } else if words[i].starts_with("--from=") {
+            words[i] = format!("--from={from}");
+        }
+        i += 1;
+    }
+    words
+        .iter()
+        .map(|w| {
+            if w.chars().all(|c| c.is_ascii_alphanumeric() || "/._-:=+@".contains(c)) {
+                w.clone()
+            } else {
+                format!("'{}'", w.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 pub fn run(args: Args) -> anyhow::Result<Exit> {
     let checked = find(&args.product.product, &args.product.products.products)?;
     let Some(product) = &checked.product else {
@@ -51,10 +78,11 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     if args.product.target.target == Target::Gcp {
         anyhow::bail!("the gcp target is not available in this version of dpf; backfill on the local target");
     }
+    let timezone: chrono_tz::Tz = product.timezone.parse().unwrap_or(chrono_tz::UTC);
     let start = product
         .start_date
         .as_deref()
-        .and_then(crate::plan::schedule::parse_start_date);
+        .and_then(|date| crate::plan::schedule::start_in(date, timezone));
     let from = match start {
         Some(start) if start > args.from => {
             eprintln!("dpf: starting at the product's start_date {start}, not before");
@@ -117,12 +145,10 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
                 .find_map(|t| t.error.as_deref().map(|e| format!("`{}`: {e}", t.id)))
                 .unwrap_or_default();
             print(&format!(
-                "  FAILED {} (exit {}) {error}\nbackfill stopped; resume with:\n  dpf backfill {} --from {} --to {}\n",
+                "  FAILED {} (exit {}) {error}\nbackfill stopped; resume with:\n  {}\n",
                 logical.run_id,
                 receipt.exit_code,
-                product.name,
-                tick.to_rfc3339(),
-                args.to.to_rfc3339()
+                resume_command(tick)
             ))?;
             return Ok(exit(receipt.status));
         }

@@ -7,6 +7,11 @@ use croner::parser::{CronParser, Seconds, Year};
 
 /// Parses a 5-field cron expression or an `@daily`-style nickname.
 pub fn parse(expression: &str) -> Result<Cron, String> {
+    if let Some(extension) = extension(expression) {
+        return Err(format!(
+            "`{extension}` is not standard cron: cron, Kubernetes and Cloud Scheduler reject L, W, # and ?"
+        ));
+    }
     CronParser::builder()
         .seconds(Seconds::Disallowed)
         .year(Year::Disallowed)
@@ -15,9 +20,28 @@ pub fn parse(expression: &str) -> Result<Cron, String> {
         .map_err(|error| error.to_string())
 }
 
+/// The first non-standard character (Quartz-style `L`, `W`, `#`, `?`) outside month and day names.
+fn extension(expression: &str) -> Option<char> {
+    const NAMES: [&str; 19] = [
+        "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC", "SUN", "MON", "TUE", "WED",
+        "THU", "FRI", "SAT",
+    ];
+    if expression.trim_start().starts_with('@') {
+        return None;
+    }
+    let mut rest = expression.to_ascii_uppercase();
+    for name in NAMES {
+        rest = rest.replace(name, "");
+    }
+    rest.chars().find(|c| matches!(c, 'L' | 'W' | '#' | '?'))
+}
+
 /// What is wrong with an expression that does not parse, naming the field at fault.
 pub fn check(expression: &str) -> Result<(), String> {
     let Err(message) = parse(expression) else { return Ok(()) };
+    if extension(expression).is_some() {
+        return Err(message);
+    }
     let fields: Vec<&str> = expression.split_whitespace().collect();
     if expression.trim_start().starts_with('@') {
         return Err(format!("unknown nickname ({message})"));
@@ -49,6 +73,19 @@ pub fn next_runs(cron: &Cron, timezone: Tz, after: DateTime<Utc>, count: usize) 
         .collect()
 }
 
+/// `start_date` as an instant: a date, or a date-time without an offset, is read in `timezone` (the
+/// product's first logical date is a date where the product lives).
+pub fn start_in(text: &str, timezone: Tz) -> Option<DateTime<Utc>> {
+    if DateTime::parse_from_rfc3339(text).is_ok() {
+        return parse_start_date(text);
+    }
+    let naive = parse_start_date(text)?.naive_utc();
+    timezone
+        .from_local_datetime(&naive)
+        .earliest()
+        .map(|t| t.with_timezone(&Utc))
+}
+
 /// Parses `start_date`: a date or an ISO 8601 date-time (UTC when no offset is given).
 pub fn parse_start_date(text: &str) -> Option<DateTime<Utc>> {
     if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
@@ -78,6 +115,13 @@ mod tests {
         assert_eq!(check("61 * * * *").unwrap_err(), "the minute field `61` is not valid");
         assert_eq!(check("0 */6 * *").unwrap_err(), "expected 5 fields, found 4");
         assert!(check("@daily").is_ok());
+        assert!(parse("0 9 * JUL WED").is_ok());
+        for extension in ["0 0 L * *", "0 9 * * MON#1", "0 0 ? * *", "0 0 15W * *"] {
+            assert!(
+                check(extension).unwrap_err().contains("not standard cron"),
+                "{extension}"
+            );
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! `{{ data_interval_start | strftime('%Y-%m-%dT%H') }}`, `{{ ds | add_days(-1) }}`, `| add_hours(n)`,
 //! `| unix` (seconds since the epoch). Dates are rendered in the product's time zone.
 
-use chrono::{DateTime, Duration, SecondsFormat};
+use chrono::{DateTime, Days, Duration, SecondsFormat};
 use chrono_tz::Tz;
 use serde_json::Value;
 
@@ -119,6 +119,20 @@ fn parse(inner: &str) -> Result<Expression, String> {
     if variable == "run_id" && !filters.is_empty() {
         return Err("`run_id` takes no filters".to_owned());
     }
+    // Shifts apply to a time; once formatted (strftime, date, unix) there is no time left to shift.
+    let mut formatted_already = false;
+    for filter in &filters {
+        match filter {
+            Filter::Strftime(_) | Filter::Unix | Filter::Date if formatted_already => {
+                return Err("only one formatting filter (strftime, date or unix) per template".to_owned());
+            }
+            Filter::Strftime(_) | Filter::Unix | Filter::Date => formatted_already = true,
+            Filter::AddDays(_) | Filter::AddHours(_) if formatted_already => {
+                return Err("shift the time (add_days, add_hours) before formatting it".to_owned());
+            }
+            Filter::AddDays(_) | Filter::AddHours(_) => {}
+        }
+    }
     Ok(Expression { variable, filters })
 }
 
@@ -150,10 +164,8 @@ fn filter(text: &str) -> Result<Filter, String> {
     Ok(match name {
         "strftime" | "format" => {
             let format = quoted(argument)?;
-            // chrono reports a bad format only while writing it: try it once here.
-            if chrono::format::StrftimeItems::new(&format).any(|item| matches!(item, chrono::format::Item::Error)) {
-                return Err(format!("`{format}` is not a valid strftime format"));
-            }
+            // chrono reports a bad format only while writing it: write a sample time once here.
+            formatted(&chrono::Utc::now().with_timezone(&chrono_tz::UTC), &format)?;
             Filter::Strftime(format)
         }
         "add_days" => Filter::AddDays(number(argument)?),
@@ -194,17 +206,38 @@ fn evaluate(
             });
         }
     };
+    let failed = |message: String| TemplateError {
+        range: range.clone(),
+        message,
+    };
     let mut rendered: Option<String> = None;
     for filter in &expression.filters {
         match filter {
-            Filter::AddDays(days) => time += Duration::days(*days),
+            // Calendar days: across a daylight-saving change a day is 23 or 25 hours.
+            Filter::AddDays(days) => {
+                let shift = Days::new(days.unsigned_abs());
+                time = if *days >= 0 {
+                    time.checked_add_days(shift)
+                } else {
+                    time.checked_sub_days(shift)
+                }
+                .ok_or_else(|| failed(format!("`add_days({days})` leaves the calendar")))?;
+            }
             Filter::AddHours(hours) => time += Duration::hours(*hours),
-            Filter::Strftime(format) => rendered = Some(time.format(format).to_string()),
+            Filter::Strftime(format) => rendered = Some(formatted(&time, format).map_err(failed)?),
             Filter::Unix => rendered = Some(time.timestamp().to_string()),
             Filter::Date => rendered = Some(time.format("%Y-%m-%d").to_string()),
         }
     }
     Ok(rendered.unwrap_or_else(|| default(time)))
+}
+
+/// `time` written with the strftime `format`, or why it cannot be.
+fn formatted(time: &DateTime<Tz>, format: &str) -> Result<String, String> {
+    use std::fmt::Write;
+    let mut out = String::new();
+    write!(out, "{}", time.format(format)).map_err(|_| format!("`{format}` is not a valid strftime format"))?;
+    Ok(out)
 }
 
 fn rfc3339(time: DateTime<Tz>) -> String {
@@ -271,5 +304,13 @@ mod tests {
         );
         assert!(check("{{ ds ").unwrap_err().message.contains("not closed"));
         assert!(check("{{ run_id | unix }}").is_err());
+        assert!(check("{{ ds | strftime('%#z') }}").is_err());
+        assert!(
+            check("{{ ds | date | add_days(-1) }}")
+                .unwrap_err()
+                .message
+                .contains("before formatting")
+        );
+        assert!(check("{{ ds | date | unix }}").is_err());
     }
 }

@@ -161,11 +161,13 @@ fn backfill_stops_at_the_first_failure_and_says_how_to_resume() {
         run.stdout.contains("FAILED windowed_product-20250101T180000Z (exit 1)"),
         "{run}"
     );
+    // The resume command repeats every other argument (the data dir, the log format) as given.
     assert!(
         run.stdout
-            .contains("--from 2025-01-01T18:00:00+00:00 --to 2025-01-02T00:00:00+00:00"),
+            .contains("--from 2025-01-01T18:00:00Z --to 2025-01-02T00:00:00Z --log-format off"),
         "{run}"
     );
+    assert!(run.stdout.contains("--data-dir"), "{run}");
     assert_eq!(server.seen().len(), 4, "no tick after the failed one runs");
 }
 
