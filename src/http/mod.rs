@@ -230,8 +230,9 @@ async fn live(
                 url: shown(),
                 seconds: request.timeout.as_secs_f64(),
             }
-        } else if source.is_builder() {
-            // A header or URL that cannot be sent: no retry will change it.
+        } else if source.is_builder() || rejected_certificate(&source) {
+            // A header or URL that cannot be sent, a certificate that is not trusted: no retry will
+            // change them.
             HttpError::Request { url: shown(), source }
         } else {
             HttpError::Connect { url: shown(), source }
@@ -266,6 +267,28 @@ async fn live(
         }
     }
     Ok(Response { status, headers, body })
+}
+
+/// Whether TLS failed because the server's certificate was refused (untrusted, expired, wrong name).
+fn rejected_certificate(error: &(dyn std::error::Error + 'static)) -> bool {
+    let refused = |tls: &rustls::Error| {
+        matches!(
+            tls,
+            rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
+        )
+    };
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+            return refused(tls);
+        }
+        // An I/O error wraps the TLS error as its payload, not as its source.
+        cause = match error.downcast_ref::<std::io::Error>() {
+            Some(io) => io.get_ref().map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => error.source(),
+        };
+    }
+    false
 }
 
 fn status_error(request: &Request, response: &Response, secrets: &Secrets) -> HttpError {

@@ -840,3 +840,49 @@ fn replace_may_change_the_columns() {
         [json!({"id": 2, "price": "cheap"})]
     );
 }
+
+#[test]
+fn an_untrusted_certificate_fails_at_once() {
+    // A real TLS server (Python's) with a self-signed certificate made by openssl.
+    let ws = Workspace::new();
+    let (key, cert) = (ws.path().join("key.pem"), ws.path().join("cert.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .args(["-keyout".as_ref(), key.as_os_str(), "-out".as_ref(), cert.as_os_str()])
+        .output()
+        .expect("openssl runs");
+    assert!(made.status.success(), "{made:?}");
+    let script = "import http.server, ssl, sys\n\
+        s = http.server.HTTPServer(('127.0.0.1', 0), http.server.SimpleHTTPRequestHandler)\n\
+        c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); c.load_cert_chain(sys.argv[1], sys.argv[2])\n\
+        s.socket = c.wrap_socket(s.socket, server_side=True)\n\
+        print(s.server_address[1], flush=True); s.serve_forever()";
+    let mut server = std::process::Command::new("python3")
+        .args(["-c".as_ref(), script.as_ref(), cert.as_os_str(), key.as_os_str()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 runs");
+    let mut port = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(server.stdout.take().unwrap()), &mut port).unwrap();
+    let file = ws.product(
+        "items_product",
+        &product(&format!("https://127.0.0.1:{}", port.trim()), "", "append"),
+    );
+    let run = ws.run(&file).expect(1);
+    let _ = server.kill();
+    let _ = server.wait();
+    let receipt = receipt(&run);
+    assert_eq!(task(&receipt, "extract_items")["attempts"], 1, "{run}");
+    assert!(task_error(&run, "extract_items").contains("certificate"), "{run}");
+}
