@@ -546,6 +546,11 @@ async fn blocking<T: Send + 'static, E: std::error::Error + Send + 'static>(
 /// A SQL error, placed at its line and column in the product file when DataFusion says where.
 fn sql_error(task: &Task<'_>, field: &str, sql: &str, error: &datafusion::error::DataFusionError) -> TaskError {
     let (message, position) = crate::transform::sql::explain(error, sql);
+    sql_error_at(task, field, sql, &message, position)
+}
+
+/// `message`, placed at `position` (line, column) inside the SQL text of `field` when known.
+fn sql_error_at(task: &Task<'_>, field: &str, sql: &str, message: &str, position: Option<(usize, usize)>) -> TaskError {
     let pointer = format!("/tasks/{}/params/{field}", task.index);
     let located = position
         .and_then(|(line, column)| crate::transform::sql::locate(&task.env.source, &pointer, sql, line, column));
@@ -580,18 +585,21 @@ async fn send_alert(
             if !tables.contains_key(input) {
                 return Err(TaskError::permanent(format!("the output of `{input}` is missing")));
             }
-            let query = format!("SELECT * FROM \"{input}\" WHERE {condition}");
+            let select = format!("SELECT * FROM \"{input}\" WHERE ");
+            let query = format!("{select}{condition}");
             let matching = crate::transform::sql::run(&env.session, &query)
                 .await
-                .map_err(|error| {
-                    match &alert.when {
-                        // Positions inside `when` are offset by the SELECT in front of it.
-                        Some(when) => {
-                            let (message, _) = crate::transform::sql::explain(&error, &query);
-                            sql_error(task, "when", when, &datafusion::error::DataFusionError::Plan(message))
-                        }
-                        None => TaskError::from(error),
+                .map_err(|error| match &alert.when {
+                    Some(when) => {
+                        let (message, position) = crate::transform::sql::explain(&error, &query);
+                        // On its first line, the condition starts after the SELECT in front of it.
+                        let position = position.map(|(line, column)| match line {
+                            1 => (1, column.saturating_sub(select.len()).max(1)),
+                            _ => (line, column),
+                        });
+                        sql_error_at(task, "when", when, &message, position)
                     }
+                    None => TaskError::from(error),
                 })?;
             fields.count = matching.rows();
             if fields.count == 0 {

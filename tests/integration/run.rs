@@ -886,3 +886,18 @@ fn an_untrusted_certificate_fails_at_once() {
     assert_eq!(task(&receipt, "extract_items")["attempts"], 1, "{run}");
     assert!(task_error(&run, "extract_items").contains("certificate"), "{run}");
 }
+
+#[test]
+fn an_alert_condition_error_points_into_the_product_file() {
+    let server = Server::start(|_, _| Reply::json(Value::Array(records(0, 2)).to_string()));
+    let ws = Workspace::new();
+    let file = ws.product(
+        "alert_product",
+        &alert_product(&server.url, "price > 100 AND colour = 'red'"),
+    );
+    let run = ws.run(&file).expect(1);
+    let error = task_error(&run, "price_alert");
+    // `when:` is on line 11, where `colour` starts at column 30.
+    assert!(error.contains("alert_product.yaml:11:30:"), "{error}");
+    assert!(error.contains("colour"), "{error}");
+}
