@@ -201,11 +201,11 @@ async fn stop_on_signal(cancel: CancellationToken) {
     else {
         return;
     };
-    let name = tokio::select! {
-        _ = interrupt.recv() => "SIGINT",
-        _ = terminate.recv() => "SIGTERM",
-    };
-    eprintln!("dpf: {name} received: stopping; nothing half-done is committed");
+    // The run logs the stop in its own log format.
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
     cancel.cancel();
 }
 

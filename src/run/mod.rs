@@ -173,6 +173,18 @@ pub async fn run(product: &Product, source: SourceFile, options: Options, cancel
         replay,
         source,
     };
+    {
+        let (log, cancel, timed_out) = (env.log.clone(), env.cancel.clone(), timed_out.clone());
+        tokio::spawn(async move {
+            cancel.cancelled().await;
+            let why = if timed_out.load(std::sync::atomic::Ordering::SeqCst) {
+                "the run's --timeout passed"
+            } else {
+                "SIGINT or SIGTERM received"
+            };
+            log.warn(None, None, format!("{why}: stopping; nothing half-done is committed"));
+        });
+    }
     env.log.info(
         None,
         None,
@@ -289,11 +301,6 @@ pub async fn run(product: &Product, source: SourceFile, options: Options, cancel
     }
 
     let status = if timed_out.load(std::sync::atomic::Ordering::SeqCst) {
-        env.log.error(
-            None,
-            None,
-            "the run's --timeout passed: stopped; nothing half-done was committed",
-        );
         RunStatus::TimedOut
     } else if env.cancel.is_cancelled() || receipts.iter().any(|r| r.status == TaskStatus::Interrupted) {
         RunStatus::Interrupted

@@ -749,6 +749,11 @@ fn sigterm_stops_the_run_and_keeps_the_previous_table() {
     }
     let run = child.terminate();
     assert_eq!(run.code, 130, "{run}");
+    // The stop is logged like everything else: JSON lines only.
+    for line in run.stderr.lines() {
+        serde_json::from_str::<Value>(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    }
+    assert!(run.stderr.contains("SIGINT or SIGTERM received"), "{run}");
     let receipt = receipt(&run);
     assert_eq!(receipt["status"], "interrupted");
     assert_eq!(task(&receipt, "extract_items")["status"], "interrupted");
