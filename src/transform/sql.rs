@@ -147,7 +147,17 @@ pub fn explain(error: &DataFusionError, sql: &str) -> (String, Option<(usize, us
         && span.start.line > 0
     {
         let position = (span.start.line as usize, span.start.column.max(1) as usize);
-        return (diagnostic.message.clone(), Some(position));
+        let mut message = diagnostic.message.clone();
+        for note in diagnostic
+            .notes
+            .iter()
+            .map(|n| &n.message)
+            .chain(diagnostic.helps.iter().map(|h| &h.message))
+        {
+            message.push_str("; ");
+            message.push_str(note);
+        }
+        return (message, Some(position));
     }
     if let DataFusionError::SQL(parser, _) = error.find_root() {
         let found = sql_error(parser.as_ref().clone(), sql);
