@@ -173,16 +173,27 @@ pub async fn run(product: &Product, source: SourceFile, options: Options, cancel
         replay,
         source,
     };
-    {
-        let (log, cancel, timed_out) = (env.log.clone(), env.cancel.clone(), timed_out.clone());
-        tokio::spawn(async move {
-            cancel.cancelled().await;
+    // The stop is logged once: as soon as it comes, or at the latest when the run ends.
+    let stop_logged = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let log_stop = {
+        let (log, timed_out, logged) = (env.log.clone(), timed_out.clone(), stop_logged.clone());
+        move || {
+            if logged.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
             let why = if timed_out.load(std::sync::atomic::Ordering::SeqCst) {
                 "the run's --timeout passed"
             } else {
                 "SIGINT or SIGTERM received"
             };
             log.warn(None, None, format!("{why}: stopping; nothing half-done is committed"));
+        }
+    };
+    {
+        let (cancel, log_stop) = (env.cancel.clone(), log_stop.clone());
+        tokio::spawn(async move {
+            cancel.cancelled().await;
+            log_stop();
         });
     }
     env.log.info(
@@ -300,6 +311,9 @@ pub async fn run(product: &Product, source: SourceFile, options: Options, cancel
         }
     }
 
+    if env.cancel.is_cancelled() {
+        log_stop();
+    }
     let status = if timed_out.load(std::sync::atomic::Ordering::SeqCst) {
         RunStatus::TimedOut
     } else if env.cancel.is_cancelled() || receipts.iter().any(|r| r.status == TaskStatus::Interrupted) {
