@@ -69,10 +69,11 @@ fn unscheduled_note(products: &[&Product], comment: &str) -> String {
     }
 }
 
-fn quote_shell(text: &str) -> String {
+/// `text` as one shell word: as is when it is plain, else single-quoted.
+pub fn quote_shell(text: &str) -> String {
     if text
         .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-' | ':' | '='))
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-' | ':' | '=' | '+' | '@' | ','))
     {
         text.to_owned()
     } else {

@@ -53,13 +53,7 @@ fn resume_command(tick: DateTime<Utc>) -> String {
     }
     words
         .iter()
-        .map(|w| {
-            if w.chars().all(|c| c.is_ascii_alphanumeric() || "/._-:=+@".contains(c)) {
-                w.clone()
-            } else {
-                format!("'{}'", w.replace('\'', r"'\''"))
-            }
-        })
+        .map(|w| crate::export::quote_shell(w))
         .collect::<Vec<_>>()
         .join(" ")
 }

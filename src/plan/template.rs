@@ -42,11 +42,6 @@ struct Expression {
     filters: Vec<Filter>,
 }
 
-/// Whether `text` holds a template at all.
-pub fn has_template(text: &str) -> bool {
-    text.contains("{{")
-}
-
 /// Checks every template in `text` without rendering it.
 pub fn check(text: &str) -> Result<(), TemplateError> {
     each(text, |_, _| Ok(String::new())).map(drop)
@@ -59,22 +54,7 @@ pub fn render(text: &str, logical: &Logical) -> Result<String, TemplateError> {
 
 /// Every string inside `value` rendered.
 pub fn render_json(value: &Value, logical: &Logical) -> Result<Value, TemplateError> {
-    Ok(match value {
-        Value::String(text) if has_template(text) => Value::String(render(text, logical)?),
-        Value::Array(items) => Value::Array(
-            items
-                .iter()
-                .map(|item| render_json(item, logical))
-                .collect::<Result<_, _>>()?,
-        ),
-        Value::Object(fields) => Value::Object(
-            fields
-                .iter()
-                .map(|(k, v)| Ok((k.clone(), render_json(v, logical)?)))
-                .collect::<Result<_, TemplateError>>()?,
-        ),
-        other => other.clone(),
-    })
+    crate::spec::map_strings(value, &mut |text| render(text, logical))
 }
 
 fn each(

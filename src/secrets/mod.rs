@@ -83,22 +83,7 @@ impl Secrets {
 
     /// Every string inside `value` resolved.
     pub fn resolve_json(&self, value: &Value, mode: Mode) -> Result<Value, SecretError> {
-        Ok(match value {
-            Value::String(text) => Value::String(self.resolve(text, mode)?),
-            Value::Array(items) => Value::Array(
-                items
-                    .iter()
-                    .map(|item| self.resolve_json(item, mode))
-                    .collect::<Result<_, _>>()?,
-            ),
-            Value::Object(fields) => Value::Object(
-                fields
-                    .iter()
-                    .map(|(k, v)| Ok((k.clone(), self.resolve_json(v, mode)?)))
-                    .collect::<Result<_, SecretError>>()?,
-            ),
-            other => other.clone(),
-        })
+        crate::spec::map_strings(value, &mut |text| self.resolve(text, mode))
     }
 
     fn value(&self, written: &str, reference: &Reference) -> Result<String, SecretError> {
