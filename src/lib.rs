@@ -8,6 +8,7 @@ pub mod diagnostic;
 pub mod expectation;
 pub mod export;
 pub mod extract;
+pub mod gcp;
 pub mod http;
 pub mod plan;
 pub mod run;

@@ -8,7 +8,6 @@ use crate::plan::logical;
 use crate::run::log::LogFormat;
 use crate::run::receipt::RunStatus;
 use crate::run::{HttpMode, Options};
-use crate::target::Target;
 
 use super::plan::{find, invalid};
 use super::run::{default_fixtures, execute, exit, lock};
@@ -69,9 +68,6 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             product.name
         );
     };
-    if args.product.target.target == Target::Gcp {
-        anyhow::bail!("the gcp target is not available in this version of dpf; backfill on the local target");
-    }
     let timezone: chrono_tz::Tz = product.timezone.parse().unwrap_or(chrono_tz::UTC);
     let start = product
         .start_date

@@ -104,12 +104,6 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     let Some(product) = &checked.product else {
         return Ok(invalid(&checked));
     };
-    if args.product.target.target == Target::Gcp {
-        anyhow::bail!(
-            "the gcp target is not available in this version of dpf; run on the local target (the default, \
-             or --target local)"
-        );
-    }
     let fixtures = args
         .fixtures
         .clone()
@@ -190,8 +184,13 @@ pub fn execute(product: &Product, checked: &Checked, options: Options) -> anyhow
     let cancel = CancellationToken::new();
     let source = checked.source.clone();
     runtime.block_on(async {
+        // Projects and credentials are checked before anything is extracted.
+        let cloud = match options.target {
+            Target::Gcp => Some(std::sync::Arc::new(crate::gcp::Cloud::connect(product).await?)),
+            Target::Local => None,
+        };
         tokio::spawn(stop_on_signal(cancel.clone()));
-        Ok(run::run(product, source, options, cancel).await)
+        Ok(run::run(product, source, options, cloud, cancel).await)
     })
 }
 

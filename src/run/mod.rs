@@ -70,6 +70,8 @@ pub struct Env {
     pub record_dir: Option<PathBuf>,
     pub replay: bool,
     pub source: SourceFile,
+    /// Google Cloud access on the gcp target.
+    pub cloud: Option<Arc<crate::gcp::Cloud>>,
 }
 
 /// One task of a run, as its component sees it.
@@ -130,7 +132,13 @@ fn render(call: &Call, logical: &Logical) -> Result<Call, TaskError> {
 }
 
 /// Runs `product` once. Never panics on bad input: every failure ends up in the receipt.
-pub async fn run(product: &Product, source: SourceFile, options: Options, cancel: CancellationToken) -> Outcome {
+pub async fn run(
+    product: &Product,
+    source: SourceFile,
+    options: Options,
+    cloud: Option<Arc<crate::gcp::Cloud>>,
+    cancel: CancellationToken,
+) -> Outcome {
     let started = Utc::now();
     let clock = Instant::now();
     let run_id = options.logical.run_id.clone();
@@ -172,6 +180,7 @@ pub async fn run(product: &Product, source: SourceFile, options: Options, cancel
         record_dir,
         replay,
         source,
+        cloud,
     };
     // The stop is logged once: as soon as it comes, or at the latest when the run ends.
     let stop_logged = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -530,22 +539,88 @@ async fn run_other(
             let (_, rows) = input()?;
             let path = crate::store::local::documents_path(&env.data_dir);
             let destination = format!("{} (collection {})", path.display(), store.collection);
-            let (store, rows) = (store.clone(), rows.clone());
-            let written =
-                blocking(move |stop| documents::write(&path, &store.collection, &store.key, store.merge, &rows, stop))
-                    .await?;
+            let (store, rows, seed) = (store.clone(), rows.clone(), format!("{}/{}", env.run_id, task.id));
+            let written = blocking(move |stop| {
+                documents::write(&path, &store.collection, &store.key, store.merge, &seed, &rows, stop)
+            })
+            .await?;
             Ok(Done {
                 rows: Some(written as u64),
                 destinations: vec![destination],
                 ..Done::default()
             })
         }
-        (Call::SendAlerts(alert), Target::Local) => send_alert(task, alert, step, tables, so_far).await,
-        (_, Target::Gcp) => Err(TaskError::permanent(
-            "the gcp target is not available in this version of dpf; run with --target local",
-        )),
+        (Call::StoreToBigquery(store), Target::Gcp) => {
+            let (_, rows) = input()?;
+            let (cloud, project) = cloud(task)?;
+            let writer = crate::store::bigquery::gcp::Writer {
+                run_id: &env.run_id,
+                task: task.id,
+                cancel: &env.cancel,
+            };
+            let written = crate::store::bigquery::gcp::write(cloud, project, store, &writer, rows).await?;
+            if let Some(job) = &written.already_loaded {
+                env.log.info(
+                    Some(task.id),
+                    None,
+                    format!(
+                        "already loaded into {} by job {job}; nothing to do",
+                        written.destination
+                    ),
+                );
+            } else {
+                env.log.info(
+                    Some(task.id),
+                    None,
+                    format!(
+                        "{} rows ({} bytes) into {} with {} load job(s), {} requests",
+                        written.rows, written.bytes, written.destination, written.load_jobs, written.requests
+                    ),
+                );
+            }
+            Ok(Done {
+                rows: Some(written.rows),
+                bytes: Some(written.bytes),
+                destinations: vec![format!("bigquery:{}", written.destination)],
+                ..Done::default()
+            })
+        }
+        (Call::StoreToFirestore(store), Target::Gcp) => {
+            let (_, rows) = input()?;
+            let (_, project) = cloud(task)?;
+            let seed = format!("{}/{}", env.run_id, task.id);
+            let written = crate::store::firestore::gcp::write(project, store, &seed, rows, &env.cancel).await?;
+            env.log.info(
+                Some(task.id),
+                None,
+                format!(
+                    "{} documents into {} with {} BatchWrite requests",
+                    written.documents, written.destination, written.requests
+                ),
+            );
+            Ok(Done {
+                rows: Some(written.documents),
+                destinations: vec![written.destination],
+                ..Done::default()
+            })
+        }
+        // E-mail and Slack go to the outbox on both targets until SendGrid and Slack delivery land.
+        (Call::SendAlerts(alert), _) => send_alert(task, alert, step, tables, so_far).await,
         (Call::ExtractHttp(_) | Call::ExtractWeather(_), _) => unreachable!("extracts run through extract()"),
     }
+}
+
+/// The run's Google Cloud access and the project of `task`'s store.
+fn cloud<'a>(task: &Task<'a>) -> Result<(&'a Arc<crate::gcp::Cloud>, &'a str), TaskError> {
+    let cloud = task
+        .env
+        .cloud
+        .as_ref()
+        .ok_or_else(|| TaskError::permanent("the gcp target was not connected"))?;
+    let project = cloud
+        .project(task.id)
+        .ok_or_else(|| TaskError::permanent(format!("no Google Cloud project for `{}`", task.id)))?;
+    Ok((cloud, project))
 }
 
 /// Runs blocking store work off the async threads. Abandoning the returned future (a timeout, a

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::arrow::error::ArrowError;
 
 pub use builder::{Cell, RowsBuilder, TypeConflict};
 
@@ -53,4 +54,15 @@ pub fn nullable(schema: &Schema) -> SchemaRef {
             .map(|f| Field::new(f.name(), f.data_type().clone(), true))
             .collect::<Vec<_>>(),
     ))
+}
+
+/// `batch` as JSON lines, one object per row, nulls written out.
+pub fn json_lines(batch: &RecordBatch) -> Result<String, ArrowError> {
+    use datafusion::arrow::json::writer::{LineDelimited, WriterBuilder};
+    let mut writer = WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .build::<_, LineDelimited>(Vec::new());
+    writer.write(batch)?;
+    writer.finish()?;
+    String::from_utf8(writer.into_inner()).map_err(|e| ArrowError::JsonError(e.to_string()))
 }

@@ -1,5 +1,6 @@
 //! Integration tests: the real `dpf` binary over real files. One test binary for all of them.
 
+mod gcp;
 mod list;
 mod mutations;
 mod plan;

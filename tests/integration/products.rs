@@ -4,10 +4,11 @@
 use serde_json::{Value, json};
 
 use crate::run::{Workspace, receipt, task};
-use crate::util::{dpf, root};
+use crate::util::{Dpf, dpf, root};
 
-fn replay(ws: &Workspace, product: &str) -> Value {
-    let run = dpf()
+/// `dpf run PRODUCT --replay` into the workspace's data dir, with a JSON receipt and no logs.
+pub fn replay_command(ws: &Workspace, product: &str) -> Dpf {
+    dpf()
         .args([
             "run",
             product,
@@ -19,8 +20,10 @@ fn replay(ws: &Workspace, product: &str) -> Value {
             "--data-dir",
         ])
         .args([ws.data()])
-        .expect(0);
-    receipt(&run)
+}
+
+fn replay(ws: &Workspace, product: &str) -> Value {
+    receipt(&replay_command(ws, product).expect(0))
 }
 
 #[test]

@@ -723,14 +723,6 @@ fn json_logs_follow_cloud_logging_and_the_receipt_is_written() {
 }
 
 #[test]
-fn the_gcp_target_is_refused_clearly_for_now() {
-    let ws = Workspace::new();
-    let file = ws.product("items_product", &product("http://127.0.0.1:9", "", "append"));
-    let run = ws.run(&file).args(["--target", "gcp"]).expect(2);
-    assert!(run.stderr.contains("the gcp target is not available"), "{run}");
-}
-
-#[test]
 fn sigterm_stops_the_run_and_keeps_the_previous_table() {
     let server = Server::start(|_, number| {
         let reply = Reply::json(Value::Array(records(number * 100, 3)).to_string());

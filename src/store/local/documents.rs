@@ -3,13 +3,10 @@
 
 use std::path::Path;
 
-use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::json::writer::{LineDelimited, WriterBuilder};
-use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio_util::sync::CancellationToken;
 
-use crate::store::firestore::{document_id, generated_id};
+use crate::store::firestore::document_ids;
 use crate::table::Table;
 
 #[derive(Debug, thiserror::Error)]
@@ -57,13 +54,15 @@ pub fn open(path: &Path) -> Result<Connection, DocumentError> {
 }
 
 /// Upserts one document per row into `collection`; with `merge`, only the written fields change (a
-/// null is written as null, as Firestore does). One transaction: if `stop` is cancelled before the
-/// commit, nothing is written. Returns the number of documents written.
+/// null is written as null, as Firestore does). Rows without key columns get ids from `seed` and
+/// their position (see [`generated_id`](crate::store::firestore::generated_id)). One transaction:
+/// if `stop` is cancelled before the commit, nothing is written. Returns the number of documents written.
 pub fn write(
     path: &Path,
     collection: &str,
     key: &[String],
     merge: bool,
+    seed: &str,
     rows: &Table,
     stop: &CancellationToken,
 ) -> Result<usize, DocumentError> {
@@ -78,7 +77,7 @@ pub fn write(
             });
         }
     }
-    let documents = documents(key, rows)?;
+    let documents = documents(key, seed, rows)?;
     let sqlite = |source| DocumentError::Sqlite {
         path: path.display().to_string(),
         source,
@@ -132,38 +131,12 @@ fn merged(old: &str, new: &str) -> Result<String, DocumentError> {
 }
 
 /// (document id, fields as JSON) per row.
-fn documents(key: &[String], rows: &Table) -> Result<Vec<(String, String)>, DocumentError> {
+fn documents(key: &[String], seed: &str, rows: &Table) -> Result<Vec<(String, String)>, DocumentError> {
     let mut out = Vec::with_capacity(rows.rows());
-    let options = FormatOptions::default().with_null("null");
     for batch in &rows.batches {
-        let json = json_lines(batch)?;
-        let formatters = key
-            .iter()
-            .map(|column| {
-                let array = batch.column_by_name(column).expect("key columns were checked");
-                ArrayFormatter::try_new(array.as_ref(), &options).map_err(|e| DocumentError::Encode(e.to_string()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        for (row, fields) in json.lines().enumerate() {
-            let id = if key.is_empty() {
-                generated_id()
-            } else {
-                let values: Vec<String> = formatters.iter().map(|f| f.value(row).to_string()).collect();
-                document_id(&values)
-            };
-            out.push((id, fields.to_owned()));
-        }
+        let json = crate::table::json_lines(batch).map_err(|e| DocumentError::Encode(e.to_string()))?;
+        let ids = document_ids(key, seed, out.len(), batch).map_err(DocumentError::Encode)?;
+        out.extend(ids.into_iter().zip(json.lines().map(str::to_owned)));
     }
     Ok(out)
-}
-
-fn json_lines(batch: &RecordBatch) -> Result<String, DocumentError> {
-    let mut writer = WriterBuilder::new()
-        .with_explicit_nulls(true)
-        .build::<_, LineDelimited>(Vec::new());
-    writer
-        .write(batch)
-        .and_then(|()| writer.finish())
-        .map_err(|e| DocumentError::Encode(e.to_string()))?;
-    String::from_utf8(writer.into_inner()).map_err(|e| DocumentError::Encode(e.to_string()))
 }

@@ -379,17 +379,26 @@ fn merge(
 
 fn write_part(path: &Path, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<u64, WarehouseError> {
     let file = File::create(path).map_err(io(path))?;
+    let file = write_parquet(file, schema, batches).map_err(|e| write_error(path, e))?;
+    file.sync_all().map_err(io(path))?;
+    Ok(file.metadata().map_err(io(path))?.len())
+}
+
+/// Writes `batches` as one Parquet file to `sink`: Snappy, [`ROW_GROUP_ROWS`]-row groups.
+pub fn write_parquet<W: std::io::Write + Send>(
+    sink: W,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+) -> Result<W, datafusion::parquet::errors::ParquetError> {
     let properties = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .build();
-    let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(properties)).map_err(|e| write_error(path, e))?;
+    let mut writer = ArrowWriter::try_new(sink, schema.clone(), Some(properties))?;
     for batch in batches.iter().filter(|b| b.num_rows() > 0) {
-        writer.write(batch).map_err(|e| write_error(path, e))?;
+        writer.write(batch)?;
     }
-    let file = writer.into_inner().map_err(|e| write_error(path, e))?;
-    file.sync_all().map_err(io(path))?;
-    Ok(file.metadata().map_err(io(path))?.len())
+    writer.into_inner()
 }
 
 fn sync_dir(dir: &Path) {

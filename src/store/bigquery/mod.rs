@@ -1,5 +1,7 @@
 //! `store_to_bigquery`: loads rows into a BigQuery table (or the local warehouse).
 
+pub mod gcp;
+
 use serde::{Deserialize, Serialize};
 
 use crate::spec::product::one_or_many;

@@ -1,0 +1,476 @@
+//! The gcp target against real emulators: Google's Firestore emulator and bqemulator, which
+//! `scripts/test` starts and names in FIRESTORE_EMULATOR_HOST and BIGQUERY_EMULATOR_HOST. Each test
+//! writes to a Google Cloud project of its own, so tests run side by side on one pair of emulators.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde_json::{Value, json};
+
+use crate::products::replay_command;
+use crate::run::{Workspace, receipt, task, task_error};
+use crate::server::{Reply, Server};
+use crate::util::{Dpf, dpf};
+
+/// The emulators' addresses, from the environment `scripts/test` sets up.
+struct Emulators {
+    bigquery: String,
+    firestore: String,
+}
+
+fn emulators() -> Emulators {
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!(
+                "{name} is not set: the gcp-target tests run against emulators that scripts/test starts \
+                 (run the suite with scripts/test; it needs python3 with venv, the Google Cloud CLI's \
+                 Firestore emulator and Java)"
+            )
+        })
+    };
+    Emulators {
+        bigquery: var("BIGQUERY_EMULATOR_HOST"),
+        firestore: var("FIRESTORE_EMULATOR_HOST"),
+    }
+}
+
+/// A project id of this test's own: 6–30 lower-case letters, digits and hyphens.
+fn new_project(name: &str) -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    let name: String = name.chars().filter(|c| c.is_ascii_lowercase()).take(12).collect();
+    format!("t-{name}-{}-{n}", std::process::id())
+}
+
+/// `command` on the gcp target against the emulators, in `project`.
+fn gcp(command: Dpf, project: &str) -> Dpf {
+    let emulators = emulators();
+    command
+        .args(["--target", "gcp"])
+        .env("GCP_PROJECT", project)
+        .env("BIGQUERY_EMULATOR_HOST", &emulators.bigquery)
+        .env("FIRESTORE_EMULATOR_HOST", &emulators.firestore)
+}
+
+fn http(method: &str, url: &str, body: Option<Value>) -> Value {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::new();
+        let mut request = client
+            .request(method.parse().unwrap(), url)
+            .header("Authorization", "Bearer owner");
+        if let Some(body) = body {
+            request = request
+                .header("Content-Type", "application/json")
+                .body(body.to_string());
+        }
+        let response = request.send().await.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        assert!(status.is_success(), "{method} {url}: {status}\n{text}");
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    })
+}
+
+/// The rows of a standard-SQL query in the BigQuery emulator, as JSON objects of strings.
+fn bigquery(project: &str, sql: &str) -> Vec<BTreeMap<String, Value>> {
+    let url = format!("http://{}/bigquery/v2/projects/{project}/queries", emulators().bigquery);
+    let answer = http("POST", &url, Some(json!({"query": sql, "useLegacySql": false})));
+    assert!(answer.get("errors").is_none(), "{sql}: {answer}");
+    let fields: Vec<String> = answer["schema"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap().to_owned())
+        .collect();
+    answer["rows"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|row| {
+            fields
+                .iter()
+                .zip(row["f"].as_array().unwrap())
+                .map(|(name, cell)| (name.clone(), cell["v"].clone()))
+                .collect()
+        })
+        .collect()
+}
+
+/// Every document of a Firestore collection: id → fields as Firestore's REST API shows them.
+fn documents(project: &str, collection: &str) -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    let mut token = String::new();
+    loop {
+        let url = format!(
+            "http://{}/v1/projects/{project}/databases/(default)/documents/{collection}?pageSize=300&pageToken={token}",
+            emulators().firestore
+        );
+        let page = http("GET", &url, None);
+        for document in page["documents"].as_array().cloned().unwrap_or_default() {
+            let id = document["name"]
+                .as_str()
+                .unwrap()
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .to_owned();
+            out.insert(id, document["fields"].clone());
+        }
+        match page["nextPageToken"].as_str() {
+            Some(next) if !next.is_empty() => token = next.to_owned(),
+            _ => return out,
+        }
+    }
+}
+
+/// A local-target value as the BigQuery emulator's REST answer shows it: text.
+fn text(value: &Value) -> Value {
+    match value {
+        Value::Null => Value::Null,
+        Value::String(s) => Value::String(s.clone()),
+        other => Value::String(other.to_string()),
+    }
+}
+
+/// Microseconds since the epoch of a date or a date-time; UTC unless it says otherwise.
+fn instant(text: &str) -> Option<i64> {
+    use chrono::{DateTime, NaiveDate, NaiveDateTime};
+    if let Ok(time) = DateTime::parse_from_rfc3339(text) {
+        return Some(time.timestamp_micros());
+    }
+    if let Ok(time) = NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f") {
+        return Some(time.and_utc().timestamp_micros());
+    }
+    let date = NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
+    Some(date.and_hms_opt(0, 0, 0)?.and_utc().timestamp_micros())
+}
+
+/// Numbers compared as numbers (22.3 and "22.3" are the same), and times with a zone as instants:
+/// BigQuery's REST API may give a TIMESTAMP as microseconds or seconds since the epoch.
+fn same(a: &Value, b: &Value) -> bool {
+    let number = |v: &Value| {
+        let text = v.as_str()?;
+        instant(text)
+            .map(|micros| micros as f64)
+            .or_else(|| text.parse::<f64>().ok())
+    };
+    let close = |x: f64, y: f64| (x - y).abs() <= 1e-9 * x.abs().max(1.0);
+    a == b
+        || match (number(a), number(b)) {
+            (Some(x), Some(y)) => close(x, y) || close(x, y * 1e6) || close(x * 1e6, y),
+            _ => false,
+        }
+}
+
+fn replay(ws: &Workspace, product: &str, project: Option<&str>) -> Value {
+    let command = replay_command(ws, product);
+    let command = match project {
+        Some(project) => gcp(command, project),
+        None => command,
+    };
+    receipt(&command.expect(0))
+}
+
+/// Runs `product` on the local target and on the emulators from the same fixtures; every BigQuery
+/// table and Firestore collection must hold the same rows, also after a second gcp run.
+fn same_as_local(product: &str, tables: &[(&str, &str)], collections: &[&str]) {
+    let project = new_project(product);
+    let local = Workspace::new();
+    replay(&local, product, None);
+    let remote = Workspace::new();
+    let first = replay(&remote, product, Some(&project));
+    assert_eq!(first["target"], "gcp", "{first}");
+    // A second invocation of the same run: job ids, MERGE and document ids keep it from duplicating.
+    replay(&remote, product, Some(&project));
+    for (table, order) in tables {
+        let sql = format!("SELECT * FROM {table} ORDER BY {order}");
+        let expected: Vec<Value> = local.query(&sql);
+        let actual = bigquery(&project, &sql);
+        assert_eq!(actual.len(), expected.len(), "{table}: row counts differ");
+        for (row, (want, got)) in expected.iter().zip(&actual).enumerate() {
+            for (column, value) in want.as_object().unwrap() {
+                let cell = got.get(column).unwrap_or_else(|| panic!("{table}: no column {column}"));
+                assert!(
+                    same(&text(value), cell),
+                    "{table} row {row} column {column}: local {value}, BigQuery {cell}"
+                );
+            }
+        }
+    }
+    let sqlite = rusqlite::Connection::open(local.data().join("firestore.db")).unwrap();
+    for collection in collections {
+        let mut statement = sqlite
+            .prepare("SELECT id, fields FROM documents WHERE collection = ?1 ORDER BY id")
+            .unwrap();
+        let expected: BTreeMap<String, Value> = statement
+            .query_map([collection], |row| {
+                let fields: String = row.get(1)?;
+                Ok((row.get(0)?, serde_json::from_str(&fields).unwrap()))
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let actual = documents(&project, collection);
+        assert_eq!(
+            actual.keys().collect::<Vec<_>>(),
+            expected.keys().collect::<Vec<_>>(),
+            "{collection}: document ids differ"
+        );
+        for (id, fields) in &expected {
+            for (name, value) in fields.as_object().unwrap() {
+                let stored = &actual[id][name];
+                let stored = stored
+                    .as_object()
+                    .and_then(|v| v.values().next())
+                    .unwrap_or_else(|| panic!("{collection}/{id}: no field {name}"));
+                let (value, stored) = (text(value), text(stored));
+                assert!(
+                    same(&value, &stored),
+                    "{collection}/{id} field {name}: local {value}, Firestore {stored}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_weather_product_stores_the_same_rows_as_on_the_local_target() {
+    same_as_local(
+        "weather_data_product",
+        &[("weather_data.weather_records", "observed_at")],
+        &["weather_records"],
+    );
+}
+
+#[test]
+fn the_sales_product_stores_the_same_rows_as_on_the_local_target() {
+    same_as_local(
+        "sales_data_product",
+        &[("sales.daily_revenue", "day, region"), ("sales.orders", "order_id")],
+        &["daily_sales_summaries"],
+    );
+}
+
+/// A product that extracts from `url` and stores the rows in `shop.items` with `write`, and in
+/// the Firestore collection `items` (ids from `id`, or generated when `key` is empty).
+fn items_product(url: &str, write: &str, method: &str, key: &str) -> String {
+    format!(
+        r#"name: items_product
+retries: 1
+retry_delay_minutes: 0.0005
+tasks:
+  - id: extract_items
+    function: extract_http
+    params:
+      url: {url}/items
+  - id: to_warehouse
+    function: store_to_bigquery
+    params: {{ dataset: shop, table: items, write: {write}, method: {method}, key: id }}
+  - id: to_documents
+    function: store_to_firestore
+    params: {{ collection: items{key} }}
+"#
+    )
+}
+
+/// The gcp run of `file` for the tick at midnight of January `day`, 2025, expected to exit `code`.
+fn run_on(ws: &Workspace, file: &std::path::Path, project: &str, day: u32, code: i32) -> crate::util::Run {
+    gcp(ws.run(file), project)
+        .args(["--at", &format!("2025-01-{day:02}T00:00:00Z")])
+        .expect(code)
+}
+
+/// Serves the items of each request in turn (the last one again after that).
+fn serve(pages: Vec<Value>) -> Server {
+    Server::start(move |_, number| Reply::json(pages[number.min(pages.len() - 1)].to_string()))
+}
+
+fn items(first: usize, count: usize) -> Value {
+    (first..first + count)
+        .map(|i| json!({"id": i, "name": format!("item {i}"), "price": i as f64 * 1.5}))
+        .collect()
+}
+
+fn ids(project: &str) -> Vec<i64> {
+    bigquery(project, "SELECT id FROM shop.items ORDER BY id")
+        .iter()
+        .map(|row| row["id"].as_str().unwrap().parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn append_loads_each_run_once_and_replace_replaces() {
+    let project = new_project("append");
+    let server = serve(vec![items(0, 3), items(0, 3), items(10, 2)]);
+    let ws = Workspace::new();
+    let file = ws.product("items_product", &items_product(&server.url, "append", "load", ""));
+    // The same run twice: the second finds its load done and adds nothing, and the generated
+    // document ids of the second attempt are those of the first.
+    run_on(&ws, &file, &project, 1, 0);
+    let again = receipt(&run_on(&ws, &file, &project, 1, 0));
+    assert_eq!(task(&again, "to_warehouse")["rows"], 0, "{again}");
+    assert_eq!(ids(&project), [0, 1, 2]);
+    assert_eq!(documents(&project, "items").len(), 3);
+    // The next run appends.
+    run_on(&ws, &file, &project, 2, 0);
+    assert_eq!(ids(&project), [0, 1, 2, 10, 11]);
+    assert_eq!(documents(&project, "items").len(), 5);
+
+    let project = new_project("replace");
+    let server = serve(vec![items(0, 3), items(5, 2)]);
+    let file = ws.product(
+        "items_product",
+        &items_product(&server.url, "replace", "load", ", key: id"),
+    );
+    run_on(&ws, &file, &project, 1, 0);
+    run_on(&ws, &file, &project, 2, 0);
+    assert_eq!(ids(&project), [5, 6]);
+    // Firestore documents are upserts by id: replace applies to BigQuery tables only.
+    let documents = documents(&project, "items");
+    assert_eq!(documents.keys().collect::<Vec<_>>(), ["0", "1", "2", "5", "6"]);
+    assert_eq!(documents["5"]["price"], json!({"doubleValue": 7.5}));
+}
+
+#[test]
+fn streaming_inserts_append_rows() {
+    let project = new_project("streaming");
+    let server = serve(vec![items(0, 4)]);
+    let ws = Workspace::new();
+    let file = ws.product(
+        "items_product",
+        &items_product(&server.url, "append", "streaming", ", key: id"),
+    );
+    let run = receipt(&gcp(ws.run(&file), &project).expect(0));
+    assert_eq!(task(&run, "to_warehouse")["rows"], 4);
+    assert_eq!(ids(&project), [0, 1, 2, 3]);
+}
+
+#[test]
+fn a_new_column_is_added_and_a_changed_type_is_refused() {
+    let project = new_project("evolution");
+    let server = serve(vec![
+        json!([{"id": 1, "price": 1.5}]),
+        json!([{"id": 2, "price": 2.5, "colour": "red"}]),
+        json!([{"id": 3, "price": "cheap"}]),
+    ]);
+    let ws = Workspace::new();
+    let file = ws.product(
+        "items_product",
+        &items_product(&server.url, "merge", "load", ", key: id"),
+    );
+    run_on(&ws, &file, &project, 1, 0);
+    run_on(&ws, &file, &project, 2, 0);
+    let rows = bigquery(&project, "SELECT id, colour FROM shop.items ORDER BY id");
+    assert_eq!(rows[0]["colour"], Value::Null);
+    assert_eq!(rows[1]["colour"], "red");
+    let run = run_on(&ws, &file, &project, 3, 1);
+    let error = task_error(&run, "to_warehouse");
+    assert_eq!(
+        error,
+        format!(
+            "column `price` is FLOAT in {project}.shop.items but the rows have STRING; CAST it in SQL, or write to a \
+             new table"
+        )
+    );
+    assert_eq!(ids(&project), [1, 2]);
+}
+
+#[test]
+fn emulators_that_are_down_are_retried_then_the_run_exits_75() {
+    let server = serve(vec![items(0, 2)]);
+    let ws = Workspace::new();
+    let file = ws.product(
+        "items_product",
+        &items_product(&server.url, "append", "load", ", key: id"),
+    );
+    // Port 9 (discard) has no listener on these machines.
+    let run = ws
+        .run(&file)
+        .args(["--target", "gcp"])
+        .env("GCP_PROJECT", "t-down-project")
+        .env("BIGQUERY_EMULATOR_HOST", "127.0.0.1:9")
+        .env("FIRESTORE_EMULATOR_HOST", "127.0.0.1:9")
+        .expect(75);
+    let receipt = receipt(&run);
+    for store in ["to_warehouse", "to_documents"] {
+        assert_eq!(task(&receipt, store)["attempts"], 2, "{receipt}");
+        assert_eq!(task(&receipt, store)["error_kind"], "transient", "{receipt}");
+    }
+    assert!(
+        task_error(&run, "to_warehouse").contains("cannot reach BigQuery"),
+        "{run}"
+    );
+    assert!(task_error(&run, "to_documents").contains("Firestore"), "{run}");
+}
+
+#[test]
+fn plan_shows_the_fully_qualified_destinations() {
+    let run = dpf()
+        .args(["plan", "weather_data_product", "--target", "gcp", "--format", "json"])
+        .env("GCP_PROJECT", "acme-weather")
+        .expect(0);
+    let plan: Value = serde_json::from_str(&run.stdout).unwrap();
+    let destinations: Vec<&str> = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["destination"].as_str())
+        .collect();
+    assert!(
+        destinations.contains(&"bigquery:acme-weather.weather_data.weather_records"),
+        "{plan}"
+    );
+    assert!(
+        destinations.contains(&"firestore:projects/acme-weather/databases/(default)/documents/weather_records"),
+        "{plan}"
+    );
+}
+
+/// A gcp run with `env` (and no metadata server): it must exit 2 before the extract asks anything.
+fn refused_before_extracting(env: &[(&str, &str)]) -> crate::util::Run {
+    let server = serve(vec![items(0, 2)]);
+    let ws = Workspace::new();
+    let file = ws.product("items_product", &items_product(&server.url, "append", "load", ""));
+    let mut command = ws
+        .run(&file)
+        .args(["--target", "gcp"])
+        .env("HOME", ws.path().to_str().unwrap())
+        .env("GCE_METADATA_HOST", "127.0.0.1:9")
+        .env("GCE_METADATA_IP", "127.0.0.1:9");
+    for (key, value) in env {
+        command = command.env(key, value);
+    }
+    let run = command.expect(2);
+    assert!(server.seen().is_empty(), "the extract ran: {run}");
+    run
+}
+
+#[test]
+fn a_missing_project_is_an_error_before_anything_is_extracted() {
+    let emulators = emulators();
+    let run = refused_before_extracting(&[
+        ("BIGQUERY_EMULATOR_HOST", &emulators.bigquery),
+        ("FIRESTORE_EMULATOR_HOST", &emulators.firestore),
+    ]);
+    assert!(
+        run.stderr.contains("task `to_warehouse`: no Google Cloud project"),
+        "{run}"
+    );
+}
+
+#[test]
+fn missing_credentials_are_an_error_before_anything_is_extracted() {
+    let run = refused_before_extracting(&[("GCP_PROJECT", "t-no-credentials")]);
+    assert!(
+        run.stderr
+            .contains("no Google Cloud credentials for BigQuery and Firestore"),
+        "{run}"
+    );
+    assert!(run.stderr.contains("GOOGLE_APPLICATION_CREDENTIALS"), "{run}");
+}
