@@ -298,7 +298,11 @@ fn items(first: usize, count: usize) -> Value {
 }
 
 fn ids(project: &str) -> Vec<i64> {
-    bigquery(project, "SELECT id FROM shop.items ORDER BY id")
+    ids_in(project, "shop.items")
+}
+
+fn ids_in(project: &str, table: &str) -> Vec<i64> {
+    bigquery(project, &format!("SELECT id FROM {table} ORDER BY id"))
         .iter()
         .map(|row| row["id"].as_str().unwrap().parse().unwrap())
         .collect()
@@ -473,4 +477,44 @@ fn missing_credentials_are_an_error_before_anything_is_extracted() {
         "{run}"
     );
     assert!(run.stderr.contains("GOOGLE_APPLICATION_CREDENTIALS"), "{run}");
+}
+
+#[test]
+fn a_new_table_is_partitioned_and_clustered_and_an_empty_response_stores_nothing() {
+    let project = new_project("partition");
+    let server = serve(vec![
+        json!([]),
+        json!([{"id": 1, "sold_on": "2025-01-02", "region": "emea"}]),
+    ]);
+    let ws = Workspace::new();
+    let file = ws.product(
+        "items_product",
+        &format!(
+            r#"name: items_product
+tasks:
+  - id: extract_items
+    function: extract_http
+    params: {{ url: "{}/items" }}
+  - id: to_warehouse
+    function: store_to_bigquery
+    params: {{ dataset: shop, table: sales, partition_by: sold_on, cluster_by: [region, id] }}
+"#,
+            server.url
+        ),
+    );
+    let empty = receipt(&run_on(&ws, &file, &project, 1, 0));
+    assert_eq!(task(&empty, "to_warehouse")["rows"], 0);
+    run_on(&ws, &file, &project, 2, 0);
+    let url = format!(
+        "http://{}/bigquery/v2/projects/{project}/datasets/shop/tables/sales",
+        emulators().bigquery
+    );
+    let table = http("GET", &url, None);
+    assert_eq!(
+        table["timePartitioning"],
+        json!({"type": "DAY", "field": "sold_on"}),
+        "{table}"
+    );
+    assert_eq!(table["clustering"], json!({"fields": ["region", "id"]}), "{table}");
+    assert_eq!(ids_in(&project, "shop.sales"), [1]);
 }

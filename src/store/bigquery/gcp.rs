@@ -83,8 +83,17 @@ impl Api {
             Some(host) => format!("http://{host}"),
             None => API.to_owned(),
         };
+        // The API calls other than the upload are small: a stalled one is given up on.
+        let calls = reqwest012::Client::builder()
+            .user_agent(concat!("dpf/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(120))
+            .build()
+            .map_err(|e| TaskError::permanent(format!("cannot set up the BigQuery client: {e}")))?;
         let mut builder = gcp_bigquery_client::client_builder::ClientBuilder::new();
-        builder.with_v2_base_url(format!("{base}/bigquery/v2"));
+        builder
+            .with_v2_base_url(format!("{base}/bigquery/v2"))
+            .with_client(calls);
         let client = builder
             .build_from_authenticator(Arc::new(Tokens(cloud.clone())))
             .await
@@ -113,11 +122,15 @@ pub async fn write(
     rows: &Table,
 ) -> Result<Written, TaskError> {
     let destination = format!("{project}.{}.{}", store.dataset, store.table);
-    let mut api = Api::new(cloud).await?;
     let mut written = Written {
         destination: destination.clone(),
         ..Written::default()
     };
+    if rows.schema.fields().is_empty() {
+        // An empty response has no columns: there is nothing to add, replace or merge.
+        return Ok(written);
+    }
+    let mut api = Api::new(cloud).await?;
     for column in &store.key {
         if rows.schema.field_with_name(column).is_err() {
             return Err(TaskError::permanent(format!(
@@ -130,6 +143,10 @@ pub async fn write(
     ensure_dataset(&mut api, project, &store.dataset).await?;
     let table = ensure_table(&mut api, project, store, writer, &fields).await?;
     let rows = conform(rows, &table)?;
+    if rows.rows() == 0 && store.write != WriteMode::Replace {
+        written.requests = api.requests;
+        return Ok(written);
+    }
     let job_id = job_id(writer.run_id, writer.task);
     let result = match store.method {
         LoadMethod::Load => load(&mut api, project, store, writer, &job_id, &rows, &fields, &mut written).await,
@@ -518,6 +535,19 @@ async fn load(
             .map(|_| ());
     }
     let staging = format!("_dpf_staging_{}", job_id.replace('-', "_"));
+    // The staging table expires after a day, so one left behind by a killed run goes by itself.
+    let expires = chrono::Utc::now() + chrono::Duration::days(1);
+    let table = BqTable {
+        expiration_time: Some(expires.timestamp_millis().to_string()),
+        ..BqTable::new(project, &store.dataset, &staging, TableSchema::new(fields.to_vec()))
+    };
+    api.requests += 1;
+    match api.client.table().create(table).await {
+        Err(error) if status(&error) != Some(409) => {
+            return Err(api_error(&format!("cannot create the staging table {staging}"), error));
+        }
+        _ => {}
+    }
     let loaded = async {
         let job = upload(
             api,
@@ -539,7 +569,7 @@ async fn load(
         finish(api, project, job, &format!("query job {job_id}"), writer.cancel).await
     }
     .await;
-    // The staging table goes also when the commit failed; it expires by itself if this is cut short.
+    // The staging table goes also when the commit failed.
     api.requests += 1;
     let _ = api.client.table().delete(project, &store.dataset, &staging).await;
     loaded.map(|_| ())

@@ -60,65 +60,72 @@ pub async fn write(
             )));
         }
     }
+    if rows.rows() == 0 {
+        return Ok(Written {
+            destination: format!(
+                "firestore://projects/{project}/databases/(default)/documents/{}",
+                store.collection
+            ),
+            ..Written::default()
+        });
+    }
     let db = FirestoreDb::with_options(FirestoreDbOptions::new(project.to_owned()))
         .await
         .map_err(|e| TaskError::transient(format!("cannot connect to Firestore: {e}")))?;
     let parent = format!("{}/{}", db.get_documents_path(), store.collection);
-    let mask = |document: &Document| {
-        store.merge.then(|| DocumentMask {
-            field_paths: document.fields.keys().map(|name| field_path(name)).collect(),
-        })
-    };
     // One write per document: a later row with the same id replaces an earlier one, as on the local
-    // target (Firestore refuses two writes to one document in a request).
-    let mut writes: Vec<Write> = Vec::with_capacity(rows.rows());
+    // target (Firestore refuses two writes to one document in a request). Only the ids are held for
+    // all rows; the writes are built a request at a time, as the requests go out.
+    let mut order: Vec<(usize, usize, String)> = Vec::with_capacity(rows.rows());
     let mut position: HashMap<String, usize> = HashMap::new();
-    for batch in &rows.batches {
-        let ids = document_ids(&store.key, seed, writes.len(), batch).map_err(TaskError::permanent)?;
+    for (b, batch) in rows.batches.iter().enumerate() {
+        let ids = document_ids(&store.key, seed, order.len(), batch).map_err(TaskError::permanent)?;
         for (row, id) in ids.into_iter().enumerate() {
-            let document = Document {
-                name: format!("{parent}/{id}"),
-                fields: fields(batch, row)?,
-                ..Document::default()
-            };
-            let write = Write {
-                update_mask: mask(&document),
-                operation: Some(Operation::Update(document)),
-                ..Write::default()
-            };
             match position.get(&id) {
-                Some(&at) => writes[at] = write,
+                Some(&at) => order[at] = (b, row, id),
                 None => {
-                    position.insert(id, writes.len());
-                    writes.push(write);
+                    position.insert(id.clone(), order.len());
+                    order.push((b, row, id));
                 }
             }
         }
     }
     drop(position);
-    let documents = writes.len() as u64;
-    let database = db.get_database_path().clone();
-    let mut requests = 0;
-    let mut pending = writes;
-    let mut failures: Vec<(String, i32, String)> = Vec::new();
-    for attempt in 1..=WRITE_ATTEMPTS {
-        if pending.is_empty() {
-            break;
-        }
-        if cancel.is_cancelled() {
-            return Err(TaskError::interrupted());
-        }
-        if attempt > 1 {
-            tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
-        }
-        let chunks: Vec<Vec<Write>> = chunk(pending, BATCH_WRITES);
-        requests += chunks.len() as u64;
-        let results: Vec<Result<Vec<Failed>, TaskError>> = futures::stream::iter(chunks)
-            .map(|writes| batch_write(&db, &database, writes))
-            .buffer_unordered(IN_FLIGHT)
+    let documents = order.len() as u64;
+    let build = |slice: &[(usize, usize, String)]| -> Result<Vec<Write>, TaskError> {
+        slice
+            .iter()
+            .map(|(b, row, id)| {
+                let document = Document {
+                    name: format!("{parent}/{id}"),
+                    fields: fields(&rows.batches[*b], *row)?,
+                    ..Document::default()
+                };
+                let update_mask = store.merge.then(|| DocumentMask {
+                    field_paths: document.fields.keys().map(|name| field_path(name)).collect(),
+                });
+                Ok(Write {
+                    update_mask,
+                    operation: Some(Operation::Update(document)),
+                    ..Write::default()
+                })
+            })
             .collect()
-            .await;
-        pending = Vec::new();
+    };
+    let database = db.get_database_path().clone();
+    let send = |writes: Result<Vec<Write>, TaskError>| {
+        let (db, database) = (&db, &database);
+        async move { batch_write(db, database, writes?).await }
+    };
+    let mut requests = order.len().div_ceil(BATCH_WRITES) as u64;
+    let mut results: Vec<Result<Vec<Failed>, TaskError>> = futures::stream::iter(order.chunks(BATCH_WRITES))
+        .map(|slice| send(build(slice)))
+        .buffer_unordered(IN_FLIGHT)
+        .collect()
+        .await;
+    let mut failures: Vec<(String, i32, String)> = Vec::new();
+    for attempt in 2..=WRITE_ATTEMPTS + 1 {
+        let mut pending = Vec::new();
         failures.clear();
         for result in results {
             for (write, code, message) in result? {
@@ -134,9 +141,21 @@ pub async fn write(
                 failures.push((name, code, message));
             }
         }
-        if failures.iter().any(|(_, code, _)| !retryable(*code)) {
+        let permanent = failures.iter().any(|(_, code, _)| !retryable(*code));
+        if pending.is_empty() || permanent || attempt > WRITE_ATTEMPTS {
             break;
         }
+        if cancel.is_cancelled() {
+            return Err(TaskError::interrupted());
+        }
+        tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
+        let chunks = chunk(pending, BATCH_WRITES);
+        requests += chunks.len() as u64;
+        results = futures::stream::iter(chunks)
+            .map(|writes| send(Ok(writes)))
+            .buffer_unordered(IN_FLIGHT)
+            .collect()
+            .await;
     }
     if !failures.is_empty() {
         let shown: Vec<String> = failures
@@ -167,17 +186,17 @@ pub async fn write(
 /// A write that failed, with its gRPC status code and message.
 type Failed = (Write, i32, String);
 
-fn chunk(mut writes: Vec<Write>, size: usize) -> Vec<Vec<Write>> {
+/// `writes` in chunks of at most `size`, each allocated to its own length.
+fn chunk(writes: Vec<Write>, size: usize) -> Vec<Vec<Write>> {
     let mut chunks = Vec::with_capacity(writes.len().div_ceil(size));
-    while writes.len() > size {
-        let rest = writes.split_off(size);
-        chunks.push(writes);
-        writes = rest;
+    let mut writes = writes.into_iter();
+    loop {
+        let chunk: Vec<Write> = writes.by_ref().take(size).collect();
+        if chunk.is_empty() {
+            return chunks;
+        }
+        chunks.push(chunk);
     }
-    if !writes.is_empty() {
-        chunks.push(writes);
-    }
-    chunks
 }
 
 /// Sends one `BatchWrite`; the writes that failed, with their status code and message.
