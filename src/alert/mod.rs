@@ -1,8 +1,11 @@
 //! `send_alerts`: e-mail (SendGrid) and Slack messages when a condition over rows holds, after
 //! every run, or on failure.
 
+pub mod deliver;
 pub mod message;
 pub mod outbox;
+pub mod sendgrid;
+pub mod slack;
 
 use std::collections::BTreeMap;
 
@@ -33,6 +36,9 @@ pub struct SendAlerts {
     pub channels: Vec<Channel>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub slack_webhook: Option<String>,
+    /// The SendGrid API key on the gcp target; `${secret:SENDGRID_API_KEY}` when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sendgrid_api_key: Option<String>,
     /// Recipients told when the run fails.
     #[serde(default, deserialize_with = "one_or_many", skip_serializing_if = "Vec::is_empty")]
     pub on_failure: Vec<String>,
@@ -65,6 +71,21 @@ pub enum Channel {
     Email,
     Slack,
 }
+
+impl SendAlerts {
+    /// The SendGrid API key's reference or text.
+    pub fn sendgrid_key(&self) -> &str {
+        self.sendgrid_api_key.as_deref().unwrap_or(DEFAULT_SENDGRID_KEY)
+    }
+
+    /// Whether this task sends e-mail: on its e-mail channel, or to its `on_failure` recipients.
+    pub fn sends_email(&self) -> bool {
+        self.channels.contains(&Channel::Email) || !self.on_failure.is_empty()
+    }
+}
+
+/// Where the SendGrid API key comes from unless `sendgrid_api_key` says otherwise.
+pub const DEFAULT_SENDGRID_KEY: &str = "${secret:SENDGRID_API_KEY}";
 
 fn default_channels() -> Vec<Channel> {
     vec![Channel::Email]

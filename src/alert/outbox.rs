@@ -8,7 +8,7 @@ use lettre::message::{Mailbox, MultiPart};
 
 use super::message::Message;
 
-const DEFAULT_FROM: &str = "dpf <dpf@localhost>";
+pub const DEFAULT_FROM: &str = "dpf <dpf@localhost>";
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {

@@ -135,6 +135,7 @@ struct TargetArgs {
 
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
+    crate::secrets::redact_panics();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {

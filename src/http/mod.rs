@@ -184,7 +184,7 @@ impl Transport {
     }
 }
 
-fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     // Credentials (an API key in any header) must not follow a redirect to another origin.
     let redirects = reqwest::redirect::Policy::custom(|attempt| {

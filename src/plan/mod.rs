@@ -288,9 +288,12 @@ fn destination(call: &Call, context: &Context<'_>) -> Option<String> {
             let mut parts = Vec::new();
             for channel in &alert.channels {
                 parts.push(match (channel, target) {
-                    // Both targets write alerts to the outbox until SendGrid and Slack delivery land.
-                    (Channel::Email, _) => format!("{data_dir}/outbox/ (e-mail to {})", alert.recipient.join(", ")),
-                    (Channel::Slack, _) => format!("{data_dir}/outbox/ (Slack message)"),
+                    (Channel::Email, Target::Local) => {
+                        format!("{data_dir}/outbox/ (e-mail to {})", alert.recipient.join(", "))
+                    }
+                    (Channel::Email, Target::Gcp) => format!("sendgrid:{}", alert.recipient.join(",")),
+                    (Channel::Slack, Target::Local) => format!("{data_dir}/outbox/ (Slack message)"),
+                    (Channel::Slack, Target::Gcp) => "slack:webhook".to_owned(),
                 });
             }
             parts.join("; ")

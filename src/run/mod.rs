@@ -151,7 +151,10 @@ pub async fn run(
             cancel.cancel();
         });
     }
-    let secrets = Secrets::new();
+    let secrets = match options.target {
+        Target::Gcp => Secrets::from_secret_manager(),
+        Target::Local => Secrets::new(),
+    };
     let log = Log::new(options.log_format, &product.name, &run_id, secrets.clone());
     let plan = plan::build(
         product,
@@ -239,8 +242,25 @@ pub async fn run(
     let mut alerts = Vec::new();
     let index_of: HashMap<&str, usize> = plan.steps.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
 
+    // Every reference is read before the first task runs: a missing secret stops the run before
+    // anything is written.
+    let prefetched = env.secrets.prefetch(&references_of(product, &env)).await;
+    if let Err((task, error)) = &prefetched {
+        let i = index_of[task.as_str()];
+        let message = env.secrets.redact(&format!("{error}"));
+        env.log.error(Some(task), None, message.clone());
+        receipts[i].status = TaskStatus::Failed;
+        receipts[i].attempts = 1;
+        receipts[i].error = Some(message);
+        receipts[i].error_kind = Some(if error.is_transient() {
+            ErrorKind::Transient
+        } else {
+            ErrorKind::Permanent
+        });
+    }
+
     for stage in &plan.stages {
-        if env.cancel.is_cancelled() {
+        if env.cancel.is_cancelled() || prefetched.is_err() {
             break;
         }
         let mut runnable = Vec::new();
@@ -338,7 +358,7 @@ pub async fn run(
         status,
         RunStatus::Failed | RunStatus::FailedTransient | RunStatus::TimedOut
     ) {
-        alerts.extend(failure_alerts(&env, product, &receipts));
+        alerts.extend(failure_alerts(&env, product, &receipts).await);
     }
     let receipt = Receipt {
         version: receipt::VERSION,
@@ -735,7 +755,7 @@ async fn send_alert(
             )
         }
     };
-    let sent = deliver(env, task.id, alert, &alert.recipient, trigger, &message, rows)?;
+    let sent = deliver(env, task.id, alert, &alert.recipient, trigger, &message, rows).await?;
     Ok(Done {
         rows: Some(rows as u64),
         destinations: sent.iter().map(|a| a.destination.clone()).collect(),
@@ -759,8 +779,9 @@ fn first_rows(table: &Table, count: usize) -> Table {
     Table::new(table.schema.clone(), batches)
 }
 
-/// Sends `message` on each of the alert's channels (on the local target: into the outbox).
-fn deliver(
+/// Sends `message` on each of the alert's channels: SendGrid and the Slack webhook on the gcp target,
+/// the outbox on the local target.
+async fn deliver(
     env: &Env,
     task: &str,
     alert: &SendAlerts,
@@ -769,40 +790,63 @@ fn deliver(
     message: &message::Message,
     rows: usize,
 ) -> Result<Vec<AlertReceipt>, TaskError> {
-    let resolve = |texts: &[String]| -> Result<Vec<String>, TaskError> {
-        texts
-            .iter()
-            .map(|t| env.secrets.resolve(t, Mode::Values).map_err(|e| TaskError::caused(&e)))
-            .collect()
-    };
-    let to = resolve(recipients)?;
-    let cc = resolve(&alert.cc)?;
-    let from = alert
-        .from
-        .as_deref()
-        .map(|f| env.secrets.resolve(f, Mode::Values))
-        .transpose()
-        .map_err(|e| TaskError::caused(&e))?;
+    let resolve = |text: &str| env.secrets.resolve(text, Mode::Values).map_err(|e| secret_error(&e));
+    let resolve_all = |texts: &[String]| texts.iter().map(|t| resolve(t)).collect::<Result<Vec<_>, _>>();
+    let to = resolve_all(recipients)?;
+    let cc = resolve_all(&alert.cc)?;
+    let from = alert.from.as_deref().map(resolve).transpose()?;
     let dir = outbox::dir(&env.data_dir);
     let mut sent = Vec::new();
-    for channel in &alert.channels {
-        let (name, path) = match channel {
-            Channel::Email => (
-                "email",
-                outbox::email(&dir, &env.product, task, from.as_deref(), &to, &cc, message),
-            ),
-            Channel::Slack => ("slack", outbox::slack(&dir, &env.product, task, message)),
+    // On failure, the recipients are told by e-mail only.
+    let channels = match trigger {
+        Trigger::Failure => vec![Channel::Email],
+        _ => alert.channels.clone(),
+    };
+    for channel in channels {
+        let (name, destination) = match (channel, env.target) {
+            (Channel::Email, Target::Local) => {
+                let path = outbox::email(&dir, &env.product, task, from.as_deref(), &to, &cc, message)
+                    .map_err(|e| TaskError::caused(&e))?;
+                ("email", path.display().to_string())
+            }
+            (Channel::Slack, Target::Local) => {
+                let path = outbox::slack(&dir, &env.product, task, message).map_err(|e| TaskError::caused(&e))?;
+                ("slack", path.display().to_string())
+            }
+            (Channel::Email, Target::Gcp) => {
+                let key = resolve(alert.sendgrid_key())?;
+                let email = crate::alert::sendgrid::Email {
+                    from: from.as_deref().unwrap_or(outbox::DEFAULT_FROM),
+                    to: &to,
+                    cc: &cc,
+                    message,
+                    product: &env.product,
+                    run_id: &env.run_id,
+                    task,
+                };
+                crate::alert::sendgrid::send(&key, &email).await?;
+                ("email", "sendgrid:v3/mail/send".to_owned())
+            }
+            (Channel::Slack, Target::Gcp) => {
+                let webhook = alert
+                    .slack_webhook
+                    .as_deref()
+                    .ok_or_else(|| TaskError::permanent("`channels` has slack but there is no `slack_webhook`"))?;
+                crate::alert::slack::send(&resolve(webhook)?, message).await?;
+                ("slack", "slack:webhook".to_owned())
+            }
         };
-        let path = path.map_err(|e| TaskError::caused(&e))?;
+        let shown = match name {
+            "slack" => "Slack".to_owned(),
+            _ => to.join(", "),
+        };
         env.log.info(
             Some(task),
             None,
-            format!(
-                "alert \"{}\" to {} written to {}",
-                message.subject,
-                to.join(", "),
-                path.display()
-            ),
+            env.secrets.redact(&format!(
+                "alert \"{}\" to {shown} sent to {destination}",
+                message.subject
+            )),
         );
         sent.push(AlertReceipt {
             task: task.to_owned(),
@@ -811,10 +855,48 @@ fn deliver(
             recipients: to.iter().map(|r| env.secrets.redact(r)).collect(),
             subject: message.subject.clone(),
             rows: rows as u64,
-            destination: path.display().to_string(),
+            destination,
         });
     }
     Ok(sent)
+}
+
+/// A reference that could not be resolved: transient when Secret Manager may answer later.
+fn secret_error(error: &crate::secrets::SecretError) -> TaskError {
+    let message = crate::run::error::chain(error);
+    if error.is_transient() {
+        TaskError::transient(message)
+    } else {
+        TaskError::permanent(message)
+    }
+}
+
+/// (task id, text) of every string in the params of the tasks that will read references, and the
+/// SendGrid key of e-mail alerts on the gcp target. Extracts keep their references as text when
+/// replaying, so theirs are left out then.
+fn references_of(product: &Product, env: &Env) -> Vec<(String, String)> {
+    let mut texts = Vec::new();
+    for task in &product.tasks {
+        let extract = matches!(task.call, Call::ExtractHttp(_) | Call::ExtractWeather(_));
+        if extract && env.replay {
+            continue;
+        }
+        let value = serde_json::to_value(&task.call).unwrap_or_default();
+        let _ = crate::spec::map_strings(&value, &mut |text: &str| {
+            if text.contains("${") {
+                texts.push((task.id.clone(), text.to_owned()));
+            }
+            Ok::<_, std::convert::Infallible>(text.to_owned())
+        });
+        if let Call::SendAlerts(alert) = &task.call
+            && env.target == Target::Gcp
+            && alert.sends_email()
+            && alert.sendgrid_api_key.is_none()
+        {
+            texts.push((task.id.clone(), alert.sendgrid_key().to_owned()));
+        }
+    }
+    texts
 }
 
 /// A table of task outcomes, for summaries and failure messages.
@@ -838,7 +920,7 @@ fn tasks_table(receipts: &[TaskReceipt]) -> Table {
 }
 
 /// Messages to the `on_failure` recipients of every alert task, after a failed run.
-fn failure_alerts(env: &Env, product: &Product, receipts: &[TaskReceipt]) -> Vec<AlertReceipt> {
+async fn failure_alerts(env: &Env, product: &Product, receipts: &[TaskReceipt]) -> Vec<AlertReceipt> {
     let failed: Vec<&TaskReceipt> = receipts.iter().filter(|r| r.status == TaskStatus::Failed).collect();
     let mut sent = Vec::new();
     for task in &product.tasks {
@@ -856,7 +938,7 @@ fn failure_alerts(env: &Env, product: &Product, receipts: &[TaskReceipt]) -> Vec
             names.join(", ")
         );
         let message = message::summary(subject, &intro, &tasks_table(receipts));
-        match deliver(env, &task.id, alert, &alert.on_failure, Trigger::Failure, &message, 0) {
+        match deliver(env, &task.id, alert, &alert.on_failure, Trigger::Failure, &message, 0).await {
             Ok(receipts) => sent.extend(receipts),
             Err(error) => env
                 .log

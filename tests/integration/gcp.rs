@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use crate::products::replay_command;
 use crate::run::{Workspace, receipt, task, task_error};
+use crate::secret_manager::{Answer, SecretManager};
 use crate::server::{Reply, Server};
 use crate::util::{Dpf, dpf};
 
@@ -35,7 +36,7 @@ fn emulators() -> Emulators {
 }
 
 /// A project id of this test's own: 6–30 lower-case letters, digits and hyphens.
-fn new_project(name: &str) -> String {
+pub fn new_project(name: &str) -> String {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, Ordering::SeqCst);
     let name: String = name.chars().filter(|c| c.is_ascii_lowercase()).take(12).collect();
@@ -43,13 +44,37 @@ fn new_project(name: &str) -> String {
 }
 
 /// `command` on the gcp target against the emulators, in `project`.
-fn gcp(command: Dpf, project: &str) -> Dpf {
+pub fn gcp(command: Dpf, project: &str) -> Dpf {
     let emulators = emulators();
+    let doubles = doubles();
+    doubles.secrets.insert(
+        &format!("projects/{project}/secrets/SENDGRID_API_KEY/versions/latest"),
+        Answer::Value(SENDGRID_KEY.to_owned()),
+    );
     command
         .args(["--target", "gcp"])
         .env("GCP_PROJECT", project)
         .env("BIGQUERY_EMULATOR_HOST", &emulators.bigquery)
         .env("FIRESTORE_EMULATOR_HOST", &emulators.firestore)
+        .env("DPF_SECRET_MANAGER_URL", &doubles.secrets.url)
+        .env("SENDGRID_API_URL", &doubles.sendgrid.url)
+}
+
+/// The SendGrid API key the Secret Manager double holds for every test project.
+const SENDGRID_KEY: &str = "SG.test-key-from-secret-manager";
+
+/// The Secret Manager and SendGrid doubles of this test process.
+struct Doubles {
+    secrets: SecretManager,
+    sendgrid: Server,
+}
+
+fn doubles() -> &'static Doubles {
+    static DOUBLES: std::sync::OnceLock<Doubles> = std::sync::OnceLock::new();
+    DOUBLES.get_or_init(|| Doubles {
+        secrets: SecretManager::start(&[]),
+        sendgrid: Server::start(|_, _| Reply::status(202, "")),
+    })
 }
 
 fn http(method: &str, url: &str, body: Option<Value>) -> Value {

@@ -1,5 +1,6 @@
 //! Integration tests: the real `dpf` binary over real files. One test binary for all of them.
 
+mod delivery;
 mod gcp;
 mod list;
 mod mutations;
@@ -7,6 +8,7 @@ mod plan;
 mod products;
 mod run;
 mod schedule;
+mod secret_manager;
 mod server;
 mod util;
 mod validate;

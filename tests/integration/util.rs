@@ -9,6 +9,10 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// A secret value that must never appear in any output: every invocation's stdout and stderr are
+/// searched for it. Tests use it wherever a secret can go.
+pub const CANARY: &str = "canary-5e3b9d1c-secret-never-printed";
+
 /// A `dpf` invocation being set up.
 pub struct Dpf {
     command: Command,
@@ -59,6 +63,7 @@ impl Dpf {
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         };
         assert!(!run.stderr.contains("panicked"), "dpf panicked\n{run}");
+        run.assert_no_canary();
         assert_eq!(run.code, code, "unexpected exit code\n{run}");
         run
     }
@@ -70,6 +75,14 @@ pub struct Run {
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
+}
+
+impl Run {
+    fn assert_no_canary(&self) {
+        for text in [&self.stdout, &self.stderr] {
+            assert!(!text.contains(CANARY), "the canary secret was printed\n{self}");
+        }
+    }
 }
 
 impl std::fmt::Display for Run {
@@ -124,6 +137,7 @@ impl Child {
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         };
         assert!(!run.stderr.contains("panicked"), "dpf panicked\n{run}");
+        run.assert_no_canary();
         run
     }
 
