@@ -386,6 +386,8 @@ fn a_new_column_is_added_and_a_changed_type_is_refused() {
     let server = serve(vec![
         json!([{"id": 1, "price": 1.5}]),
         json!([{"id": 2, "price": 2.5, "colour": "red"}]),
+        // Whole prices this time: integers go into the FLOAT column.
+        json!([{"id": 4, "price": 3}]),
         json!([{"id": 3, "price": "cheap"}]),
     ]);
     let ws = Workspace::new();
@@ -398,7 +400,10 @@ fn a_new_column_is_added_and_a_changed_type_is_refused() {
     let rows = bigquery(&project, "SELECT id, colour FROM shop.items ORDER BY id");
     assert_eq!(rows[0]["colour"], Value::Null);
     assert_eq!(rows[1]["colour"], "red");
-    let run = run_on(&ws, &file, &project, 3, 1);
+    run_on(&ws, &file, &project, 3, 0);
+    let prices = bigquery(&project, "SELECT price FROM shop.items WHERE id = 4");
+    assert!(same(&prices[0]["price"], &json!("3")), "{prices:?}");
+    let run = run_on(&ws, &file, &project, 4, 1);
     let error = task_error(&run, "to_warehouse");
     assert_eq!(
         error,
@@ -407,7 +412,7 @@ fn a_new_column_is_added_and_a_changed_type_is_refused() {
              new table"
         )
     );
-    assert_eq!(ids(&project), [1, 2]);
+    assert_eq!(ids(&project), [1, 2, 4]);
 }
 
 #[test]

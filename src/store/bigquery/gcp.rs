@@ -143,6 +143,8 @@ pub async fn write(
     ensure_dataset(&mut api, project, &store.dataset).await?;
     let table = ensure_table(&mut api, project, store, writer, &fields).await?;
     let rows = conform(rows, &table)?;
+    // The rows' types after conforming: what the staging table and the load job declare.
+    let fields = schema_of(&rows.schema)?;
     if rows.rows() == 0 && store.write != WriteMode::Replace {
         written.requests = api.requests;
         return Ok(written);
