@@ -78,23 +78,17 @@ fn a_gcp_run_whose_alert_holds_sends_one_email_with_its_rows_using_the_key_from_
     assert_eq!(task(&receipt, "to_bigquery")["rows"], 168);
 }
 
-/// An items product on the gcp target whose extract sends `token` as a bearer token.
+/// An items product on the gcp target whose extract sends `token` as a bearer token, then stores
+/// the rows in `shop.items`, followed by `alert` (YAML list items).
 fn items_product(url: &str, token: &str, alert: &str) -> String {
-    format!(
-        r#"name: items_product
-retries: 1
-retry_delay_minutes: 0.0005
-tasks:
-  - id: extract_items
-    function: extract_http
-    params:
-      url: {url}/items
-      auth: {{ type: bearer, token: "{token}" }}
-  - id: to_warehouse
+    let tasks = format!(
+        "  - id: to_warehouse
     function: store_to_bigquery
     params: {{ dataset: shop, table: items, write: append }}
-{alert}"#
-    )
+{alert}"
+    );
+    let auth = format!("      auth: {{ type: bearer, token: \"{token}\" }}");
+    crate::run::items_product(url, 1, &auth, &tasks)
 }
 
 const ITEMS: &str = r#"[{"id": 1, "name": "<script>alert(1)</script>", "price": 2.5}]"#;

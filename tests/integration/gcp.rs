@@ -285,23 +285,16 @@ fn the_sales_product_stores_the_same_rows_as_on_the_local_target() {
 /// A product that extracts from `url` and stores the rows in `shop.items` with `write`, and in
 /// the Firestore collection `items` (ids from `id`, or generated when `key` is empty).
 fn items_product(url: &str, write: &str, method: &str, key: &str) -> String {
-    format!(
-        r#"name: items_product
-retries: 1
-retry_delay_minutes: 0.0005
-tasks:
-  - id: extract_items
-    function: extract_http
-    params:
-      url: {url}/items
-  - id: to_warehouse
+    let stores = format!(
+        "  - id: to_warehouse
     function: store_to_bigquery
     params: {{ dataset: shop, table: items, write: {write}, method: {method}, key: id }}
   - id: to_documents
     function: store_to_firestore
     params: {{ collection: items{key} }}
-"#
-    )
+"
+    );
+    crate::run::items_product(url, 1, "", &stores)
 }
 
 /// The gcp run of `file` for the tick at midnight of January `day`, 2025, expected to exit `code`.

@@ -82,12 +82,12 @@ pub fn task_error(run: &Run, id: &str) -> String {
         .to_owned()
 }
 
-/// A product that extracts from `url` with `params` (YAML lines indented for `params:`) and stores
-/// the rows in `shop.items` with `write`.
-fn product(url: &str, params: &str, write: &str) -> String {
+/// `items_product`: a task `extract_items` that extracts from `url`/items with `params` (YAML lines
+/// indented for `params:`), then `tasks` (YAML list items), retried `retries` times at once.
+pub fn items_product(url: &str, retries: u32, params: &str, tasks: &str) -> String {
     format!(
         r#"name: items_product
-retries: 2
+retries: {retries}
 retry_delay_minutes: 0.0005
 tasks:
   - id: extract_items
@@ -95,11 +95,17 @@ tasks:
     params:
       url: {url}/items
 {params}
-  - id: to_warehouse
-    function: store_to_bigquery
-    params: {{ dataset: shop, table: items, write: {write}, key: id }}
-"#
+{tasks}"#
     )
+}
+
+/// A product that extracts from `url` with `params` (YAML lines indented for `params:`) and stores
+/// the rows in `shop.items` with `write`.
+fn product(url: &str, params: &str, write: &str) -> String {
+    let store = format!(
+        "  - id: to_warehouse\n    function: store_to_bigquery\n    params: {{ dataset: shop, table: items, write: {write}, key: id }}\n"
+    );
+    items_product(url, 2, params, &store)
 }
 
 /// `count` records with ids from `first`.
