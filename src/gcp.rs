@@ -17,8 +17,6 @@ pub struct Cloud {
     credentials: Option<Arc<GoogleAuthHeaders>>,
     /// `host:port` of the BigQuery emulator, from `BIGQUERY_EMULATOR_HOST`.
     pub bigquery_emulator: Option<String>,
-    /// `host:port` of the Firestore emulator, from `FIRESTORE_EMULATOR_HOST`.
-    pub firestore_emulator: Option<String>,
     /// The project of each store task, by task id.
     projects: HashMap<String, String>,
 }
@@ -99,10 +97,10 @@ impl Cloud {
             credentials.headers().await.map_err(|e| no_credentials(e.to_string()))?;
             Some(Arc::new(credentials))
         };
+        // The firestore crate reads FIRESTORE_EMULATOR_HOST itself.
         Ok(Cloud {
             credentials,
             bigquery_emulator,
-            firestore_emulator,
             projects,
         })
     }
