@@ -52,7 +52,7 @@ impl Cloud {
     /// Resolves every store's project and, unless all services in use are emulated, checks that
     /// the Application Default Credentials give a token.
     pub async fn connect(product: &Product) -> Result<Cloud, CloudError> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::http::install_crypto();
         let bigquery_emulator = emulator("BIGQUERY_EMULATOR_HOST");
         let firestore_emulator = emulator("FIRESTORE_EMULATOR_HOST");
         let mut projects = HashMap::new();
@@ -122,6 +122,21 @@ impl Cloud {
             .ok_or("the credentials gave no authorization header")?;
         Ok(value.strip_prefix("Bearer ").unwrap_or(value).to_owned())
     }
+}
+
+/// gRPC codes worth another attempt: the service was unreachable, overloaded, or failed inside.
+pub fn retryable(code: firestore::gcloud_sdk::tonic::Code) -> bool {
+    use firestore::gcloud_sdk::tonic::Code;
+    matches!(
+        code,
+        Code::Cancelled
+            | Code::Unknown
+            | Code::DeadlineExceeded
+            | Code::ResourceExhausted
+            | Code::Aborted
+            | Code::Internal
+            | Code::Unavailable
+    )
 }
 
 /// The BigQuery client's view of [`Cloud::token`].

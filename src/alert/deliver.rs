@@ -60,7 +60,7 @@ pub async fn post(request: &Post<'_>, refusal: impl Fn(u16, &str) -> String) -> 
         if (200..300).contains(&status) {
             return Ok(());
         }
-        if matches!(status, 408 | 429) || status >= 500 {
+        if crate::http::transient_status(status) {
             last = format!("{} answered {status}: {}", request.service, text.trim());
             if let Some(wait) = wait {
                 delay = wait.min(Duration::from_secs(30));

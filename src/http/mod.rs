@@ -102,12 +102,17 @@ pub enum HttpError {
     Fixture(#[from] fixtures::FixtureError),
 }
 
+/// Whether an HTTP status is worth another attempt: 408, 429 or a server error.
+pub fn transient_status(status: u16) -> bool {
+    matches!(status, 408 | 429 | 500..=599)
+}
+
 impl HttpError {
     /// Worth another attempt: the network, a timeout, 408, 429 or a server error.
     pub fn is_transient(&self) -> bool {
         match self {
             HttpError::Connect { .. } | HttpError::Timeout { .. } | HttpError::Body { .. } => true,
-            HttpError::Status { status, .. } => matches!(status, 408 | 429 | 500..=599),
+            HttpError::Status { status, .. } => transient_status(*status),
             HttpError::Fixture(_) | HttpError::Request { .. } => false,
         }
     }
@@ -184,8 +189,13 @@ impl Transport {
     }
 }
 
-pub(crate) fn client() -> reqwest::Client {
+/// Makes ring the process's TLS crypto provider, once; every HTTP and gRPC client needs one.
+pub(crate) fn install_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+pub(crate) fn client() -> reqwest::Client {
+    install_crypto();
     // Credentials (an API key in any header) must not follow a redirect to another origin.
     let redirects = reqwest::redirect::Policy::custom(|attempt| {
         let crosses = attempt

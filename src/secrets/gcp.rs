@@ -27,7 +27,7 @@ pub struct SecretManager {
 
 impl SecretManager {
     pub async fn connect() -> Result<SecretManager, AccessError> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::http::install_crypto();
         let url = std::env::var(URL_VAR)
             .ok()
             .filter(|u| !u.trim().is_empty())
@@ -63,14 +63,7 @@ impl SecretManager {
                     ),
                     Code::Unauthenticated => ("the credentials were refused".to_owned(), false),
                     Code::FailedPrecondition => (format!("not readable: {}", status.message()), false),
-                    Code::Unavailable
-                    | Code::DeadlineExceeded
-                    | Code::ResourceExhausted
-                    | Code::Aborted
-                    | Code::Internal
-                    | Code::Unknown
-                    | Code::Cancelled => (format!("{:?}: {}", status.code(), status.message()), true),
-                    code => (format!("{code:?}: {}", status.message()), false),
+                    code => (format!("{code:?}: {}", status.message()), crate::gcp::retryable(code)),
                 };
                 AccessError {
                     message: format!("Secret Manager: {what}"),

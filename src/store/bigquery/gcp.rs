@@ -98,14 +98,9 @@ impl Api {
             .build_from_authenticator(Arc::new(Tokens(cloud.clone())))
             .await
             .map_err(|e| TaskError::permanent(format!("cannot set up the BigQuery client: {e}")))?;
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("dpf/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| TaskError::permanent(format!("cannot set up the BigQuery client: {e}")))?;
         Ok(Api {
             client,
-            http,
+            http: crate::http::client(),
             cloud: cloud.clone(),
             base,
             requests: 0,
@@ -805,7 +800,11 @@ async fn wait(api: &mut Api, project: &str, mut job: Job, cancel: &CancellationT
         let Some(reference) = &job.job_reference else {
             return Ok(job);
         };
-        let id = reference.job_id.clone().unwrap_or_default();
+        let Some(id) = reference.job_id.clone() else {
+            return Err(TaskError::transient(
+                "BigQuery answered with a running job without an id",
+            ));
+        };
         let location = reference.location.clone();
         tokio::select! {
             _ = cancel.cancelled() => return Err(TaskError::interrupted()),
@@ -992,7 +991,8 @@ fn transient_reason(reason: &str) -> bool {
 fn classify(what: &str, code: i64, reason: Option<&str>, message: &str) -> TaskError {
     let reason_text = reason.map(|r| format!(" {r}")).unwrap_or_default();
     let text = format!("{what}: BigQuery answered {code}{reason_text}: {message}");
-    if matches!(code, 408 | 429) || code >= 500 || reason.is_some_and(transient_reason) {
+    let status = u16::try_from(code).is_ok_and(crate::http::transient_status);
+    if status || reason.is_some_and(transient_reason) {
         TaskError::transient(text)
     } else {
         TaskError::permanent(text)

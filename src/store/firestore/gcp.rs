@@ -224,10 +224,9 @@ async fn batch_write(db: &FirestoreDb, database: &str, writes: Vec<Write>) -> Re
         .collect())
 }
 
-/// gRPC codes worth another attempt: cancelled, unknown, deadline exceeded, resource exhausted,
-/// aborted, internal, unavailable.
+/// Whether a write's status code is worth another attempt.
 fn retryable(code: i32) -> bool {
-    matches!(code, 1 | 2 | 4 | 8 | 10 | 13 | 14)
+    crate::gcp::retryable(firestore::gcloud_sdk::tonic::Code::from_i32(code))
 }
 
 fn code_name(code: i32) -> String {
@@ -236,7 +235,7 @@ fn code_name(code: i32) -> String {
 
 fn rpc_error(status: &firestore::gcloud_sdk::tonic::Status) -> TaskError {
     let text = format!("Firestore BatchWrite failed: {:?}: {}", status.code(), status.message());
-    if retryable(status.code() as i32) {
+    if crate::gcp::retryable(status.code()) {
         TaskError::transient(text)
     } else {
         TaskError::permanent(text)
