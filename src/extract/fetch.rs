@@ -31,6 +31,7 @@ struct Requests {
     credential_headers: Vec<String>,
     body: Option<String>,
     timeout: Duration,
+    max_response_mb: u64,
 }
 
 impl Requests {
@@ -101,6 +102,7 @@ impl Requests {
             query_key,
             body: params.body.as_ref().map(Value::to_string),
             timeout: Duration::from_secs_f64(params.timeout_seconds.max(0.001)),
+            max_response_mb: params.max_response_mb,
         })
     }
 
@@ -124,6 +126,7 @@ impl Requests {
                 .collect(),
             body: self.body.clone(),
             timeout: self.timeout,
+            max_response_mb: self.max_response_mb,
         }
     }
 }

@@ -36,10 +36,17 @@ pub struct ExtractHttp {
     /// Timeout of each request.
     #[serde(default = "default_timeout")]
     pub timeout_seconds: f64,
+    /// The most one response may hold once decoded, in megabytes: a larger one fails the task.
+    #[serde(default = "default_max_response_mb")]
+    pub max_response_mb: u64,
 }
 
 pub(crate) fn default_timeout() -> f64 {
     30.0
+}
+
+pub(crate) fn default_max_response_mb() -> u64 {
+    crate::http::DEFAULT_MAX_MB
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize)]

@@ -19,6 +19,9 @@ pub struct ExtractWeather {
     pub forecast_days: Option<u32>,
     #[serde(default = "super::http::default_timeout")]
     pub timeout_seconds: f64,
+    /// The most the response may hold once decoded, in megabytes.
+    #[serde(default = "super::http::default_max_response_mb")]
+    pub max_response_mb: u64,
 }
 
 impl ExtractWeather {
@@ -44,6 +47,7 @@ impl ExtractWeather {
             include: vec!["latitude".to_owned(), "longitude".to_owned()],
             pagination: None,
             timeout_seconds: self.timeout_seconds,
+            max_response_mb: self.max_response_mb,
         }
     }
 }

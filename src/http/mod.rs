@@ -1,6 +1,7 @@
 //! HTTP exchanges of a run: live over the network, live and recorded into fixtures, or replayed from
 //! fixtures with no network at all.
 
+mod body;
 pub mod fixtures;
 
 use std::collections::HashMap;
@@ -10,6 +11,7 @@ use std::time::Duration;
 use url::Url;
 
 use crate::secrets::Secrets;
+pub use body::{BodyError, DEFAULT_MAX_MB};
 pub use fixtures::{Exchange, Fixtures};
 
 /// One request, as the extract means it.
@@ -20,6 +22,8 @@ pub struct Request {
     pub headers: Vec<(String, String)>,
     pub body: Option<String>,
     pub timeout: Duration,
+    /// The most decoded bytes, in megabytes, one response may hold.
+    pub max_response_mb: u64,
 }
 
 impl Request {
@@ -91,6 +95,12 @@ pub enum HttpError {
         #[source]
         source: reqwest::Error,
     },
+    #[error("the response from {url} was refused")]
+    Refused {
+        url: String,
+        #[source]
+        source: BodyError,
+    },
     #[error("{url} answered HTTP {status}{excerpt}")]
     Status {
         url: String,
@@ -113,7 +123,7 @@ impl HttpError {
         match self {
             HttpError::Connect { .. } | HttpError::Timeout { .. } | HttpError::Body { .. } => true,
             HttpError::Status { status, .. } => transient_status(*status),
-            HttpError::Fixture(_) | HttpError::Request { .. } => false,
+            HttpError::Fixture(_) | HttpError::Request { .. } | HttpError::Refused { .. } => false,
         }
     }
 
@@ -210,6 +220,8 @@ pub(crate) fn client() -> reqwest::Client {
     });
     reqwest::Client::builder()
         .user_agent(concat!("dpf/", env!("CARGO_PKG_VERSION")))
+        // dpf decodes gzip itself, to bound what a response expands to (`body`).
+        .no_gzip()
         .redirect(redirects)
         .connect_timeout(Duration::from_secs(10))
         .build()
@@ -233,6 +245,13 @@ async fn live(
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body.clone());
     }
+    if !request
+        .headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("accept-encoding"))
+    {
+        builder = builder.header(reqwest::header::ACCEPT_ENCODING, "gzip");
+    }
     let timeout = |error: &reqwest::Error| error.is_timeout();
     let mut response = builder.send().await.map_err(|source| {
         if timeout(&source) {
@@ -249,9 +268,15 @@ async fn live(
         }
     })?;
     let status = response.status().as_u16();
+    let gzip = response
+        .headers()
+        .get(reqwest::header::CONTENT_ENCODING)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+    // The body is kept decoded: its encoding and length headers no longer describe it.
     let headers = response
         .headers()
         .iter()
+        .filter(|(n, _)| !gzip || (*n != reqwest::header::CONTENT_ENCODING && *n != reqwest::header::CONTENT_LENGTH))
         .map(|(n, v)| {
             (
                 n.as_str().to_owned(),
@@ -259,13 +284,13 @@ async fn live(
             )
         })
         .collect();
-    let mut body = Vec::with_capacity(response.content_length().unwrap_or(0) as usize);
+    let refused = |source| HttpError::Refused { url: shown(), source };
+    let expected = response.content_length().unwrap_or(0);
+    let mut body = body::Body::new(gzip, request.max_response_mb, expected as usize);
+    body.refuses(expected).map_err(refused)?;
     loop {
         match response.chunk().await {
-            Ok(Some(chunk)) => {
-                progress(chunk.len());
-                body.extend_from_slice(&chunk);
-            }
+            Ok(Some(chunk)) => progress(body.push(&chunk).map_err(refused)?),
             Ok(None) => break,
             Err(source) if timeout(&source) => {
                 return Err(HttpError::Timeout {
@@ -276,6 +301,7 @@ async fn live(
             Err(source) => return Err(HttpError::Body { url: shown(), source }),
         }
     }
+    let body = body.finish().map_err(refused)?;
     Ok(Response { status, headers, body })
 }
 
@@ -342,6 +368,7 @@ mod tests {
             headers: vec![("authorization".into(), "Bearer x".into())],
             body: None,
             timeout: Duration::from_secs(1),
+            max_response_mb: DEFAULT_MAX_MB,
         };
         let secrets = Secrets::new();
         assert_eq!(

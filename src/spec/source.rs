@@ -24,8 +24,13 @@ pub struct SourceFile {
 impl SourceFile {
     pub fn new(path: impl Into<PathBuf>, text: impl Into<String>) -> Self {
         let text = text.into();
+        // `\n`, `\r\n` and a lone `\r` each end a line, as in YAML.
+        let bytes = text.as_bytes();
         let line_starts = std::iter::once(0)
-            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .chain(bytes.iter().enumerate().filter_map(|(i, &byte)| {
+                let ends = byte == b'\n' || (byte == b'\r' && bytes.get(i + 1) != Some(&b'\n'));
+                ends.then_some(i + 1)
+            }))
             .collect();
         Self {
             path: path.into(),
@@ -106,5 +111,17 @@ mod tests {
         assert_eq!(file.offset(7, 0), 4);
         assert_eq!(file.offset(1, 99), 4);
         assert_eq!(file.line_column(99), LineColumn { line: 1, column: 5 });
+    }
+
+    #[test]
+    fn every_line_break_ends_a_line() {
+        let file = SourceFile::new("p.yaml", "a: 1\rb: 2\r\nc: 3\nd: 4");
+        assert_eq!(file.line_count(), 4);
+        assert_eq!(
+            (1..=4).map(|line| file.line_text(line)).collect::<Vec<_>>(),
+            ["a: 1", "b: 2", "c: 3", "d: 4"]
+        );
+        assert_eq!(file.line_column(file.offset(4, 3)), LineColumn { line: 4, column: 4 });
+        assert_eq!(file.line_column(5), LineColumn { line: 2, column: 1 });
     }
 }

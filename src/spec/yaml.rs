@@ -11,6 +11,8 @@ use crate::diagnostic::{Code, Diagnostic};
 
 /// Deeper nesting than this is refused: no product needs it, and it bounds recursion.
 const MAX_DEPTH: usize = 64;
+/// Nodes that aliases may add in all: a few aliases can otherwise stand for billions of nodes.
+const MAX_ALIASED_NODES: usize = 100_000;
 
 /// How a scalar was written, which decides how positions inside it map to the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +123,8 @@ pub fn load(source: &SourceFile) -> (Option<Document>, Vec<Diagnostic>) {
         events: Parser::new_from_str(source.text()),
         spans: SpanMap::default(),
         anchors: HashMap::new(),
+        nodes: 0,
+        aliased: 0,
         diagnostics: Vec::new(),
     };
     match loader.stream() {
@@ -142,7 +146,12 @@ struct Loader<'s> {
     source: &'s SourceFile,
     events: Parser<'s, saphyr_parser::StrInput<'s>>,
     spans: SpanMap,
-    anchors: HashMap<usize, Value>,
+    /// Each anchor's value and how many nodes it holds.
+    anchors: HashMap<usize, (Value, usize)>,
+    /// Nodes read so far, aliased ones included.
+    nodes: usize,
+    /// Nodes added by aliases so far.
+    aliased: usize,
     diagnostics: Vec<Diagnostic>,
 }
 
@@ -227,10 +236,12 @@ impl<'s> Loader<'s> {
                 format!("the YAML is nested more than {MAX_DEPTH} levels deep"),
             ));
         }
+        let first_node = self.nodes;
+        self.nodes += 1;
         let (value, style, span) = match event {
             Event::Scalar(text, style, anchor, tag) => {
                 let value = self.scalar(&text, style, tag.as_deref(), &span)?;
-                self.remember(anchor, &value);
+                self.remember(anchor, &value, first_node);
                 (value, scalar_style(style), span)
             }
             Event::SequenceStart(anchor, _) => {
@@ -244,17 +255,28 @@ impl<'s> Loader<'s> {
                     items.push(self.node(event, item_span, item_pointer, None, depth + 1)?);
                 };
                 let value = Value::Array(items);
-                self.remember(anchor, &value);
+                self.remember(anchor, &value, first_node);
                 (value, Style::Collection, span.start..end.max(span.end))
             }
             Event::MappingStart(anchor, _) => {
                 let (map, end) = self.mapping(&pointer, depth)?;
                 let value = Value::Object(map);
-                self.remember(anchor, &value);
+                self.remember(anchor, &value, first_node);
                 (value, Style::Collection, span.start..end.max(span.end))
             }
             Event::Alias(anchor) => {
-                let value = self.anchors.get(&anchor).cloned().unwrap_or(Value::Null);
+                let (value, nodes) = self.anchors.get(&anchor).cloned().unwrap_or((Value::Null, 1));
+                self.aliased += nodes;
+                self.nodes += nodes - 1;
+                if self.aliased > MAX_ALIASED_NODES {
+                    return Err(Diagnostic::new(
+                        Code::UnsupportedYaml,
+                        span,
+                        format!("aliases in this file stand for more than {MAX_ALIASED_NODES} values in all"),
+                    )
+                    .label("this alias passes the limit")
+                    .help("aliases that repeat aliases grow exponentially; write the values out or use fewer levels"));
+                }
                 (value, Style::Collection, span)
             }
             _ => {
@@ -310,9 +332,10 @@ impl<'s> Loader<'s> {
         }
     }
 
-    fn remember(&mut self, anchor: usize, value: &Value) {
+    /// Keeps the value of `anchor`, whose first node was node number `first_node`.
+    fn remember(&mut self, anchor: usize, value: &Value, first_node: usize) {
         if anchor > 0 {
-            self.anchors.insert(anchor, value.clone());
+            self.anchors.insert(anchor, (value.clone(), self.nodes - first_node));
         }
     }
 
@@ -492,6 +515,43 @@ mod tests {
         let (document, diagnostics, _) = load_str("a: &x {k: 1}\nb: *x\n");
         assert!(diagnostics.is_empty());
         assert_eq!(document.unwrap().value, json!({"a": {"k": 1}, "b": {"k": 1}}));
+    }
+
+    #[test]
+    fn an_alias_bomb_is_refused_at_the_alias_that_passes_the_limit() {
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for level in 1..=9 {
+            let previous = format!("*a{}", level - 1);
+            text.push_str(&format!("a{level}: &a{level} [{}]\n", vec![previous; 10].join(", ")));
+        }
+        let started = std::time::Instant::now();
+        let (document, diagnostics, source) = load_str(&text);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(document.is_none());
+        assert_eq!(diagnostics[0].code, Code::UnsupportedYaml);
+        assert!(
+            diagnostics[0].message.contains("more than 100000 values"),
+            "{:?}",
+            diagnostics[0]
+        );
+        let at = source.line_column(diagnostics[0].span.start);
+        assert_eq!(at.line, 5, "{at:?}");
+        // Aliases within the limit still copy their anchor.
+        let (document, diagnostics, _) = load_str(&text.lines().take(4).collect::<Vec<_>>().join("\n"));
+        assert!(diagnostics.is_empty(), "{diagnostics:?}");
+        assert_eq!(document.unwrap().value["a3"][9][9][9][9], "x");
+    }
+
+    #[test]
+    fn carriage_returns_alone_end_lines() {
+        let (_, diagnostics, source) = load_str("name: a\rowner: b\rname: c\r");
+        assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
+        let at = source.line_column(diagnostics[0].span.start);
+        assert_eq!((at.line, at.column), (3, 1));
     }
 
     #[test]

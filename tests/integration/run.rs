@@ -2,6 +2,7 @@
 //! alerts, record and replay, logs and exit codes.
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -464,11 +465,7 @@ fn csv_ndjson_and_gzip_bodies_become_rows() {
                 seen.header("accept-encoding").unwrap_or_default().contains("gzip"),
                 "{seen:?}"
             );
-            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-            std::io::Write::write_all(&mut encoder, Value::Array(records(1, 2)).to_string().as_bytes()).unwrap();
-            let mut reply = Reply::json("").header("Content-Encoding", "gzip");
-            reply.body = encoder.finish().unwrap();
-            reply
+            Reply::gzip(Value::Array(records(1, 2)).to_string().as_bytes())
         }
     });
     for (path, format) in [
@@ -485,6 +482,50 @@ fn csv_ndjson_and_gzip_bodies_become_rows() {
         assert_eq!(rows.len(), 2, "{format}");
         assert_eq!(rows[0]["id"], 1);
     }
+}
+
+#[test]
+fn bodies_past_the_size_limit_or_bombs_fail_at_once_and_keep_the_table() {
+    // 64 MiB of JSON whitespace in about 64 KB of gzip; an endless chunked stream; a long plain body.
+    let bomb = Reply::gzip(&[b"[".as_slice(), &vec![b' '; 64 << 20], b"]"].concat());
+    let bomb = Mutex::new(Some(bomb));
+    let server = Server::start(move |seen, _| match seen.path() {
+        "/ok" => Reply::json(Value::Array(records(1, 2)).to_string()),
+        "/bomb" => bomb.lock().unwrap().take().expect("the bomb is asked for once"),
+        "/endless" => Reply::endless("[{\"id\": 1},"),
+        _ => Reply::json(format!("[{}]", vec!["{\"id\": 1}"; 200_000].join(","))),
+    });
+    let ws = Workspace::new();
+    let run_at = |path: &str, params: &str, code: i32| {
+        let yaml = product(&server.url, params, "append").replace("/items\n", &format!("/{path}\n"));
+        ws.run(&ws.product("items_product", &yaml)).expect(code)
+    };
+    run_at("ok", "", 0);
+    let cases = [
+        ("bomb", "", "more than 250 times: a decompression bomb"),
+        (
+            "endless",
+            "      max_response_mb: 1",
+            "was refused: it holds more than 1 MB once decoded (`max_response_mb: 1`)",
+        ),
+        (
+            "long",
+            "      max_response_mb: 1",
+            "was refused: it holds more than 1 MB once decoded (`max_response_mb: 1`)",
+        ),
+    ];
+    for (path, params, expected) in cases {
+        let run = run_at(path, params, 1);
+        let error = task_error(&run, "extract_items");
+        assert!(error.starts_with("the response from http://127.0.0.1"), "{error}");
+        assert!(error.contains(expected), "{path}: {error}");
+        assert_eq!(
+            task(&receipt(&run), "extract_items")["error_kind"],
+            "permanent",
+            "{run}"
+        );
+    }
+    assert_eq!(ws.query("SELECT id FROM shop.items ORDER BY id").len(), 2);
 }
 
 fn two_runs(write: &str, second_ids: (usize, usize)) -> (Workspace, Vec<Value>) {

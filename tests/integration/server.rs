@@ -42,6 +42,8 @@ pub struct Reply {
     pub body: Vec<u8>,
     /// Waits this long before answering (to provoke timeouts).
     pub delay: Duration,
+    /// Sends the body again and again in chunks, until the client hangs up (or 60 s have passed).
+    pub endless: bool,
 }
 
 impl Reply {
@@ -55,6 +57,27 @@ impl Reply {
             headers: vec![("Content-Type".into(), content_type.into())],
             body: body.into().into_bytes(),
             delay: Duration::ZERO,
+            endless: false,
+        }
+    }
+
+    /// `body`, gzip-compressed, as `Content-Encoding: gzip` JSON.
+    pub fn gzip(body: &[u8]) -> Reply {
+        use flate2::write::GzEncoder;
+        let mut encoder = GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(body).unwrap();
+        Reply {
+            body: encoder.finish().unwrap(),
+            ..Reply::json("")
+        }
+        .header("Content-Encoding", "gzip")
+    }
+
+    /// A chunked body that repeats `piece` without end.
+    pub fn endless(piece: &str) -> Reply {
+        Reply {
+            endless: true,
+            ..Reply::json(piece)
         }
     }
 
@@ -153,16 +176,23 @@ fn serve(stream: TcpStream, handler: &Handler, log: &Mutex<Vec<Seen>>) {
         };
         let reply = handler(&seen, number);
         std::thread::sleep(reply.delay);
-        let mut head = format!(
-            "HTTP/1.1 {} Reply\r\nContent-Length: {}\r\n",
-            reply.status,
-            reply.body.len()
-        );
+        let length = match reply.endless {
+            true => "Transfer-Encoding: chunked".to_owned(),
+            false => format!("Content-Length: {}", reply.body.len()),
+        };
+        let mut head = format!("HTTP/1.1 {} Reply\r\n{length}\r\n", reply.status);
         for (name, value) in &reply.headers {
             head.push_str(&format!("{name}: {value}\r\n"));
         }
         head.push_str("\r\n");
         let mut stream = reader.get_ref();
+        if reply.endless {
+            let chunk = [format!("{:x}\r\n", reply.body.len()).as_bytes(), &reply.body, b"\r\n"].concat();
+            let _ = stream.write_all(head.as_bytes());
+            let until = std::time::Instant::now() + Duration::from_secs(60);
+            while std::time::Instant::now() < until && stream.write_all(&chunk).is_ok() {}
+            return;
+        }
         if stream
             .write_all(head.as_bytes())
             .and_then(|()| stream.write_all(&reply.body))
