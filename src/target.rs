@@ -1,6 +1,10 @@
 //! Where a product's stores and alerts write.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
+
+use crate::alert::Channel;
+use crate::spec::Call;
 
 /// The closed set of targets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
@@ -34,4 +38,169 @@ pub fn data_dir(explicit: Option<&Path>) -> PathBuf {
                 .map(PathBuf::from)
         })
         .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
+}
+
+/// Where a store or an alert writes, on either target: the one name that the plan, the receipt,
+/// the run summary and the logs all show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// A table of the local warehouse: its folder of Parquet versions.
+    Warehouse {
+        data_dir: PathBuf,
+        dataset: String,
+        table: String,
+    },
+    /// A collection of the local document store.
+    DocumentStore {
+        data_dir: PathBuf,
+        collection: String,
+    },
+    /// The local outbox folder, for one channel.
+    Outbox {
+        data_dir: PathBuf,
+        channel: Channel,
+    },
+    BigQuery {
+        project: String,
+        dataset: String,
+        table: String,
+    },
+    Firestore {
+        project: String,
+        collection: String,
+    },
+    /// SendGrid's v3 `mail/send` API.
+    SendGrid,
+    /// A Slack incoming webhook.
+    SlackWebhook,
+}
+
+impl Destination {
+    /// Where `call` writes on `target`, if it writes; `project` is the Google Cloud project the
+    /// store resolves to on the gcp target.
+    pub fn of(call: &Call, target: Target, data_dir: &Path, project: impl Fn(Option<&str>) -> String) -> Vec<Self> {
+        let data_dir = data_dir.to_path_buf();
+        match (call, target) {
+            (Call::StoreToBigquery(store), Target::Local) => vec![Destination::Warehouse {
+                data_dir,
+                dataset: store.dataset.clone(),
+                table: store.table.clone(),
+            }],
+            (Call::StoreToBigquery(store), Target::Gcp) => vec![Destination::BigQuery {
+                project: project(store.project.as_deref()),
+                dataset: store.dataset.clone(),
+                table: store.table.clone(),
+            }],
+            (Call::StoreToFirestore(store), Target::Local) => vec![Destination::DocumentStore {
+                data_dir,
+                collection: store.collection.clone(),
+            }],
+            (Call::StoreToFirestore(store), Target::Gcp) => vec![Destination::Firestore {
+                project: project(store.project.as_deref()),
+                collection: store.collection.clone(),
+            }],
+            (Call::SendAlerts(alert), target) => alert
+                .channels
+                .iter()
+                .map(|&channel| Destination::of_channel(channel, target, &data_dir))
+                .collect(),
+            (Call::ExtractHttp(_) | Call::ExtractWeather(_) | Call::TransformSql(_), _) => Vec::new(),
+        }
+    }
+
+    /// Where an alert's `channel` goes on `target`.
+    pub fn of_channel(channel: Channel, target: Target, data_dir: &Path) -> Self {
+        match (channel, target) {
+            (channel, Target::Local) => Destination::Outbox {
+                data_dir: data_dir.to_path_buf(),
+                channel,
+            },
+            (Channel::Email, Target::Gcp) => Destination::SendGrid,
+            (Channel::Slack, Target::Gcp) => Destination::SlackWebhook,
+        }
+    }
+}
+
+impl fmt::Display for Destination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Destination::Warehouse {
+                data_dir,
+                dataset,
+                table,
+            } => write!(f, "{}", warehouse_dir(data_dir).join(dataset).join(table).display()),
+            Destination::DocumentStore { data_dir, collection } => {
+                write!(f, "{} (collection {collection})", documents_path(data_dir).display())
+            }
+            Destination::Outbox { data_dir, channel } => {
+                let kind = match channel {
+                    Channel::Email => "e-mail",
+                    Channel::Slack => "Slack messages",
+                };
+                write!(f, "{} ({kind})", outbox_dir(data_dir).display())
+            }
+            Destination::BigQuery {
+                project,
+                dataset,
+                table,
+            } => write!(f, "bigquery:{project}.{dataset}.{table}"),
+            Destination::Firestore { project, collection } => {
+                write!(
+                    f,
+                    "firestore:projects/{project}/databases/(default)/documents/{collection}"
+                )
+            }
+            Destination::SendGrid => f.write_str("sendgrid:v3/mail/send"),
+            Destination::SlackWebhook => f.write_str("slack:webhook"),
+        }
+    }
+}
+
+/// `<data-dir>/warehouse`: the local target's BigQuery.
+pub fn warehouse_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("warehouse")
+}
+
+/// `<data-dir>/firestore.db`: the local target's Firestore.
+pub fn documents_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("firestore.db")
+}
+
+/// `<data-dir>/outbox`: where the local target's alerts go.
+pub fn outbox_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("outbox")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations_read_as_their_service_names_them() {
+        let shown = |d: Destination| d.to_string();
+        let data_dir = PathBuf::from(".dpf");
+        assert_eq!(
+            shown(Destination::Warehouse {
+                data_dir: data_dir.clone(),
+                dataset: "d".into(),
+                table: "t".into()
+            }),
+            ".dpf/warehouse/d/t"
+        );
+        assert_eq!(
+            shown(Destination::Firestore {
+                project: "p".into(),
+                collection: "c".into()
+            }),
+            "firestore:projects/p/databases/(default)/documents/c"
+        );
+        assert_eq!(
+            shown(Destination::of_channel(Channel::Email, Target::Local, &data_dir)),
+            ".dpf/outbox (e-mail)"
+        );
+        assert_eq!(
+            shown(Destination::of_channel(Channel::Email, Target::Gcp, &data_dir)),
+            "sendgrid:v3/mail/send"
+        );
+    }
 }

@@ -28,11 +28,6 @@ pub enum OutboxError {
     },
 }
 
-/// `<data-dir>/outbox`
-pub fn dir(data_dir: &Path) -> PathBuf {
-    data_dir.join("outbox")
-}
-
 fn mailbox(address: &str) -> Result<Mailbox, OutboxError> {
     address.parse().map_err(|source| OutboxError::Address {
         address: address.to_owned(),

@@ -12,10 +12,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::alert::Channel;
 use crate::spec::reference::{Reference, references};
 use crate::spec::{Call, Function, Product, Role};
-use crate::target::{self, Target};
+use crate::target::{self, Destination, Target};
 use graph::{Edge, Graph, Node};
 
 pub use text::render as render_text;
@@ -262,43 +261,16 @@ fn source(call: &Call) -> Option<String> {
 }
 
 fn destination(call: &Call, context: &Context<'_>) -> Option<String> {
-    let data_dir = context.data_dir.display();
-    let gcp_project = |explicit: Option<&str>| {
+    let project = |explicit: Option<&str>| {
         target::gcp_project(explicit).unwrap_or_else(|| "<project from credentials>".to_owned())
     };
-    Some(match (call, context.target) {
-        (Call::StoreToBigquery(bq), Target::Local) => format!("{data_dir}/warehouse/{}/{}/", bq.dataset, bq.table),
-        (Call::StoreToBigquery(bq), Target::Gcp) => {
-            format!(
-                "bigquery:{}.{}.{}",
-                gcp_project(bq.project.as_deref()),
-                bq.dataset,
-                bq.table
-            )
-        }
-        (Call::StoreToFirestore(fs), Target::Local) => {
-            format!("{data_dir}/firestore.db (collection {})", fs.collection)
-        }
-        (Call::StoreToFirestore(fs), Target::Gcp) => format!(
-            "firestore:projects/{}/databases/(default)/documents/{}",
-            gcp_project(fs.project.as_deref()),
-            fs.collection
-        ),
-        (Call::SendAlerts(alert), target) => {
-            let mut parts = Vec::new();
-            for channel in &alert.channels {
-                parts.push(match (channel, target) {
-                    (Channel::Email, Target::Local) => {
-                        format!("{data_dir}/outbox/ (e-mail to {})", alert.recipient.join(", "))
-                    }
-                    (Channel::Email, Target::Gcp) => format!("sendgrid:{}", alert.recipient.join(",")),
-                    (Channel::Slack, Target::Local) => format!("{data_dir}/outbox/ (Slack message)"),
-                    (Channel::Slack, Target::Gcp) => "slack:webhook".to_owned(),
-                });
-            }
-            parts.join("; ")
-        }
-        _ => return None,
+    let destinations = Destination::of(call, context.target, context.data_dir, project);
+    (!destinations.is_empty()).then(|| {
+        destinations
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
     })
 }
 

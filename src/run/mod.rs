@@ -29,7 +29,7 @@ use crate::spec::SourceFile;
 use crate::spec::{Call, Product};
 use crate::store::local::{documents, warehouse};
 use crate::table::{Cell, RowsBuilder, Table};
-use crate::target::Target;
+use crate::target::{Destination, Target};
 pub use error::{ErrorKind, TaskError};
 use log::{Log, LogFormat};
 use receipt::{AlertReceipt, Receipt, RunStatus, TaskReceipt, TaskStatus, Trigger};
@@ -551,22 +551,22 @@ async fn run_other(
             Ok(Done {
                 rows: Some(written.rows as u64),
                 bytes: Some(written.bytes),
-                destinations: vec![written.path.display().to_string()],
+                destinations: destinations(call, env, ""),
                 ..Done::default()
             })
         }
         (Call::StoreToFirestore(store), Target::Local) => {
             let (_, rows) = input()?;
             let path = crate::store::local::documents_path(&env.data_dir);
-            let destination = format!("{} (collection {})", path.display(), store.collection);
             let (store, rows, seed) = (store.clone(), rows.clone(), format!("{}/{}", env.run_id, task.id));
             let written = blocking(move |stop| {
                 documents::write(&path, &store.collection, &store.key, store.merge, &seed, &rows, stop)
             })
             .await?;
+            repeated_keys(task, written.repeated);
             Ok(Done {
-                rows: Some(written as u64),
-                destinations: vec![destination],
+                rows: Some(written.documents as u64),
+                destinations: destinations(call, env, ""),
                 ..Done::default()
             })
         }
@@ -579,29 +579,28 @@ async fn run_other(
                 cancel: &env.cancel,
             };
             let written = crate::store::bigquery::gcp::write(cloud, project, store, &writer, rows).await?;
+            let destinations = destinations(call, env, project);
+            let destination = destinations.join("; ");
             if let Some(job) = &written.already_loaded {
                 env.log.info(
                     Some(task.id),
                     None,
-                    format!(
-                        "already loaded into {} by job {job}; nothing to do",
-                        written.destination
-                    ),
+                    format!("already loaded into {destination} by job {job}; nothing to do"),
                 );
             } else {
                 env.log.info(
                     Some(task.id),
                     None,
                     format!(
-                        "{} rows ({} bytes) into {} with {} load job(s), {} requests",
-                        written.rows, written.bytes, written.destination, written.load_jobs, written.requests
+                        "{} rows ({} bytes) into {destination} with {} load job(s), {} requests",
+                        written.rows, written.bytes, written.load_jobs, written.requests
                     ),
                 );
             }
             Ok(Done {
                 rows: Some(written.rows),
                 bytes: Some(written.bytes),
-                destinations: vec![format!("bigquery:{}", written.destination)],
+                destinations,
                 ..Done::default()
             })
         }
@@ -610,23 +609,49 @@ async fn run_other(
             let (_, project) = cloud(task)?;
             let seed = format!("{}/{}", env.run_id, task.id);
             let written = crate::store::firestore::gcp::write(project, store, &seed, rows, &env.cancel).await?;
+            let destinations = destinations(call, env, project);
             env.log.info(
                 Some(task.id),
                 None,
                 format!(
                     "{} documents into {} with {} BatchWrite requests",
-                    written.documents, written.destination, written.requests
+                    written.documents,
+                    destinations.join("; "),
+                    written.requests
                 ),
             );
+            repeated_keys(task, written.repeated);
             Ok(Done {
                 rows: Some(written.documents),
-                destinations: vec![written.destination],
+                destinations,
                 ..Done::default()
             })
         }
         // E-mail and Slack go to the outbox on both targets until SendGrid and Slack delivery land.
         (Call::SendAlerts(alert), _) => send_alert(task, alert, step, tables, so_far).await,
         (Call::ExtractHttp(_) | Call::ExtractWeather(_), _) => unreachable!("extracts run through extract()"),
+    }
+}
+
+/// Where `call` writes, named as the plan names it; `project` is the Google Cloud project the
+/// run resolved for it (unused on the local target).
+fn destinations(call: &Call, env: &Env, project: &str) -> Vec<String> {
+    Destination::of(call, env.target, &env.data_dir, |_| project.to_owned())
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+/// Warns that `repeated` rows shared a document id with an earlier row of the write.
+fn repeated_keys(task: &Task<'_>, repeated: usize) {
+    if repeated > 0 {
+        task.env.log.warn(
+            Some(task.id),
+            None,
+            format!(
+                "{repeated} row(s) had the key of an earlier row; each key is one document, holding the last of its rows"
+            ),
+        );
     }
 }
 
@@ -795,7 +820,7 @@ async fn deliver(
     let to = resolve_all(recipients)?;
     let cc = resolve_all(&alert.cc)?;
     let from = alert.from.as_deref().map(resolve).transpose()?;
-    let dir = outbox::dir(&env.data_dir);
+    let dir = crate::target::outbox_dir(&env.data_dir);
     let mut sent = Vec::new();
     // On failure, the recipients are told by e-mail only.
     let channels = match trigger {
@@ -803,15 +828,16 @@ async fn deliver(
         _ => alert.channels.clone(),
     };
     for channel in channels {
-        let (name, destination) = match (channel, env.target) {
+        let destination = Destination::of_channel(channel, env.target, &env.data_dir);
+        let file = match (channel, env.target) {
             (Channel::Email, Target::Local) => {
                 let path = outbox::email(&dir, &env.product, task, from.as_deref(), &to, &cc, message)
                     .map_err(|e| TaskError::caused(&e))?;
-                ("email", path.display().to_string())
+                Some(path)
             }
             (Channel::Slack, Target::Local) => {
                 let path = outbox::slack(&dir, &env.product, task, message).map_err(|e| TaskError::caused(&e))?;
-                ("slack", path.display().to_string())
+                Some(path)
             }
             (Channel::Email, Target::Gcp) => {
                 let key = resolve(alert.sendgrid_key())?;
@@ -825,7 +851,7 @@ async fn deliver(
                     task,
                 };
                 crate::alert::sendgrid::send(&key, &email).await?;
-                ("email", "sendgrid:v3/mail/send".to_owned())
+                None
             }
             (Channel::Slack, Target::Gcp) => {
                 let webhook = alert
@@ -833,29 +859,32 @@ async fn deliver(
                     .as_deref()
                     .ok_or_else(|| TaskError::permanent("`channels` has slack but there is no `slack_webhook`"))?;
                 crate::alert::slack::send(&resolve(webhook)?, message).await?;
-                ("slack", "slack:webhook".to_owned())
+                None
             }
         };
-        let shown = match name {
-            "slack" => "Slack".to_owned(),
-            _ => to.join(", "),
+        let shown = match channel {
+            Channel::Slack => "Slack".to_owned(),
+            Channel::Email => to.join(", "),
         };
+        let file = file.map(|path| path.display().to_string());
+        let at = file.as_deref().map(|file| format!(" ({file})")).unwrap_or_default();
         env.log.info(
             Some(task),
             None,
             env.secrets.redact(&format!(
-                "alert \"{}\" to {shown} sent to {destination}",
+                "alert \"{}\" to {shown} sent to {destination}{at}",
                 message.subject
             )),
         );
         sent.push(AlertReceipt {
             task: task.to_owned(),
             trigger,
-            channel: name.to_owned(),
+            channel,
             recipients: to.iter().map(|r| env.secrets.redact(r)).collect(),
             subject: message.subject.clone(),
             rows: rows as u64,
-            destination,
+            destination: destination.to_string(),
+            file,
         });
     }
     Ok(sent)

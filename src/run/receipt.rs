@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+use crate::alert::Channel;
+
 use super::ErrorKind;
 use crate::target::Target;
 
@@ -106,12 +108,15 @@ pub enum Trigger {
 pub struct AlertReceipt {
     pub task: String,
     pub trigger: Trigger,
-    pub channel: String,
+    pub channel: Channel,
     pub recipients: Vec<String>,
     pub subject: String,
     pub rows: u64,
-    /// Where the message went (an `.eml` file on the local target).
+    /// Where the message went, named as the plan names it.
     pub destination: String,
+    /// The message's file in the outbox, on the local target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
 }
 
 /// `1.2 MB`-style sizes for people.
@@ -185,7 +190,7 @@ impl Receipt {
                     Trigger::Failure => "run failed",
                 },
                 alert.recipients.join(", "),
-                alert.destination
+                alert.file.as_ref().unwrap_or(&alert.destination)
             ));
         }
         out

@@ -541,3 +541,137 @@ tasks:
     assert_eq!(table["clustering"], json!({"fields": ["region", "id"]}), "{table}");
     assert_eq!(ids_in(&project, "shop.sales"), [1]);
 }
+
+#[test]
+fn keys_that_look_alike_are_distinct_documents_on_both_targets() {
+    // Under a plain `|` join, rows 0 and 1, 2 and 3, 4 and 5 would each share a document.
+    let long = "k".repeat(2000);
+    let rows = json!([
+        {"a": "a|b", "b": "c", "v": 0},
+        {"a": "a", "b": "b|c", "v": 1},
+        {"a": null, "b": "n", "v": 2},
+        {"a": "null", "b": "n", "v": 3},
+        {"a": long, "b": "1", "v": 4},
+        {"a": long, "b": "2", "v": 5},
+        {"a": "..", "b": "/", "v": 6},
+        {"a": "a", "b": "b|c", "v": 7},
+    ]);
+    let server = serve(vec![rows]);
+    let stores =
+        "  - id: to_documents\n    function: store_to_firestore\n    params: { collection: items, key: [a, b] }\n";
+    let ws = Workspace::new();
+    let file = ws.product("items_product", &crate::run::items_product(&server.url, 1, "", stores));
+    let check = |run: &crate::util::Run| {
+        assert_eq!(task(&receipt(run), "to_documents")["rows"], 7, "{run}");
+        assert!(run.stderr.contains("1 row(s) had the key of an earlier row"), "{run}");
+    };
+    check(&ws.run(&file).expect(0));
+    let sqlite = rusqlite::Connection::open(ws.data().join("firestore.db")).unwrap();
+    let local: BTreeMap<String, Value> = sqlite
+        .prepare("SELECT id, fields FROM documents WHERE collection = 'items'")
+        .unwrap()
+        .query_map([], |row| {
+            let fields: String = row.get(1)?;
+            Ok((row.get(0)?, serde_json::from_str(&fields).unwrap()))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let mut values: Vec<i64> = local.values().map(|fields| fields["v"].as_i64().unwrap()).collect();
+    values.sort_unstable();
+    // The repeated key holds its last row.
+    assert_eq!(values, [0, 2, 3, 4, 5, 6, 7]);
+    assert!(
+        local.contains_key("a%7Cb|c") && local.contains_key("a|b%7Cc"),
+        "{local:?}"
+    );
+    assert!(
+        local.contains_key("null|n") && local.contains_key("%6Eull|n"),
+        "{local:?}"
+    );
+    assert!(local.keys().all(|id| id.len() <= 1500), "{local:?}");
+
+    let project = new_project("lookalike");
+    check(&gcp(ws.run(&file), &project).expect(0));
+    let remote = documents(&project, "items");
+    assert_eq!(remote.keys().collect::<Vec<_>>(), local.keys().collect::<Vec<_>>());
+    for (id, fields) in &local {
+        assert_eq!(
+            remote[id]["v"],
+            json!({"integerValue": fields["v"].to_string()}),
+            "{id}"
+        );
+    }
+}
+
+#[test]
+fn plan_receipt_summary_and_logs_name_each_destination_alike() {
+    let server = serve(vec![items(0, 3)]);
+    let tasks = "  - id: to_warehouse
+    function: store_to_bigquery
+    params: { dataset: shop, table: items, write: merge, key: id }
+  - id: to_documents
+    function: store_to_firestore
+    params: { collection: items, key: id }
+  - id: notify
+    function: send_alerts
+    params: { recipient: ops@example.com }
+";
+    let ws = Workspace::new();
+    let file = ws.product("items_product", &crate::run::items_product(&server.url, 1, "", tasks));
+    let project = new_project("destinations");
+    for remote in [false, true] {
+        let on_target = |command: Dpf| if remote { gcp(command, &project) } else { command };
+        let data_dir = ws.data();
+        let plan = on_target(dpf().current_dir(ws.path()).args([
+            "plan".as_ref(),
+            file.as_os_str(),
+            "--format".as_ref(),
+            "json".as_ref(),
+            "--data-dir".as_ref(),
+            data_dir.as_os_str(),
+        ]))
+        .expect(0);
+        let plan: Value = serde_json::from_str(&plan.stdout).unwrap();
+        let planned = |id: &str| {
+            plan["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["id"] == id)
+                .unwrap()["destination"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        let run = on_target(ws.run(&file)).expect(0);
+        let json = receipt(&run);
+        let human = on_target(dpf().current_dir(ws.path()).args([
+            "run".as_ref(),
+            file.as_os_str(),
+            "--data-dir".as_ref(),
+            data_dir.as_os_str(),
+            "--log-format".as_ref(),
+            "off".as_ref(),
+        ]))
+        .expect(0);
+        for store in ["to_warehouse", "to_documents"] {
+            let destination = planned(store);
+            assert_eq!(task(&json, store)["destinations"], json!([destination]), "{run}");
+            assert!(
+                human.stdout.contains(&format!("→ {destination}")),
+                "{destination}\n{human}"
+            );
+            if remote {
+                assert!(
+                    run.stderr.contains(&format!("into {destination} ")),
+                    "{destination}\n{run}"
+                );
+            }
+        }
+        let alert = &json["alerts"][0];
+        assert_eq!(alert["destination"], planned("notify"), "{run}");
+        assert!(run.stderr.contains(&format!("sent to {}", planned("notify"))), "{run}");
+        assert_eq!(alert["file"].is_string(), !remote, "{alert}");
+    }
+}

@@ -92,7 +92,7 @@ fn local_data_dir_comes_from_the_environment() {
         .expect(0);
     assert!(
         run.stdout
-            .contains("/var/lib/dpf/warehouse/weather_data/weather_records/"),
+            .contains("\"/var/lib/dpf/warehouse/weather_data/weather_records\""),
         "{run}"
     );
 }

@@ -55,7 +55,6 @@ pub struct Written {
     pub requests: u64,
     /// Load jobs started.
     pub load_jobs: u64,
-    pub destination: String,
     /// The id of the job that had already committed these rows, when this run found one.
     pub already_loaded: Option<String>,
 }
@@ -116,11 +115,7 @@ pub async fn write(
     writer: &Writer<'_>,
     rows: &Table,
 ) -> Result<Written, TaskError> {
-    let destination = format!("{project}.{}.{}", store.dataset, store.table);
-    let mut written = Written {
-        destination: destination.clone(),
-        ..Written::default()
-    };
+    let mut written = Written::default();
     if rows.schema.fields().is_empty() {
         // An empty response has no columns: there is nothing to add, replace or merge.
         return Ok(written);

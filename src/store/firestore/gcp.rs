@@ -23,7 +23,7 @@ use firestore::{FirestoreDb, FirestoreDbOptions};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::{StoreToFirestore, document_ids};
+use super::{Documents, StoreToFirestore};
 use crate::run::error::TaskError;
 use crate::table::Table;
 
@@ -38,9 +38,10 @@ const WRITE_ATTEMPTS: usize = 4;
 #[derive(Debug, Default)]
 pub struct Written {
     pub documents: u64,
+    /// Rows whose key an earlier row of the write already had.
+    pub repeated: usize,
     /// `BatchWrite` requests sent, retries included.
     pub requests: u64,
-    pub destination: String,
 }
 
 /// Writes one document per row of `rows` into `store.collection` of `project`. `seed` (the run and
@@ -52,45 +53,18 @@ pub async fn write(
     rows: &Table,
     cancel: &CancellationToken,
 ) -> Result<Written, TaskError> {
-    for column in &store.key {
-        if rows.schema.field_with_name(column).is_err() {
-            return Err(TaskError::permanent(format!(
-                "key column `{column}` is not a column of the rows; they have: {}",
-                rows.column_names().join(", ")
-            )));
-        }
-    }
-    if rows.rows() == 0 {
-        return Ok(Written {
-            destination: format!(
-                "firestore://projects/{project}/databases/(default)/documents/{}",
-                store.collection
-            ),
-            ..Written::default()
-        });
+    let named = Documents::of(&store.key, seed, rows).map_err(|e| TaskError::permanent(e.to_string()))?;
+    if named.rows.is_empty() {
+        return Ok(Written::default());
     }
     let db = FirestoreDb::with_options(FirestoreDbOptions::new(project.to_owned()))
         .await
         .map_err(|e| TaskError::transient(format!("cannot connect to Firestore: {e}")))?;
     let parent = format!("{}/{}", db.get_documents_path(), store.collection);
-    // One write per document: a later row with the same id replaces an earlier one, as on the local
-    // target (Firestore refuses two writes to one document in a request). Only the ids are held for
-    // all rows; the writes are built a request at a time, as the requests go out.
-    let mut order: Vec<(usize, usize, String)> = Vec::with_capacity(rows.rows());
-    let mut position: HashMap<String, usize> = HashMap::new();
-    for (b, batch) in rows.batches.iter().enumerate() {
-        let ids = document_ids(&store.key, seed, order.len(), batch).map_err(TaskError::permanent)?;
-        for (row, id) in ids.into_iter().enumerate() {
-            match position.get(&id) {
-                Some(&at) => order[at] = (b, row, id),
-                None => {
-                    position.insert(id.clone(), order.len());
-                    order.push((b, row, id));
-                }
-            }
-        }
-    }
-    drop(position);
+    // One write per document (Firestore refuses two writes to one document in a request): rows that
+    // share a key are one document, the last of them, as on the local target. The writes are built a
+    // request at a time, as the requests go out.
+    let Documents { rows: order, repeated } = named;
     let documents = order.len() as u64;
     let build = |slice: &[(usize, usize, String)]| -> Result<Vec<Write>, TaskError> {
         slice
@@ -178,8 +152,8 @@ pub async fn write(
     }
     Ok(Written {
         documents,
+        repeated,
         requests,
-        destination: format!("firestore://{parent}"),
     })
 }
 

@@ -6,7 +6,7 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio_util::sync::CancellationToken;
 
-use crate::store::firestore::document_ids;
+use crate::store::firestore::{Documents, IdError};
 use crate::table::Table;
 
 #[derive(Debug, thiserror::Error)]
@@ -19,8 +19,8 @@ pub enum DocumentError {
     },
     #[error("cannot turn the rows into documents: {0}")]
     Encode(String),
-    #[error("key column `{column}` is not a column of the rows; they have: {columns}")]
-    MissingKey { column: String, columns: String },
+    #[error(transparent)]
+    Id(#[from] IdError),
     #[error("stopped before committing; the document store is unchanged")]
     Stopped,
 }
@@ -55,8 +55,9 @@ pub fn open(path: &Path) -> Result<Connection, DocumentError> {
 
 /// Upserts one document per row into `collection`; with `merge`, only the written fields change (a
 /// null is written as null, as Firestore does). Rows without key columns get ids from `seed` and
-/// their position (see [`generated_id`](crate::store::firestore::generated_id)). One transaction:
-/// if `stop` is cancelled before the commit, nothing is written. Returns the number of documents written.
+/// their position (see [`generated_id`](crate::store::firestore::generated_id)); rows that share a
+/// key are one document, the last of them. One transaction: if `stop` is cancelled before the
+/// commit, nothing is written.
 pub fn write(
     path: &Path,
     collection: &str,
@@ -65,19 +66,16 @@ pub fn write(
     seed: &str,
     rows: &Table,
     stop: &CancellationToken,
-) -> Result<usize, DocumentError> {
-    if rows.rows() == 0 {
-        return Ok(0);
+) -> Result<Written, DocumentError> {
+    let named = Documents::of(key, seed, rows)?;
+    let written = Written {
+        documents: named.rows.len(),
+        repeated: named.repeated,
+    };
+    if named.rows.is_empty() {
+        return Ok(written);
     }
-    for column in key {
-        if rows.schema.field_with_name(column).is_err() {
-            return Err(DocumentError::MissingKey {
-                column: column.clone(),
-                columns: rows.column_names().join(", "),
-            });
-        }
-    }
-    let documents = documents(key, seed, rows)?;
+    let documents = documents(&named, rows)?;
     let sqlite = |source| DocumentError::Sqlite {
         path: path.display().to_string(),
         source,
@@ -116,7 +114,15 @@ pub fn write(
         return Err(DocumentError::Stopped);
     }
     transaction.commit().map_err(sqlite)?;
-    Ok(documents.len())
+    Ok(written)
+}
+
+/// What a write did.
+#[derive(Debug)]
+pub struct Written {
+    pub documents: usize,
+    /// Rows whose key an earlier row of the write already had.
+    pub repeated: usize,
 }
 
 /// `old` with the fields of `new` set over it.
@@ -130,13 +136,19 @@ fn merged(old: &str, new: &str) -> Result<String, DocumentError> {
     Ok(serde_json::Value::Object(fields).to_string())
 }
 
-/// (document id, fields as JSON) per row.
-fn documents(key: &[String], seed: &str, rows: &Table) -> Result<Vec<(String, String)>, DocumentError> {
-    let mut out = Vec::with_capacity(rows.rows());
-    for batch in &rows.batches {
-        let json = crate::table::json_lines(batch).map_err(|e| DocumentError::Encode(e.to_string()))?;
-        let ids = document_ids(key, seed, out.len(), batch).map_err(DocumentError::Encode)?;
-        out.extend(ids.into_iter().zip(json.lines().map(str::to_owned)));
-    }
-    Ok(out)
+/// (document id, fields as JSON) per document.
+fn documents(named: &Documents, rows: &Table) -> Result<Vec<(String, String)>, DocumentError> {
+    let mut json = rows
+        .batches
+        .iter()
+        .map(|batch| {
+            let lines = crate::table::json_lines(batch).map_err(|e| DocumentError::Encode(e.to_string()))?;
+            Ok(lines.lines().map(str::to_owned).collect::<Vec<_>>())
+        })
+        .collect::<Result<Vec<_>, DocumentError>>()?;
+    Ok(named
+        .rows
+        .iter()
+        .map(|(b, row, id)| (id.clone(), std::mem::take(&mut json[*b][*row])))
+        .collect())
 }

@@ -4,14 +4,4 @@
 pub mod documents;
 pub mod warehouse;
 
-use std::path::{Path, PathBuf};
-
-/// `<data-dir>/warehouse`
-pub fn warehouse_dir(data_dir: &Path) -> PathBuf {
-    data_dir.join("warehouse")
-}
-
-/// `<data-dir>/firestore.db`
-pub fn documents_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("firestore.db")
-}
+pub use crate::target::{documents_path, warehouse_dir};
