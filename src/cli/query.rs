@@ -8,6 +8,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::catalog::MemorySchemaProvider;
 use datafusion::error::DataFusionError;
+use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use datafusion::sql::TableReference;
 
@@ -64,6 +65,11 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         Err(error) => {
             let (message, _) = crate::transform::sql::explain(&error, &args.sql);
             eprintln!("error: {message}");
+            if message.contains("not supported") {
+                eprintln!(
+                    "  dpf query only reads the warehouse: SELECT, WITH, EXPLAIN; products write through dpf run"
+                );
+            }
             if matches!(error.find_root(), DataFusionError::Plan(_) | DataFusionError::SQL(..))
                 && message.contains("not found")
             {
@@ -87,8 +93,14 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     Ok(Exit::Success)
 }
 
+/// Runs `sql` read-only: `dpf query` reads the warehouse and never writes (no `COPY … TO`, no
+/// `CREATE`, no `INSERT`, no `SET`).
 async fn collect(session: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, DataFusionError> {
-    session.sql(sql).await?.collect().await
+    let read_only = SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false);
+    session.sql_with_options(sql, read_only).await?.collect().await
 }
 
 fn render(batches: &[RecordBatch], format: Format) -> anyhow::Result<String> {

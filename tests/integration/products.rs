@@ -71,6 +71,21 @@ fn the_sales_product_pages_through_its_fixtures_and_alerts() {
         .args([ws.data()])
         .expect(0);
     assert_eq!(csv.stdout, "region,days\namer,3\napac,3\nemea,3\nlatam,3\n");
+    // Query only reads: statements that would write anywhere are refused, and nothing is written.
+    let elsewhere = ws.path().join("copied.csv");
+    for sql in [
+        format!("COPY (SELECT * FROM sales.orders) TO '{}'", elsewhere.display()),
+        "CREATE TABLE t AS SELECT 1".to_owned(),
+        "INSERT INTO sales.orders SELECT * FROM sales.orders".to_owned(),
+        "SET datafusion.execution.batch_size = 1".to_owned(),
+    ] {
+        let run = dpf().args(["query", &sql, "--data-dir"]).args([ws.data()]).expect(2);
+        assert!(
+            run.stderr.contains("dpf query only reads the warehouse"),
+            "{sql}\n{run}"
+        );
+    }
+    assert!(!elsewhere.exists());
 }
 
 #[test]

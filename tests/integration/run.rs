@@ -823,6 +823,51 @@ fn a_run_killed_at_any_moment_leaves_a_whole_table() {
 }
 
 #[test]
+fn a_write_that_fails_on_a_full_disk_leaves_no_partial_version() {
+    let server = Server::start(|_, number| Reply::json(Value::Array(records(number * 100_000, 30_000)).to_string()));
+    let ws = Workspace::new();
+    let file = ws.product("items_product", &product(&server.url, "", "replace"));
+    ws.run(&file).expect(0);
+    let versions = ws.data().join("warehouse/shop/.versions/items");
+    let listed = || {
+        let mut names: Vec<String> = std::fs::read_dir(&versions)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with('v'))
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(listed(), ["v000001"]);
+    // A file-size limit stands in for a full disk: writes past 64 KB fail with EFBIG.
+    for _ in 0..2 {
+        let output = std::process::Command::new("sh")
+            .args(["-c", "trap '' XFSZ; ulimit -f 64; exec \"$0\" \"$@\""])
+            .arg(env!("CARGO_BIN_EXE_dpf"))
+            .args([
+                "run".as_ref(),
+                file.as_os_str(),
+                "--data-dir".as_ref(),
+                ws.data().as_os_str(),
+            ])
+            .args(["--format", "json", "--log-format", "off"])
+            .env_clear()
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(output.status.code(), Some(1), "{stdout}");
+        assert!(stdout.contains("too large"), "{stdout}");
+        assert_eq!(listed(), ["v000001"], "{stdout}");
+    }
+    let rows = ws.query("SELECT MIN(id) AS first, COUNT(*) AS n FROM shop.items");
+    assert_eq!(rows, [json!({"first": 0, "n": 30_000})]);
+    // A version left by a killed write is cleared by the next write.
+    std::fs::create_dir(versions.join("v000009")).unwrap();
+    ws.run(&file).expect(0);
+    assert_eq!(listed(), ["v000001", "v000002"]);
+}
+
+#[test]
 fn post_sends_its_json_body_and_headers() {
     let server = Server::start(|seen, _| {
         let body: Value = serde_json::from_str(&seen.body).unwrap_or_default();

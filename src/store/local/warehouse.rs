@@ -132,6 +132,9 @@ pub fn write(
     lock.lock().map_err(io(&lock_path))?;
 
     let current = current_version(&link)?;
+    // Versions past the current one are what a killed write left: nobody reads them.
+    let current_number = current.as_deref().and_then(version_number).unwrap_or(0);
+    remove_versions(&versions, |n| n > current_number);
     let existing_parts = match &current {
         Some(dir) => parts(dir)?,
         None => Vec::new(),
@@ -152,6 +155,8 @@ pub fn write(
     let number = next_version(&versions)?;
     let version = versions.join(format!("v{number:06}"));
     fs::create_dir(&version).map_err(io(&version))?;
+    // However the write fails (a full disk, a stop), the half-written version goes with it.
+    let mut unfinished = Unfinished(Some(&version));
     let part = version.join(format!("part-{}.parquet", target.run_id));
     let (kept, table_rows) = match mode {
         WriteMode::Append => {
@@ -186,11 +191,11 @@ pub fn write(
     let bytes = write_part(&part, &schema, &kept)?;
     sync_dir(&version);
     if stop.is_cancelled() {
-        let _ = fs::remove_dir_all(&version);
         return Err(WarehouseError::Stopped { table: name });
     }
     swap(&link, &version)?;
-    remove_old_versions(&versions, number);
+    unfinished.0 = None;
+    remove_versions(&versions, |n| n + 1 < number);
     drop(lock);
     Ok(Written {
         rows: rows.rows(),
@@ -425,16 +430,29 @@ fn swap(link: &Path, version: &Path) -> Result<(), WarehouseError> {
     Ok(())
 }
 
-/// Removes the versions before the previous one (and any left by a killed run). The previous one
-/// stays, so a reader that listed its files just before the swap can still open them.
-fn remove_old_versions(versions: &Path, current: u64) {
+/// A version folder being written: removed when dropped unless the write made it current.
+struct Unfinished<'a>(Option<&'a Path>);
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if let Some(version) = self.0 {
+            let _ = fs::remove_dir_all(version);
+        }
+    }
+}
+
+/// The number of a version folder (`v000012` → 12).
+fn version_number(version: &Path) -> Option<u64> {
+    version.file_name()?.to_str()?.strip_prefix('v')?.parse().ok()
+}
+
+/// Removes the version folders whose number `unwanted` picks. After a write, those before the
+/// previous version go: the previous one stays, so a reader that listed its files just before the
+/// swap can still open them.
+fn remove_versions(versions: &Path, unwanted: impl Fn(u64) -> bool) {
     let Ok(entries) = fs::read_dir(versions) else { return };
     for entry in entries.filter_map(Result::ok) {
-        let number = entry
-            .file_name()
-            .to_str()
-            .and_then(|name| name.strip_prefix('v')?.parse::<u64>().ok());
-        if number.is_some_and(|n| n + 1 < current || n > current) {
+        if version_number(&entry.path()).is_some_and(&unwanted) {
             let _ = fs::remove_dir_all(entry.path());
         }
     }
