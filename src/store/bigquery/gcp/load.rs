@@ -1,0 +1,287 @@
+//! `method: load`: the rows as one Parquet file through BigQuery's upload endpoint, straight into
+//! the table or into a staging table that one query job commits.
+
+use std::time::Duration;
+
+use gcp_bigquery_client::model::job::Job;
+use gcp_bigquery_client::model::table::Table as BqTable;
+use gcp_bigquery_client::model::table_field_schema::TableFieldSchema;
+use gcp_bigquery_client::model::table_schema::TableSchema;
+use tokio_util::sync::CancellationToken;
+
+use super::api::{Api, finish, query, wait};
+use super::error::{api_error, classify, status, unreachable_error};
+use super::schema::quote;
+use super::{TableRef, Writer, Written, job_id};
+use crate::run::error::TaskError;
+use crate::store::bigquery::{StoreToBigquery, WriteMode};
+use crate::table::Table;
+
+/// Loads `rows`, of BigQuery type `fields`, into `table`: straight for `replace`, through a staging
+/// table and one query job for `append` and `merge`.
+pub(super) async fn load(
+    api: &mut Api,
+    table: TableRef<'_>,
+    store: &StoreToBigquery,
+    writer: &Writer<'_>,
+    rows: &Table,
+    fields: &[TableFieldSchema],
+    written: &mut Written,
+) -> Result<(), TaskError> {
+    let project = table.project;
+    let base = job_id(writer.run_id, writer.task);
+    let job_id = match previous(api, project, &base, writer.cancel).await? {
+        Previous::Done(id) => {
+            written.already_loaded = Some(id);
+            return Ok(());
+        }
+        Previous::Free(id) => id,
+    };
+    let parquet = crate::store::local::warehouse::write_parquet(Vec::new(), &rows.schema, &rows.batches)
+        .map_err(|e| TaskError::permanent(format!("cannot write the rows as Parquet: {e}")))?;
+    written.bytes = parquet.len() as u64;
+    written.rows = rows.rows() as u64;
+    if store.write == WriteMode::Replace {
+        let job = upload(api, table, Some(&job_id), "WRITE_TRUNCATE", fields, parquet).await?;
+        written.load_jobs += 1;
+        return finish(api, project, job, &format!("load job {job_id}"), writer.cancel)
+            .await
+            .map(|_| ());
+    }
+    let staging_name = format!("_dpf_staging_{}", job_id.replace('-', "_"));
+    let staging = TableRef {
+        table: &staging_name,
+        ..table
+    };
+    // The staging table expires after a day, so one left behind by a killed run goes by itself.
+    let expires = chrono::Utc::now() + chrono::Duration::days(1);
+    let created = BqTable {
+        expiration_time: Some(expires.timestamp_millis().to_string()),
+        ..BqTable::new(
+            project,
+            staging.dataset,
+            staging.table,
+            TableSchema::new(fields.to_vec()),
+        )
+    };
+    api.requests += 1;
+    match api.client.table().create(created).await {
+        Err(error) if status(&error) != Some(409) => {
+            return Err(api_error(
+                &format!("cannot create the staging table {staging_name}"),
+                error,
+            ));
+        }
+        _ => {}
+    }
+    let loaded = async {
+        let job = upload(api, staging, None, "WRITE_TRUNCATE", fields, parquet).await?;
+        written.load_jobs += 1;
+        finish(api, project, job, "the load job into the staging table", writer.cancel).await?;
+        if writer.cancel.is_cancelled() {
+            return Err(TaskError::interrupted());
+        }
+        let sql = commit_sql(table, staging, store, fields);
+        let job = query(api, project, &job_id, sql).await?;
+        finish(api, project, job, &format!("query job {job_id}"), writer.cancel).await
+    }
+    .await;
+    // The staging table goes also when the commit failed.
+    api.requests += 1;
+    let _ = api.client.table().delete(project, staging.dataset, staging.table).await;
+    loaded.map(|_| ())
+}
+
+/// The SQL that commits the staging table into the destination, as `store.write` says.
+fn commit_sql(
+    destination: TableRef<'_>,
+    staging: TableRef<'_>,
+    store: &StoreToBigquery,
+    fields: &[TableFieldSchema],
+) -> String {
+    let target = quote(&destination.to_string());
+    let source = quote(&staging.to_string());
+    let columns: Vec<String> = fields.iter().map(|f| quote(&f.name)).collect();
+    let list = columns.join(", ");
+    match store.write {
+        WriteMode::Merge => {
+            // Null keys match null keys, as the local target's merge does.
+            let on = store
+                .key
+                .iter()
+                .map(|k| format!("T.{0} IS NOT DISTINCT FROM S.{0}", quote(k)))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            let set = columns
+                .iter()
+                .filter(|c| !store.key.iter().any(|k| &&quote(k) == c))
+                .map(|c| format!("{c} = S.{c}"))
+                .collect::<Vec<_>>();
+            let update = if set.is_empty() {
+                String::new()
+            } else {
+                format!(" WHEN MATCHED THEN UPDATE SET {}", set.join(", "))
+            };
+            let values = columns.iter().map(|c| format!("S.{c}")).collect::<Vec<_>>().join(", ");
+            format!(
+                "MERGE {target} T USING {source} S ON {on}{update} WHEN NOT MATCHED THEN INSERT ({list}) VALUES ({values})"
+            )
+        }
+        WriteMode::Append | WriteMode::Replace => format!("INSERT INTO {target} ({list}) SELECT {list} FROM {source}"),
+    }
+}
+
+enum Previous {
+    /// A job with this id already committed the rows.
+    Done(String),
+    /// This id is free to use.
+    Free(String),
+}
+
+/// Looks for an earlier job of this run and task. A job id can be used only once, also by a job
+/// that failed, so after a failure the next attempt is `<id>_2`, `<id>_3`, …
+async fn previous(api: &mut Api, project: &str, base: &str, cancel: &CancellationToken) -> Result<Previous, TaskError> {
+    for attempt in 1..=100 {
+        let id = match attempt {
+            1 => base.to_owned(),
+            n => format!("{base}_{n}"),
+        };
+        api.requests += 1;
+        let job = match api.client.job().get_job(project, &id, None).await {
+            Ok(job) => job,
+            Err(error) if status(&error) == Some(404) => return Ok(Previous::Free(id)),
+            Err(error) => return Err(api_error(&format!("cannot look up job {id}"), error)),
+        };
+        let job = wait(api, project, job, cancel).await?;
+        if job.status.as_ref().is_some_and(|s| s.error_result.is_none()) {
+            return Ok(Previous::Done(id));
+        }
+    }
+    Err(TaskError::permanent(format!(
+        "100 earlier jobs of this run failed ({base} …); look at them in BigQuery"
+    )))
+}
+
+/// Starts a load job of `parquet` into `table` through the upload endpoint.
+async fn upload(
+    api: &mut Api,
+    table: TableRef<'_>,
+    job_id: Option<&str>,
+    disposition: &str,
+    fields: &[TableFieldSchema],
+    parquet: Vec<u8>,
+) -> Result<Job, TaskError> {
+    let TableRef {
+        project,
+        dataset,
+        table,
+    } = table;
+    let mut job = serde_json::json!({
+        "configuration": {
+            "load": {
+                "destinationTable": {"projectId": project, "datasetId": dataset, "tableId": table},
+                "sourceFormat": "PARQUET",
+                "parquetOptions": {"enableListInference": true},
+                "writeDisposition": disposition,
+                "createDisposition": "CREATE_IF_NEEDED",
+                "schema": {"fields": fields},
+            }
+        }
+    });
+    if let Some(id) = job_id {
+        job["jobReference"] = serde_json::json!({"projectId": project, "jobId": id});
+    }
+    let boundary = format!("dpf-{:016x}", fastrand::u64(..));
+    let mut body = Vec::with_capacity(parquet.len() + 1024);
+    body.extend_from_slice(format!("--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n").as_bytes());
+    body.extend_from_slice(job.to_string().as_bytes());
+    body.extend_from_slice(format!("\r\n--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes());
+    body.extend_from_slice(&parquet);
+    drop(parquet);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let url = format!(
+        "{}/upload/bigquery/v2/projects/{project}/jobs?uploadType=multipart",
+        api.base
+    );
+    let token = api
+        .cloud
+        .token()
+        .await
+        .map_err(|e| TaskError::permanent(format!("credentials: {e}")))?;
+    api.requests += 1;
+    let response = api
+        .http
+        .post(&url)
+        .bearer_auth(token)
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            format!("multipart/related; boundary={boundary}"),
+        )
+        .timeout(Duration::from_secs(30 * 60))
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| unreachable_error(&format!("cannot upload to BigQuery at {}", api.base), &e))?;
+    let code = response.status().as_u16();
+    let text = response
+        .text()
+        .await
+        .map_err(|e| unreachable_error("cannot read BigQuery's answer to the upload", &e))?;
+    if code == 409 {
+        // Already exists: the job ran before; `finish` reads how it ended.
+        if let Some(id) = job_id {
+            api.requests += 1;
+            return api
+                .client
+                .job()
+                .get_job(project, id, None)
+                .await
+                .map_err(|e| api_error(&format!("cannot look up job {id}"), e));
+        }
+    }
+    if !(200..300).contains(&code) {
+        let error: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        let error = &error["error"];
+        let reason = error["errors"][0]["reason"].as_str().or(error["status"].as_str());
+        let message = error["message"].as_str().unwrap_or(text.trim());
+        return Err(classify(
+            &format!("the load job into {dataset}.{table}"),
+            i64::from(code),
+            reason,
+            message,
+        ));
+    }
+    serde_json::from_str(&text)
+        .map_err(|e| TaskError::transient(format!("BigQuery answered the upload with something unexpected: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use gcp_bigquery_client::model::field_type::FieldType;
+
+    use super::*;
+
+    fn field(name: &str, t: FieldType) -> TableFieldSchema {
+        let mut f = TableFieldSchema::new(name, t);
+        f.mode = Some("NULLABLE".into());
+        f
+    }
+
+    #[test]
+    fn merge_sql() {
+        let store: StoreToBigquery =
+            serde_json::from_value(serde_json::json!({"dataset": "d", "table": "t", "write": "merge", "key": ["k"]}))
+                .unwrap();
+        let fields = vec![field("k", FieldType::Integer), field("v", FieldType::Float)];
+        let destination = TableRef::of("p", &store);
+        let staging = TableRef {
+            table: "s",
+            ..destination
+        };
+        assert_eq!(
+            commit_sql(destination, staging, &store, &fields),
+            "MERGE `p.d.t` T USING `p.d.s` S ON T.`k` IS NOT DISTINCT FROM S.`k` WHEN MATCHED THEN UPDATE SET `v` = \
+             S.`v` WHEN NOT MATCHED THEN INSERT (`k`, `v`) VALUES (S.`k`, S.`v`)"
+        );
+    }
+}

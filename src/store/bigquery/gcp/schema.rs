@@ -1,0 +1,319 @@
+//! Schemas: BigQuery fields for Arrow columns, how a table's schema evolves, rows conformed to
+//! a table's types, and BigQuery's DDL names.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, RecordBatch};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use gcp_bigquery_client::model::field_type::FieldType;
+use gcp_bigquery_client::model::table_field_schema::TableFieldSchema;
+
+use crate::run::error::TaskError;
+use crate::table::Table;
+
+/// BigQuery fields for an Arrow schema.
+pub(super) fn schema_of(schema: &Schema) -> Result<Vec<TableFieldSchema>, TaskError> {
+    schema.fields().iter().map(|field| field_of(field)).collect()
+}
+
+fn field_of(field: &Field) -> Result<TableFieldSchema, TaskError> {
+    let name = field.name();
+    let mut out = match field.data_type() {
+        DataType::List(item) | DataType::LargeList(item) | DataType::FixedSizeList(item, _) => {
+            if matches!(
+                item.data_type(),
+                DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..)
+            ) {
+                return Err(TaskError::permanent(format!(
+                    "column `{name}` is a list of lists, which BigQuery cannot store; unnest it in SQL first"
+                )));
+            }
+            let mut inner = field_of(&Field::new(name, item.data_type().clone(), true))?;
+            inner.mode = Some("REPEATED".to_owned());
+            return Ok(inner);
+        }
+        DataType::Struct(children) => TableFieldSchema::record(
+            name,
+            children.iter().map(|child| field_of(child)).collect::<Result<_, _>>()?,
+        ),
+        other => TableFieldSchema::new(name, type_of(name, other)?),
+    };
+    out.mode = Some("NULLABLE".to_owned());
+    Ok(out)
+}
+
+fn type_of(name: &str, data_type: &DataType) -> Result<FieldType, TaskError> {
+    Ok(match data_type {
+        DataType::Boolean => FieldType::Boolean,
+        DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64
+        | DataType::UInt8
+        | DataType::UInt16
+        | DataType::UInt32 => FieldType::Integer,
+        DataType::Float16 | DataType::Float32 | DataType::Float64 => FieldType::Float,
+        DataType::Decimal128(precision, scale) if *scale >= 0 && *scale <= 9 && precision - (*scale as u8) <= 29 => {
+            FieldType::Numeric
+        }
+        DataType::Decimal128(..) | DataType::Decimal256(..) => FieldType::Bignumeric,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => FieldType::String,
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView | DataType::FixedSizeBinary(_) => {
+            FieldType::Bytes
+        }
+        DataType::Date32 | DataType::Date64 => FieldType::Date,
+        DataType::Timestamp(_, Some(_)) => FieldType::Timestamp,
+        DataType::Timestamp(_, None) => FieldType::Datetime,
+        DataType::Time32(_) | DataType::Time64(_) => FieldType::Time,
+        other => {
+            return Err(TaskError::permanent(format!(
+                "column `{name}` has type {other}, which BigQuery cannot store; CAST it in SQL first"
+            )));
+        }
+    })
+}
+
+/// The canonical name of a BigQuery type (the API answers with either spelling).
+pub(super) fn canonical(field_type: &FieldType) -> &'static str {
+    match field_type {
+        FieldType::String => "STRING",
+        FieldType::Bytes => "BYTES",
+        FieldType::Integer | FieldType::Int64 => "INTEGER",
+        FieldType::Float | FieldType::Float64 => "FLOAT",
+        FieldType::Numeric => "NUMERIC",
+        FieldType::Bignumeric => "BIGNUMERIC",
+        FieldType::Boolean | FieldType::Bool => "BOOLEAN",
+        FieldType::Timestamp => "TIMESTAMP",
+        FieldType::Date => "DATE",
+        FieldType::Time => "TIME",
+        FieldType::Datetime => "DATETIME",
+        FieldType::Record | FieldType::Struct => "RECORD",
+        FieldType::Geography => "GEOGRAPHY",
+        FieldType::Json => "JSON",
+        FieldType::Interval => "INTERVAL",
+    }
+}
+
+fn mode(field: &TableFieldSchema) -> &str {
+    field.mode.as_deref().unwrap_or("NULLABLE")
+}
+
+/// Whether rows of type `ours` load into a column of type `theirs` without losing anything:
+/// the same type, or an integer into FLOAT, NUMERIC or BIGNUMERIC, or NUMERIC into BIGNUMERIC.
+fn loads_into(ours: &str, theirs: &str) -> bool {
+    ours == theirs
+        || (ours == "INTEGER" && matches!(theirs, "FLOAT" | "NUMERIC" | "BIGNUMERIC"))
+        || (ours == "NUMERIC" && theirs == "BIGNUMERIC")
+}
+
+/// The table's schema with the columns of `ours` it lacks added, or the first column whose type or
+/// mode the table cannot take. Nested records are compared field by field.
+pub(super) fn evolve(
+    table: &str,
+    theirs: &[TableFieldSchema],
+    ours: &[TableFieldSchema],
+    path: &str,
+) -> Result<Option<Vec<TableFieldSchema>>, TaskError> {
+    let mut evolved = theirs.to_vec();
+    let mut changed = false;
+    for field in ours {
+        let column = format!("{path}{}", field.name);
+        let existing = theirs.iter().position(|t| t.name.eq_ignore_ascii_case(&field.name));
+        let Some(at) = existing else {
+            evolved.push(field.clone());
+            changed = true;
+            continue;
+        };
+        let existing = &theirs[at];
+        let (ours_type, theirs_type) = (canonical(&field.r#type), canonical(&existing.r#type));
+        if !loads_into(ours_type, theirs_type) {
+            return Err(TaskError::permanent(format!(
+                "column `{column}` is {theirs_type} in {table} but the rows have {ours_type}; CAST it in SQL, \
+                 or write to a new table"
+            )));
+        }
+        if (mode(field) == "REPEATED") != (mode(existing) == "REPEATED") {
+            return Err(TaskError::permanent(format!(
+                "column `{column}` is {} in {table} but the rows have it {}",
+                mode(existing),
+                mode(field)
+            )));
+        }
+        if ours_type == "RECORD" {
+            let nested = evolve(
+                table,
+                existing.fields.as_deref().unwrap_or_default(),
+                field.fields.as_deref().unwrap_or_default(),
+                &format!("{column}."),
+            )?;
+            if let Some(nested) = nested {
+                evolved[at].fields = Some(nested);
+                changed = true;
+            }
+        }
+    }
+    for existing in theirs {
+        if mode(existing) == "REQUIRED" && !ours.iter().any(|f| f.name.eq_ignore_ascii_case(&existing.name)) {
+            return Err(TaskError::permanent(format!(
+                "column `{path}{}` is REQUIRED in {table} but the rows do not have it",
+                existing.name
+            )));
+        }
+    }
+    Ok(changed.then_some(evolved))
+}
+
+/// `rows` with integer columns cast to the FLOAT or NUMERIC type the table has, and timestamps in
+/// microseconds, the precision BigQuery keeps.
+pub(super) fn conform(rows: &Table, table: &[TableFieldSchema]) -> Result<Table, TaskError> {
+    let target = |field: &Field| -> DataType {
+        let existing = table.iter().find(|t| t.name.eq_ignore_ascii_case(field.name()));
+        match (field.data_type(), existing.map(|t| canonical(&t.r#type))) {
+            (DataType::Timestamp(_, tz), _) => DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
+            (t, Some("FLOAT")) if t.is_integer() => DataType::Float64,
+            (t, Some("NUMERIC")) if t.is_integer() => DataType::Decimal128(38, 9),
+            (t, Some("BIGNUMERIC")) if t.is_integer() || matches!(t, DataType::Decimal128(..)) => {
+                DataType::Decimal256(76, 38)
+            }
+            (t, _) => t.clone(),
+        }
+    };
+    let fields: Vec<Field> = rows
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone().with_data_type(target(f)))
+        .collect();
+    if fields
+        .iter()
+        .zip(rows.schema.fields())
+        .all(|(a, b)| a.data_type() == b.data_type())
+    {
+        return Ok(rows.clone());
+    }
+    let schema: SchemaRef = Arc::new(Schema::new(fields));
+    let batches = rows
+        .batches
+        .iter()
+        .map(|batch| {
+            let columns = batch
+                .columns()
+                .iter()
+                .zip(schema.fields())
+                .map(|(column, field)| cast(column, field.data_type()))
+                .collect::<Result<Vec<ArrayRef>, _>>()?;
+            RecordBatch::try_new(schema.clone(), columns)
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TaskError::permanent(format!("cannot convert the rows for BigQuery: {e}")))?;
+    Ok(Table::new(schema, batches))
+}
+
+/// A name quoted for BigQuery's standard SQL.
+pub(super) fn quote(name: &str) -> String {
+    format!("`{}`", name.replace('\\', "\\\\").replace('`', "\\`"))
+}
+
+/// The type of `field` in BigQuery's DDL.
+pub(super) fn ddl_type(field: &TableFieldSchema) -> String {
+    let base = match canonical(&field.r#type) {
+        "INTEGER" => "INT64".to_owned(),
+        "FLOAT" => "FLOAT64".to_owned(),
+        "BOOLEAN" => "BOOL".to_owned(),
+        "RECORD" => {
+            let children: Vec<String> = field
+                .fields
+                .iter()
+                .flatten()
+                .map(|child| format!("{} {}", quote(&child.name), ddl_type(child)))
+                .collect();
+            format!("STRUCT<{}>", children.join(", "))
+        }
+        other => other.to_owned(),
+    };
+    if mode(field) == "REPEATED" {
+        format!("ARRAY<{base}>")
+    } else {
+        base
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field(name: &str, t: FieldType) -> TableFieldSchema {
+        let mut f = TableFieldSchema::new(name, t);
+        f.mode = Some("NULLABLE".into());
+        f
+    }
+
+    #[test]
+    fn schemas_from_arrow() {
+        let schema = Schema::new(vec![
+            Field::new("at", DataType::Timestamp(TimeUnit::Nanosecond, None), true),
+            Field::new(
+                "utc",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                true,
+            ),
+            Field::new("price", DataType::Decimal128(12, 2), true),
+            Field::new("big", DataType::Decimal128(38, 20), true),
+            Field::new(
+                "tags",
+                DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+                true,
+            ),
+        ]);
+        let fields = schema_of(&schema).unwrap();
+        let types: Vec<(&str, &str)> = fields.iter().map(|f| (canonical(&f.r#type), mode(f))).collect();
+        assert_eq!(
+            types,
+            [
+                ("DATETIME", "NULLABLE"),
+                ("TIMESTAMP", "NULLABLE"),
+                ("NUMERIC", "NULLABLE"),
+                ("BIGNUMERIC", "NULLABLE"),
+                ("STRING", "REPEATED")
+            ]
+        );
+        let nested = Schema::new(vec![Field::new(
+            "m",
+            DataType::List(Arc::new(Field::new(
+                "item",
+                DataType::List(Arc::new(Field::new("item", DataType::Int64, true))),
+                true,
+            ))),
+            true,
+        )]);
+        assert!(schema_of(&nested).unwrap_err().message.contains("list of lists"));
+    }
+
+    #[test]
+    fn schema_evolution() {
+        let theirs = vec![field("a", FieldType::Int64), field("b", FieldType::Float)];
+        let same = vec![field("A", FieldType::Integer), field("b", FieldType::Integer)];
+        assert!(evolve("t", &theirs, &same, "").unwrap().is_none());
+        let more = vec![field("a", FieldType::Integer), field("c", FieldType::String)];
+        let evolved = evolve("t", &theirs, &more, "").unwrap().unwrap();
+        assert_eq!(
+            evolved.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(),
+            ["a", "b", "c"]
+        );
+        let wrong = vec![field("b", FieldType::String)];
+        let error = evolve("p.d.t", &theirs, &wrong, "").unwrap_err();
+        assert_eq!(
+            error.message,
+            "column `b` is FLOAT in p.d.t but the rows have STRING; CAST it in SQL, or write to a new table"
+        );
+        let mut required = field("r", FieldType::String);
+        required.mode = Some("REQUIRED".into());
+        assert!(
+            evolve("t", &[required], &more, "")
+                .unwrap_err()
+                .message
+                .contains("REQUIRED")
+        );
+    }
+}

@@ -1,0 +1,114 @@
+//! `method: streaming`: `tabledata.insertAll` in batches under its limits, each row with an
+//! `insertId`.
+
+use gcp_bigquery_client::model::table_data_insert_all_request::TableDataInsertAllRequest;
+use gcp_bigquery_client::model::table_data_insert_all_request_rows::TableDataInsertAllRequestRows;
+
+use super::api::Api;
+use super::error::api_error;
+use super::{TableRef, Writer, Written, job_id};
+use crate::run::error::TaskError;
+use crate::store::bigquery::{StoreToBigquery, WriteMode};
+use crate::table::Table;
+
+/// insertAll limits: 10 MB and 50,000 rows per request; dpf stays under both.
+const STREAM_BYTES: usize = 9 * 1024 * 1024;
+const STREAM_ROWS: usize = 50_000;
+
+/// Appends `rows` to `table` with insertAll requests.
+pub(super) async fn stream(
+    api: &mut Api,
+    table: TableRef<'_>,
+    store: &StoreToBigquery,
+    writer: &Writer<'_>,
+    rows: &Table,
+    written: &mut Written,
+) -> Result<(), TaskError> {
+    if store.write != WriteMode::Append {
+        return Err(TaskError::permanent(
+            "`method: streaming` appends rows; use `method: load` for `write: replace` or `write: merge`",
+        ));
+    }
+    let job_id = job_id(writer.run_id, writer.task);
+    let mut request = TableDataInsertAllRequest::new();
+    let mut size = 0;
+    let mut first = 0;
+    let mut index = 0;
+    for batch in &rows.batches {
+        let json = crate::table::json_lines(batch)
+            .map_err(|e| TaskError::permanent(format!("cannot turn the rows into JSON: {e}")))?;
+        for line in json.lines() {
+            if request.len() == STREAM_ROWS || (size + line.len() > STREAM_BYTES && !request.is_empty()) {
+                insert(api, table, std::mem::take(&mut request), first).await?;
+                written.bytes += size as u64;
+                (size, first) = (0, index);
+            }
+            let value: serde_json::Value = serde_json::from_str(line)
+                .map_err(|e| TaskError::permanent(format!("cannot turn the rows into JSON: {e}")))?;
+            request
+                .add_rows(vec![TableDataInsertAllRequestRows {
+                    insert_id: Some(format!("{job_id}_{index}")),
+                    json: value,
+                }])
+                .map_err(|e| TaskError::permanent(e.to_string()))?;
+            size += line.len() + 64;
+            index += 1;
+        }
+    }
+    if !request.is_empty() {
+        insert(api, table, request, first).await?;
+        written.bytes += size as u64;
+    }
+    written.rows = index as u64;
+    Ok(())
+}
+
+/// One insertAll request; `first` is the index of its first row among all the task's rows.
+async fn insert(
+    api: &mut Api,
+    table: TableRef<'_>,
+    request: TableDataInsertAllRequest,
+    first: usize,
+) -> Result<(), TaskError> {
+    api.requests += 1;
+    let response = api
+        .client
+        .tabledata()
+        .insert_all(table.project, table.dataset, table.table, request)
+        .await
+        .map_err(|e| api_error(&format!("cannot stream rows into {}.{}", table.dataset, table.table), e))?;
+    let errors = response.insert_errors.unwrap_or_default();
+    if errors.is_empty() {
+        return Ok(());
+    }
+    // Rows that failed only because another row of the request was invalid say `stopped`.
+    let invalid: Vec<String> = errors
+        .iter()
+        .flat_map(|row| {
+            let at = first + row.index.unwrap_or(0).max(0) as usize;
+            row.errors
+                .iter()
+                .flatten()
+                .filter(|e| e.reason.as_deref() != Some("stopped"))
+                .map(move |e| {
+                    let field = e
+                        .location
+                        .as_deref()
+                        .filter(|l| !l.is_empty())
+                        .map(|l| format!(" field `{l}`"))
+                        .unwrap_or_default();
+                    format!(
+                        "row {at}{field}: {}",
+                        e.message.as_deref().or(e.reason.as_deref()).unwrap_or("rejected")
+                    )
+                })
+        })
+        .collect();
+    let shown: Vec<&String> = invalid.iter().take(5).collect();
+    Err(TaskError::permanent(format!(
+        "BigQuery rejected {} row(s) of the request starting at row {first}: {}{}",
+        errors.len(),
+        shown.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("; "),
+        if invalid.len() > shown.len() { "; …" } else { "" }
+    )))
+}
