@@ -32,8 +32,9 @@ pub fn human(files: &[FileDiagnostics<'_>], summary: Summary, color: bool) -> St
     let mut out = String::new();
     for file in files {
         let path = file.source.path().display().to_string();
+        let text = file.source.text_with_newlines();
         for diagnostic in file.diagnostics {
-            out.push_str(&renderer.render(&report(diagnostic, file.source.text(), &path)));
+            out.push_str(&renderer.render(&report(diagnostic, &text, &path)));
             out.push_str("\n\n");
         }
     }

@@ -77,6 +77,20 @@ impl SourceFile {
         self.text[start..end].trim_end_matches('\r')
     }
 
+    /// The text with each lone `\r` turned into `\n`, byte for byte, so that tools which only
+    /// know `\n` (the snippet renderer) see the same lines at the same offsets.
+    pub fn text_with_newlines(&self) -> std::borrow::Cow<'_, str> {
+        let bytes = self.text.as_bytes();
+        let lone = |i: usize| bytes[i] == b'\r' && bytes.get(i + 1) != Some(&b'\n');
+        if !(0..bytes.len()).any(lone) {
+            return std::borrow::Cow::Borrowed(&self.text);
+        }
+        let replaced: Vec<u8> = (0..bytes.len())
+            .map(|i| if lone(i) { b'\n' } else { bytes[i] })
+            .collect();
+        std::borrow::Cow::Owned(String::from_utf8(replaced).expect("only ASCII bytes were replaced"))
+    }
+
     pub fn line_count(&self) -> usize {
         self.line_starts.len()
     }
@@ -123,5 +137,6 @@ mod tests {
         );
         assert_eq!(file.line_column(file.offset(4, 3)), LineColumn { line: 4, column: 4 });
         assert_eq!(file.line_column(5), LineColumn { line: 2, column: 1 });
+        assert_eq!(file.text_with_newlines(), "a: 1\nb: 2\r\nc: 3\nd: 4");
     }
 }

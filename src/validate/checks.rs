@@ -292,9 +292,12 @@ impl<'a> Checker<'a> {
         ];
         for (key, problem) in checks {
             let pointer = format!("{params}/{key}");
-            let Some(name) = self.str_at(&pointer).filter(|name| !name.contains("${")) else {
+            let Some(name) = self.str_at(&pointer) else {
                 continue;
             };
+            if self.reference_in_name(&pointer, name, &format!("BigQuery {key}"), Code::InvalidBigqueryName) {
+                continue;
+            }
             if let Some(rule) = problem(name) {
                 self.out.push(
                     Diagnostic::new(
@@ -310,9 +313,12 @@ impl<'a> Checker<'a> {
 
     fn firestore_collection(&mut self, params: &str) {
         let pointer = format!("{params}/collection");
-        let Some(path) = self.str_at(&pointer).filter(|path| !path.contains("${")) else {
+        let Some(path) = self.str_at(&pointer) else {
             return;
         };
+        if self.reference_in_name(&pointer, path, "Firestore collection", Code::InvalidFirestoreName) {
+            return;
+        }
         if let Some(rule) = crate::store::firestore::collection_problem(path) {
             self.out.push(
                 Diagnostic::new(
@@ -323,6 +329,25 @@ impl<'a> Checker<'a> {
                 .label(rule),
             );
         }
+    }
+
+    /// Reports a `${…}` reference in the name at `pointer`: names are not resolved, so the store
+    /// would write to a table or collection literally called `${env:…}`. Says whether it did.
+    fn reference_in_name(&mut self, pointer: &str, name: &str, what: &str, code: Code) -> bool {
+        let Some(start) = name.find("${") else {
+            return false;
+        };
+        let end = name[start..].find('}').map_or(name.len(), |i| start + i + 1);
+        let span = self.inner_span(pointer, name, start..end);
+        self.out.push(
+            Diagnostic::new(code, span, format!("a {what} name cannot hold a reference"))
+                .label("names are not resolved")
+                .help(
+                    "write the name itself; the project comes from GCP_PROJECT or GOOGLE_CLOUD_PROJECT when \
+                     `project` is left out",
+                ),
+        );
+        true
     }
 
     fn reference_span(&self, task: usize, field: Field, index: usize) -> Span {
