@@ -89,6 +89,14 @@ pub enum HttpError {
     },
     #[error("no response from {url} within {seconds} s")]
     Timeout { url: String, seconds: f64 },
+    #[error("the response from {url} did not finish within {seconds} s ({received} bytes arrived)")]
+    SlowBody { url: String, seconds: f64, received: usize },
+    #[error("header `{name}` cannot be sent: {problem}")]
+    Header { name: String, problem: &'static str },
+    #[error("{url} redirects to another origin, {to}; dpf does not follow it with the task's credentials")]
+    CrossOrigin { url: String, to: String },
+    #[error("{url} redirected more than {MAX_REDIRECTS} times (the last to {to}): a redirect loop?")]
+    RedirectLoop { url: String, to: String },
     #[error("the response from {url} broke off")]
     Body {
         url: String,
@@ -121,9 +129,17 @@ impl HttpError {
     /// Worth another attempt: the network, a timeout, 408, 429 or a server error.
     pub fn is_transient(&self) -> bool {
         match self {
-            HttpError::Connect { .. } | HttpError::Timeout { .. } | HttpError::Body { .. } => true,
+            HttpError::Connect { .. }
+            | HttpError::Timeout { .. }
+            | HttpError::SlowBody { .. }
+            | HttpError::Body { .. } => true,
             HttpError::Status { status, .. } => transient_status(*status),
-            HttpError::Fixture(_) | HttpError::Request { .. } | HttpError::Refused { .. } => false,
+            HttpError::Fixture(_)
+            | HttpError::Request { .. }
+            | HttpError::Refused { .. }
+            | HttpError::Header { .. }
+            | HttpError::CrossOrigin { .. }
+            | HttpError::RedirectLoop { .. } => false,
         }
     }
 
@@ -204,6 +220,24 @@ pub(crate) fn install_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// Redirects followed within one origin before the request fails.
+const MAX_REDIRECTS: usize = 10;
+
+/// Why a header cannot be sent as it is, if it cannot: checked before any request goes out, and
+/// by `dpf validate` for the headers a product writes out.
+pub fn header_problem(name: &str, value: &str) -> Option<(&'static str, &'static str)> {
+    if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        return Some(("name", "header names are letters, digits and !#$%&'*+-.^_`|~"));
+    }
+    if value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
+        return Some(("value", "header values cannot hold line breaks or NUL"));
+    }
+    if reqwest::header::HeaderValue::from_str(value).is_err() {
+        return Some(("value", "header values are visible ASCII, spaces and tabs"));
+    }
+    None
+}
+
 pub(crate) fn client() -> reqwest::Client {
     install_crypto();
     // Credentials (an API key in any header) must not follow a redirect to another origin.
@@ -212,7 +246,7 @@ pub(crate) fn client() -> reqwest::Client {
             .previous()
             .last()
             .is_some_and(|from| from.origin() != attempt.url().origin());
-        if crosses || attempt.previous().len() >= 10 {
+        if crosses || attempt.previous().len() >= MAX_REDIRECTS {
             attempt.stop()
         } else {
             attempt.follow()
@@ -238,6 +272,12 @@ async fn live(
     let method = reqwest::Method::from_bytes(request.method.as_bytes()).expect("GET and POST are methods");
     let mut builder = client.request(method, request.url.clone()).timeout(request.timeout);
     for (name, value) in &request.headers {
+        if let Some((_, problem)) = header_problem(name, value) {
+            return Err(HttpError::Header {
+                name: secrets.redact(name),
+                problem,
+            });
+        }
         builder = builder.header(name, value);
     }
     if let Some(body) = &request.body {
@@ -268,6 +308,19 @@ async fn live(
         }
     })?;
     let status = response.status().as_u16();
+    // The redirects the client stopped following: to another origin, or too many.
+    if matches!(status, 301 | 302 | 303 | 307 | 308)
+        && let Some(location) = response.headers().get(reqwest::header::LOCATION)
+        && let Ok(next) = response.url().join(&String::from_utf8_lossy(location.as_bytes()))
+    {
+        let crosses = next.origin() != response.url().origin();
+        let (url, to) = (shown(), secrets.redact(next.as_str()));
+        return Err(if crosses {
+            HttpError::CrossOrigin { url, to }
+        } else {
+            HttpError::RedirectLoop { url, to }
+        });
+    }
     let gzip = response
         .headers()
         .get(reqwest::header::CONTENT_ENCODING)
@@ -288,14 +341,19 @@ async fn live(
     let expected = response.content_length().unwrap_or(0);
     let mut body = body::Body::new(gzip, request.max_response_mb, expected as usize);
     body.refuses(expected).map_err(refused)?;
+    let mut received = 0;
     loop {
         match response.chunk().await {
-            Ok(Some(chunk)) => progress(body.push(&chunk).map_err(refused)?),
+            Ok(Some(chunk)) => {
+                received += chunk.len();
+                progress(body.push(&chunk).map_err(refused)?);
+            }
             Ok(None) => break,
             Err(source) if timeout(&source) => {
-                return Err(HttpError::Timeout {
+                return Err(HttpError::SlowBody {
                     url: shown(),
                     seconds: request.timeout.as_secs_f64(),
+                    received,
                 });
             }
             Err(source) => return Err(HttpError::Body { url: shown(), source }),

@@ -137,6 +137,7 @@ impl<'a> Checker<'a> {
                     node.sql_tables = tables.iter().map(|t| t.name.clone()).collect();
                     read_tables.push((i, tables));
                 }
+                Some(Function::ExtractHttp) => self.headers(&params),
                 Some(Function::SendAlerts) => self.alert_condition(&params),
                 Some(Function::StoreToBigquery) => self.bigquery_names(&params),
                 Some(Function::StoreToFirestore) => self.firestore_collection(&params),
@@ -306,6 +307,38 @@ impl<'a> Checker<'a> {
                         format!("invalid BigQuery {key} name `{name}`"),
                     )
                     .label(rule),
+                );
+            }
+        }
+    }
+
+    /// Header names, and values written out in the file, that no request could carry.
+    fn headers(&mut self, params: &str) {
+        let Some(headers) = self
+            .document
+            .value
+            .pointer(&format!("{params}/headers"))
+            .and_then(Value::as_object)
+        else {
+            return;
+        };
+        for (name, value) in headers {
+            let pointer = crate::spec::yaml::pointer_push(&format!("{params}/headers"), name);
+            let Some(value) = value.as_str() else { continue };
+            // A reference's value is known only at run time, where the same check runs.
+            let literal = if value.contains("${") { "" } else { value };
+            if let Some((part, problem)) = crate::http::header_problem(name, literal) {
+                let span = match part {
+                    "name" => self.document.spans.key(&pointer),
+                    _ => self.value_span(&pointer),
+                };
+                self.out.push(
+                    Diagnostic::new(
+                        Code::InvalidValue,
+                        span,
+                        format!("header `{}` cannot be sent", name.escape_debug()),
+                    )
+                    .label(problem),
                 );
             }
         }

@@ -528,6 +528,46 @@ fn bodies_past_the_size_limit_or_bombs_fail_at_once_and_keep_the_table() {
     assert_eq!(ws.query("SELECT id FROM shop.items ORDER BY id").len(), 2);
 }
 
+#[test]
+fn redirects_slow_bodies_and_unsendable_headers_say_what_happened() {
+    let elsewhere = Server::start(|_, _| Reply::json("[]"));
+    let other = elsewhere.url.clone();
+    let server = Server::start(move |seen, _| match seen.path() {
+        "/loop" => Reply::status(302, "").header("Location", "/loop"),
+        "/away" => Reply::status(307, "").header("Location", &format!("{other}/items")),
+        _ => Reply::json("[{\"id\": 1}]").stall(Duration::from_millis(1500)),
+    });
+    let ws = Workspace::new();
+    let run_at = |path: &str, params: &str, code: i32| {
+        let yaml = product(&server.url, params, "append").replace("/items\n", &format!("/{path}\n"));
+        let file = ws.product("items_product", &yaml);
+        ws.run(&file).env("NOTE", "one\r\nInjected: two").expect(code)
+    };
+    let error = task_error(&run_at("loop", "", 1), "extract_items");
+    assert!(
+        error.contains("/loop redirected more than 10 times (the last to http://127.0.0.1:"),
+        "{error}"
+    );
+    let error = task_error(&run_at("away", "", 1), "extract_items");
+    assert!(
+        error.contains(&format!("/away redirects to another origin, {}/items", elsewhere.url)),
+        "{error}"
+    );
+    assert!(elsewhere.seen().is_empty());
+    let run = run_at("slow", "      timeout_seconds: 0.5", 75);
+    let error = task_error(&run, "extract_items");
+    assert!(
+        error.contains("/slow did not finish within 0.5 s (0 bytes arrived)"),
+        "{error}"
+    );
+    let run = run_at("items", "      headers: { X-Note: \"${env:NOTE}\" }", 1);
+    let error = task_error(&run, "extract_items");
+    assert_eq!(
+        error,
+        "header `x-note` cannot be sent: header values cannot hold line breaks or NUL"
+    );
+}
+
 fn two_runs(write: &str, second_ids: (usize, usize)) -> (Workspace, Vec<Value>) {
     let server = Server::start(move |_, number| {
         let (first, count) = if number == 0 { (0, 5) } else { second_ids };

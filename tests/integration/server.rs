@@ -44,6 +44,8 @@ pub struct Reply {
     pub delay: Duration,
     /// Sends the body again and again in chunks, until the client hangs up (or 60 s have passed).
     pub endless: bool,
+    /// Waits this long between the headers and the body.
+    pub stall: Duration,
 }
 
 impl Reply {
@@ -58,7 +60,14 @@ impl Reply {
             body: body.into().into_bytes(),
             delay: Duration::ZERO,
             endless: false,
+            stall: Duration::ZERO,
         }
+    }
+
+    /// Sends the headers at once and the body after `stall`.
+    pub fn stall(mut self, stall: Duration) -> Reply {
+        self.stall = stall;
+        self
     }
 
     /// `body`, gzip-compressed, as `Content-Encoding: gzip` JSON.
@@ -195,6 +204,8 @@ fn serve(stream: TcpStream, handler: &Handler, log: &Mutex<Vec<Seen>>) {
         }
         if stream
             .write_all(head.as_bytes())
+            .and_then(|()| stream.flush())
+            .map(|()| std::thread::sleep(reply.stall))
             .and_then(|()| stream.write_all(&reply.body))
             .is_err()
         {
