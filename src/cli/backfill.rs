@@ -58,6 +58,7 @@ fn resume_command(tick: DateTime<Utc>) -> String {
 }
 
 pub fn run(args: Args) -> anyhow::Result<Exit> {
+    let runtime = super::runtime::Runtime::new(true)?;
     let checked = find(&args.product.product, &args.product.products.products)?;
     let Some(product) = &checked.product else {
         return Ok(invalid(&checked));
@@ -126,7 +127,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             logical: logical.clone(),
             timeout: None,
         };
-        let outcome = execute(product, &checked, options)?;
+        let outcome = execute(&runtime, product, &checked, options)?;
         let receipt = &outcome.receipt;
         if receipt.status != RunStatus::Succeeded {
             let error = receipt

@@ -5,6 +5,7 @@ mod list;
 mod plan;
 mod query;
 mod run;
+mod runtime;
 mod schedule;
 mod test;
 mod validate;

@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::catalog::MemorySchemaProvider;
@@ -36,10 +35,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<Exit> {
     let data_dir = crate::target::data_dir(args.data_dir.as_deref());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the runtime")?;
+    let runtime = super::runtime::Runtime::new(false)?;
     let warehouse = warehouse_dir(&data_dir);
     let tables = warehouse::tables(&warehouse);
     let result = runtime.block_on(async {

@@ -6,7 +6,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use anyhow::Context as _;
-use tokio_util::sync::CancellationToken;
 
 use crate::plan::logical::Logical;
 use crate::run::log::LogFormat;
@@ -17,6 +16,7 @@ use crate::target::Target;
 use crate::validate::Checked;
 
 use super::plan::{Format, find, invalid};
+use super::runtime::Runtime;
 use super::{Exit, ProductArgs, print};
 
 #[derive(Debug, clap::Args)]
@@ -100,6 +100,7 @@ pub fn default_fixtures(file: &Path, product: &Product) -> PathBuf {
 }
 
 pub fn run(args: Args) -> anyhow::Result<Exit> {
+    let runtime = Runtime::new(true)?;
     let checked = find(&args.product.product, &args.product.products.products)?;
     let Some(product) = &checked.product else {
         return Ok(invalid(&checked));
@@ -134,7 +135,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         logical: logical(product, args.at)?,
         timeout: args.timeout,
     };
-    let outcome = execute(product, &checked, options)?;
+    let outcome = execute(&runtime, product, &checked, options)?;
     let receipt = &outcome.receipt;
     let json = serde_json::to_string_pretty(receipt)? + "\n";
     if let Some(path) = &args.receipt {
@@ -175,13 +176,8 @@ pub fn lock(data_dir: &Path, product: &Product) -> anyhow::Result<Option<crate::
     }
 }
 
-/// Runs `product` on a runtime of its own, stopping cleanly on SIGINT or SIGTERM.
-pub fn execute(product: &Product, checked: &Checked, options: Options) -> anyhow::Result<Outcome> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the runtime")?;
-    let cancel = CancellationToken::new();
+/// Runs `product` on `runtime`, stopping cleanly when its stop token is cancelled (SIGINT, SIGTERM).
+pub fn execute(runtime: &Runtime, product: &Product, checked: &Checked, options: Options) -> anyhow::Result<Outcome> {
     let source = checked.source.clone();
     runtime.block_on(async {
         // Projects and credentials are checked before anything is extracted.
@@ -189,23 +185,8 @@ pub fn execute(product: &Product, checked: &Checked, options: Options) -> anyhow
             Target::Gcp => Some(std::sync::Arc::new(crate::gcp::Cloud::connect(product).await?)),
             Target::Local => None,
         };
-        tokio::spawn(stop_on_signal(cancel.clone()));
-        Ok(run::run(product, source, options, cloud, cancel).await)
+        Ok(run::run(product, source, options, cloud, runtime.stop.clone()).await)
     })
-}
-
-async fn stop_on_signal(cancel: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
-    else {
-        return;
-    };
-    // The run logs the stop in its own log format.
-    tokio::select! {
-        _ = interrupt.recv() => {}
-        _ = terminate.recv() => {}
-    }
-    cancel.cancel();
 }
 
 fn next_steps(product: &Product, data_dir: &str) -> String {

@@ -24,6 +24,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<Exit> {
+    let runtime = super::runtime::Runtime::new(false)?;
     let paths = if args.paths.is_empty() {
         vec![PathBuf::from("products")]
     } else {
@@ -68,11 +69,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
                     logical: super::run::logical(product, case.at)?,
                     timeout: None,
                 };
-                let outcome = execute(product, product_file, options)?;
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .context("cannot start the runtime")?;
+                let outcome = execute(&runtime, product, product_file, options)?;
                 runtime.block_on(crate::expectation::check(&outcome, &case.expect))
             } else {
                 vec![format!("no fixtures: {} does not exist", fixtures.display())]

@@ -276,7 +276,7 @@ async fn send(
     let received = std::cell::Cell::new(0usize);
     let before = *bytes;
     let progress = std::cell::RefCell::new(progress);
-    let result = retry::run(task.policy, &env.cancel, log_retry, |_| {
+    let result = retry::run(task.policy, &env.cancel, retry::OnStop::Drop, log_retry, |_| {
         received.set(0);
         let (received, progress) = (&received, &progress);
         async move {

@@ -30,8 +30,14 @@ impl TaskError {
         Self::new(ErrorKind::Transient, message)
     }
 
+    /// Stopped by SIGINT, SIGTERM or `--timeout` before anything of the task was committed.
     pub fn interrupted() -> Self {
-        Self::new(ErrorKind::Interrupted, "interrupted")
+        Self::stopped("stopped before anything of it was committed")
+    }
+
+    /// Stopped by SIGINT, SIGTERM or `--timeout`; `message` says what was and was not committed.
+    pub fn stopped(message: impl fmt::Display) -> Self {
+        Self::new(ErrorKind::Interrupted, message)
     }
 
     fn new(kind: ErrorKind, message: impl fmt::Display) -> Self {

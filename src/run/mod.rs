@@ -33,7 +33,7 @@ use crate::target::{Destination, Target};
 pub use error::{ErrorKind, TaskError};
 use log::{Log, LogFormat};
 use receipt::{AlertReceipt, Receipt, RunStatus, TaskReceipt, TaskStatus, Trigger};
-use retry::Policy;
+use retry::{OnStop, Policy};
 
 /// Where HTTP requests go.
 #[derive(Debug, Clone)]
@@ -327,10 +327,7 @@ pub async fn run(
                         _ => TaskStatus::Failed,
                     };
                     match error.kind {
-                        ErrorKind::Interrupted => {
-                            env.log
-                                .warn(Some(&id), None, "interrupted; nothing of it was committed")
-                        }
+                        ErrorKind::Interrupted => env.log.warn(Some(&id), None, format!("interrupted: {message}")),
                         _ => env.log.error(Some(&id), Some(attempts), format!("failed: {message}")),
                     }
                     receipt.error = Some(message);
@@ -433,10 +430,20 @@ async fn run_task(
                     ),
                 );
             };
-            retry::run(task.policy, &env.cancel, on_retry, |_| {
-                with_timeout(timeout, run_other(&task, call, step, tables, so_far))
-            })
-            .await
+            match call {
+                Call::StoreToBigquery(_) | Call::StoreToFirestore(_) => {
+                    retry::run(task.policy, &env.cancel, OnStop::Await, on_retry, |_| {
+                        store_attempt(&task, call, step, tables, timeout)
+                    })
+                    .await
+                }
+                _ => {
+                    retry::run(task.policy, &env.cancel, OnStop::Drop, on_retry, |_| {
+                        with_timeout(timeout, run_other(&task, call, step, tables, so_far, &env.cancel))
+                    })
+                    .await
+                }
+            }
         }
     };
     if let Ok(done) = &result {
@@ -505,12 +512,14 @@ async fn fetch(
     })
 }
 
+/// Runs a transform, store or alert; `stop` is the token a store checks before it commits.
 async fn run_other(
     task: &Task<'_>,
     call: &Call,
     step: &Step,
     tables: &HashMap<String, Table>,
     so_far: &[TaskReceipt],
+    stop: &CancellationToken,
 ) -> Result<Done, TaskError> {
     let env = task.env;
     let input = || -> Result<(&str, &Table), TaskError> {
@@ -538,7 +547,7 @@ async fn run_other(
             let (_, rows) = input()?;
             let warehouse = crate::store::local::warehouse_dir(&env.data_dir);
             let (store, rows, run_id) = (store.clone(), rows.clone(), env.run_id.clone());
-            let written = blocking(move |stop| {
+            let written = blocking(stop, move |stop| {
                 let target = warehouse::Target {
                     warehouse: &warehouse,
                     dataset: &store.dataset,
@@ -559,7 +568,7 @@ async fn run_other(
             let (_, rows) = input()?;
             let path = crate::store::local::documents_path(&env.data_dir);
             let (store, rows, seed) = (store.clone(), rows.clone(), format!("{}/{}", env.run_id, task.id));
-            let written = blocking(move |stop| {
+            let written = blocking(stop, move |stop| {
                 documents::write(&path, &store.collection, &store.key, store.merge, &seed, &rows, stop)
             })
             .await?;
@@ -576,7 +585,7 @@ async fn run_other(
             let writer = crate::store::bigquery::gcp::Writer {
                 run_id: &env.run_id,
                 task: task.id,
-                cancel: &env.cancel,
+                cancel: stop,
             };
             let written = crate::store::bigquery::gcp::write(cloud, project, store, &writer, rows).await?;
             let destinations = destinations(call, env, project);
@@ -608,7 +617,7 @@ async fn run_other(
             let (_, rows) = input()?;
             let (_, project) = cloud(task)?;
             let seed = format!("{}/{}", env.run_id, task.id);
-            let written = crate::store::firestore::gcp::write(project, store, &seed, rows, &env.cancel).await?;
+            let written = crate::store::firestore::gcp::write(project, store, &seed, rows, stop).await?;
             let destinations = destinations(call, env, project);
             env.log.info(
                 Some(task.id),
@@ -668,19 +677,59 @@ fn cloud<'a>(task: &Task<'a>) -> Result<(&'a Arc<crate::gcp::Cloud>, &'a str), T
     Ok((cloud, project))
 }
 
-/// Runs blocking store work off the async threads. Abandoning the returned future (a timeout, a
-/// signal) cancels the token the work gets, which it checks just before it commits.
+/// Runs blocking store work off the async threads. The work gets a token that `stop` cancels (and
+/// so does abandoning the returned future); it checks it as it goes and just before it commits,
+/// and its answer says whether it committed.
 async fn blocking<T: Send + 'static, E: std::error::Error + Send + 'static>(
+    stop: &CancellationToken,
     work: impl FnOnce(&CancellationToken) -> Result<T, E> + Send + 'static,
 ) -> Result<T, TaskError> {
-    let stop = CancellationToken::new();
+    let stop = stop.child_token();
     let abandoned = stop.clone().drop_guard();
-    let result = tokio::task::spawn_blocking(move || work(&stop)).await;
+    let result = {
+        let stop = stop.clone();
+        tokio::task::spawn_blocking(move || work(&stop)).await
+    };
     abandoned.disarm();
     match result {
         Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) if stop.is_cancelled() => Err(TaskError::stopped(error::chain(&error))),
         Ok(Err(error)) => Err(TaskError::caused(&error)),
         Err(join) => Err(TaskError::permanent(format!("the store stopped unexpectedly: {join}"))),
+    }
+}
+
+/// One attempt of a store. A stop or the task's `timeout` cancels the token the store gets, which
+/// it checks before it commits; the attempt is awaited, never dropped, so that the receipt says
+/// what it committed.
+async fn store_attempt(
+    task: &Task<'_>,
+    call: &Call,
+    step: &Step,
+    tables: &HashMap<String, Table>,
+    timeout: Option<Duration>,
+) -> Result<Done, TaskError> {
+    let stop = task.env.cancel.child_token();
+    let timer = timeout.map(|limit| {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(limit).await;
+            stop.cancel();
+        })
+    });
+    let result = run_other(task, call, step, tables, &[], &stop).await;
+    if let Some(timer) = &timer {
+        timer.abort();
+    }
+    match (result, timeout) {
+        (Err(error), Some(limit)) if error.kind == ErrorKind::Interrupted && !task.env.cancel.is_cancelled() => {
+            Err(TaskError::transient(format!(
+                "timed out after {} s (timeout_minutes): {}",
+                limit.as_secs_f64(),
+                error.message
+            )))
+        }
+        (result, _) => result,
     }
 }
 

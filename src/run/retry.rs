@@ -44,11 +44,21 @@ pub struct Retrying<'a> {
     pub wait: Duration,
 }
 
+/// What a stop does to an attempt under way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnStop {
+    /// The attempt is dropped: it commits nothing (requests, queries).
+    Drop,
+    /// The attempt sees the stop itself and is awaited, so what it committed is known (stores).
+    Await,
+}
+
 /// Runs `operation` until it succeeds, fails permanently, runs out of attempts or is cancelled.
 /// Returns the result and the number of attempts made.
 pub async fn run<T, F, Fut>(
     policy: Policy,
     cancel: &CancellationToken,
+    on_stop: OnStop,
     mut on_retry: impl FnMut(Retrying<'_>),
     mut operation: F,
 ) -> (Result<T, TaskError>, u32)
@@ -59,9 +69,12 @@ where
     let attempts = policy.retries + 1;
     let mut attempt = 1;
     loop {
-        let result = tokio::select! {
-            result = operation(attempt) => result,
-            () = cancel.cancelled() => Err(TaskError::interrupted()),
+        let result = match on_stop {
+            OnStop::Drop => tokio::select! {
+                result = operation(attempt) => result,
+                () = cancel.cancelled() => Err(TaskError::interrupted()),
+            },
+            OnStop::Await => operation(attempt).await,
         };
         let error = match result {
             Ok(value) => return (Ok(value), attempt),
@@ -117,6 +130,7 @@ mod tests {
         let (result, attempts) = run(
             policy,
             &cancel,
+            OnStop::Drop,
             |_| {},
             |_| {
                 calls += 1;
@@ -131,6 +145,7 @@ mod tests {
         let (result, attempts) = run(
             policy,
             &cancel,
+            OnStop::Drop,
             |_| {},
             |attempt| {
                 calls += 1;
@@ -146,5 +161,30 @@ mod tests {
         .await;
         assert_eq!(result.unwrap(), 3);
         assert_eq!((attempts, calls), (3, 3));
+    }
+
+    #[tokio::test]
+    async fn a_stop_drops_an_attempt_or_awaits_it() {
+        let policy = Policy::new(0, 0.0);
+        for (on_stop, finished) in [(OnStop::Drop, false), (OnStop::Await, true)] {
+            let cancel = CancellationToken::new();
+            let stop = cancel.clone();
+            let (result, _) = run(
+                policy,
+                &cancel,
+                on_stop,
+                |_| {},
+                |_| {
+                    let stop = stop.clone();
+                    async move {
+                        stop.cancel();
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        Ok::<_, TaskError>("committed")
+                    }
+                },
+            )
+            .await;
+            assert_eq!(result.is_ok(), finished, "{on_stop:?}");
+        }
     }
 }

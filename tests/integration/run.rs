@@ -842,6 +842,63 @@ fn sigterm_stops_the_run_and_keeps_the_previous_table() {
 }
 
 #[test]
+fn after_sigterm_the_receipt_says_what_each_store_committed() {
+    // Each request's 40,000 rows carry its number in their ids, so the stores show which run wrote.
+    const ROWS: usize = 40_000;
+    let server = Server::start(|_, number| Reply::json(Value::Array(records(number * 100_000, ROWS)).to_string()));
+    let tasks = "  - id: to_warehouse
+    function: store_to_bigquery
+    params: { dataset: shop, table: items, write: replace }
+  - id: to_documents
+    function: store_to_firestore
+    params: { collection: items, key: id }
+";
+    let ws = Workspace::new();
+    let file = ws.product("items_product", &items_product(&server.url, 0, "", tasks));
+    ws.run(&file).expect(0);
+    let mut current = 0;
+    let documents_of = |run: usize| -> i64 {
+        let sqlite = rusqlite::Connection::open(ws.data().join("firestore.db")).unwrap();
+        sqlite
+            .query_row(
+                "SELECT COUNT(*) FROM documents WHERE collection = 'items' AND CAST(id AS INTEGER) / 100000 = ?1",
+                [run as i64],
+                |row| row.get(0),
+            )
+            .unwrap()
+    };
+    for delay in [40, 120, 200, 300, 450, 650, 900, 1300] {
+        let child = ws.run(&file).spawn();
+        std::thread::sleep(Duration::from_millis(delay));
+        let run = child.terminate();
+        assert!(run.code == 130 || run.code == 0, "{run}");
+        let receipt = receipt(&run);
+        let number = server.seen().len() - 1;
+        let stored = |id: &str| task(&receipt, id)["status"].as_str().unwrap().to_owned();
+        let table = ws.query("SELECT MIN(id) / 100000 AS run, COUNT(*) AS n FROM shop.items");
+        if stored("to_warehouse") == "succeeded" {
+            current = number;
+        }
+        assert_eq!(table, [json!({"run": current, "n": ROWS})], "after {delay} ms\n{run}");
+        let written = if stored("to_documents") == "succeeded" {
+            ROWS as i64
+        } else {
+            0
+        };
+        if number > 0 {
+            assert_eq!(documents_of(number), written, "after {delay} ms\n{run}");
+        }
+        for id in ["to_warehouse", "to_documents"] {
+            let status = stored(id);
+            assert!(
+                ["succeeded", "interrupted", "not_run"].contains(&status.as_str()),
+                "{status}"
+            );
+        }
+    }
+}
+
+#[test]
 fn a_run_killed_at_any_moment_leaves_a_whole_table() {
     // 60,000 rows take long enough to write that kills land before, during and after the commit.
     let server = Server::start(|_, number| Reply::json(Value::Array(records(number * 100_000, 60_000)).to_string()));

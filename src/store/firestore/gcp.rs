@@ -92,11 +92,29 @@ pub async fn write(
         async move { batch_write(db, database, writes?).await }
     };
     let mut requests = order.len().div_ceil(BATCH_WRITES) as u64;
+    // A stop sends no further requests; those in flight finish, and the error says how far it got.
+    let mut sent = 0;
     let mut results: Vec<Result<Vec<Failed>, TaskError>> = futures::stream::iter(order.chunks(BATCH_WRITES))
-        .map(|slice| send(build(slice)))
+        .take_while(|_| std::future::ready(!cancel.is_cancelled()))
+        .map(|slice| {
+            sent += slice.len();
+            send(build(slice))
+        })
         .buffer_unordered(IN_FLIGHT)
         .collect()
         .await;
+    let stopped = |unwritten: usize| {
+        TaskError::stopped(format!(
+            "stopped after {} of {documents} documents were written to {} (BatchWrite is not atomic); a rerun \
+             writes them all again under the same ids",
+            sent.saturating_sub(unwritten),
+            store.collection
+        ))
+    };
+    if sent < order.len() {
+        let unwritten = results.iter().flatten().map(Vec::len).sum();
+        return Err(stopped(unwritten));
+    }
     let mut failures: Vec<(String, i32, String)> = Vec::new();
     for attempt in 2..=WRITE_ATTEMPTS + 1 {
         let mut pending = Vec::new();
@@ -120,7 +138,7 @@ pub async fn write(
             break;
         }
         if cancel.is_cancelled() {
-            return Err(TaskError::interrupted());
+            return Err(stopped(failures.len()));
         }
         tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
         let chunks = chunk(pending, BATCH_WRITES);

@@ -94,7 +94,11 @@ pub fn write(
             .prepare("SELECT fields FROM documents WHERE collection = ?1 AND id = ?2")
             .map_err(sqlite)?;
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-        for (id, fields) in &documents {
+        for (n, (id, fields)) in documents.iter().enumerate() {
+            // Dropping the transaction rolls back what it wrote.
+            if n % 1024 == 0 && stop.is_cancelled() {
+                return Err(DocumentError::Stopped);
+            }
             let fields = if merge {
                 let old: Option<String> = current
                     .query_row(params![collection, id], |row| row.get(0))

@@ -188,7 +188,7 @@ pub fn write(
             (merged, count)
         }
     };
-    let bytes = write_part(&part, &schema, &kept)?;
+    let bytes = write_part(&part, &name, &schema, &kept, stop)?;
     sync_dir(&version);
     if stop.is_cancelled() {
         return Err(WarehouseError::Stopped { table: name });
@@ -382,18 +382,33 @@ fn merge(
     Ok(out)
 }
 
-fn write_part(path: &Path, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<u64, WarehouseError> {
+/// Writes one part file; stops between batches once `stop` is cancelled.
+fn write_part(
+    path: &Path,
+    table: &str,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    stop: &CancellationToken,
+) -> Result<u64, WarehouseError> {
     let file = File::create(path).map_err(io(path))?;
-    let file = write_parquet(file, schema, batches).map_err(|e| write_error(path, e))?;
+    let file =
+        write_parquet(file, schema, batches, &|| !stop.is_cancelled()).map_err(|e| match stop.is_cancelled() {
+            true => WarehouseError::Stopped {
+                table: table.to_owned(),
+            },
+            false => write_error(path, e),
+        })?;
     file.sync_all().map_err(io(path))?;
     Ok(file.metadata().map_err(io(path))?.len())
 }
 
-/// Writes `batches` as one Parquet file to `sink`: Snappy, [`ROW_GROUP_ROWS`]-row groups.
+/// Writes `batches` as one Parquet file to `sink`: Snappy, [`ROW_GROUP_ROWS`]-row groups. Gives up
+/// between batches when `go_on` says no.
 pub fn write_parquet<W: std::io::Write + Send>(
     sink: W,
     schema: &SchemaRef,
     batches: &[RecordBatch],
+    go_on: &dyn Fn() -> bool,
 ) -> Result<W, datafusion::parquet::errors::ParquetError> {
     let properties = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
@@ -401,6 +416,9 @@ pub fn write_parquet<W: std::io::Write + Send>(
         .build();
     let mut writer = ArrowWriter::try_new(sink, schema.clone(), Some(properties))?;
     for batch in batches.iter().filter(|b| b.num_rows() > 0) {
+        if !go_on() {
+            return Err(datafusion::parquet::errors::ParquetError::General("stopped".into()));
+        }
         writer.write(batch)?;
     }
     writer.into_inner()

@@ -243,7 +243,12 @@ pub(super) async fn wait(
         };
         let location = reference.location.clone();
         tokio::select! {
-            _ = cancel.cancelled() => return Err(TaskError::interrupted()),
+            _ = cancel.cancelled() => {
+                return Err(TaskError::stopped(format!(
+                    "stopped while BigQuery job {id} ran: BigQuery may still finish it; the next run of this tick \
+                     finds it by its id and does not load the rows twice"
+                )));
+            }
             _ = tokio::time::sleep(delay) => {}
         }
         delay = (delay * 2).min(Duration::from_secs(5));

@@ -37,7 +37,7 @@ pub(super) async fn load(
         }
         Previous::Free(id) => id,
     };
-    let parquet = crate::store::local::warehouse::write_parquet(Vec::new(), &rows.schema, &rows.batches)
+    let parquet = crate::store::local::warehouse::write_parquet(Vec::new(), &rows.schema, &rows.batches, &|| true)
         .map_err(|e| TaskError::permanent(format!("cannot write the rows as Parquet: {e}")))?;
     written.bytes = parquet.len() as u64;
     written.rows = rows.rows() as u64;
