@@ -8,7 +8,7 @@ use serde_json::Value;
 use url::Url;
 
 use super::decode::{self, Page, Shape};
-use super::http::{AuthKind, ExtractHttp, KeyLocation, Pagination, PaginationKind};
+use super::http::{Auth, ExtractHttp, KeyLocation, Pagination};
 use crate::http::{Request, Response};
 use crate::run::{Task, TaskError, retry};
 use crate::table::{RowsBuilder, Table};
@@ -42,32 +42,23 @@ impl Requests {
             .map(|(n, v)| (n.to_lowercase(), v.clone()))
             .collect();
         let mut query_key = None;
+        let mut credential_headers = vec!["authorization".to_owned(), "cookie".to_owned()];
         if let Some(auth) = &params.auth {
-            let value = |field: &Option<String>, name: &str| {
-                field
-                    .clone()
-                    .ok_or_else(|| TaskError::permanent(format!("auth of type {:?} needs `{name}`", auth.kind)))
-            };
-            match auth.kind {
-                AuthKind::Bearer => headers.push((
-                    "authorization".into(),
-                    format!("Bearer {}", value(&auth.token, "token")?),
-                )),
-                AuthKind::Basic => {
-                    let pair = format!(
-                        "{}:{}",
-                        value(&auth.username, "username")?,
-                        value(&auth.password, "password")?
-                    );
-                    let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+            let mut key_name = None;
+            match auth {
+                Auth::Bearer { token } => headers.push(("authorization".into(), format!("Bearer {token}"))),
+                Auth::Basic { username, password } => {
+                    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
                     headers.push(("authorization".into(), format!("Basic {encoded}")));
                 }
-                AuthKind::ApiKey => {
-                    let name = value(&auth.name, "name")?;
-                    let key = value(&auth.value, "value")?;
-                    match auth.location {
-                        KeyLocation::Header => headers.push((name.to_lowercase(), key)),
-                        KeyLocation::Query => query_key = Some((name, key)),
+                Auth::ApiKey { name, value, location } => {
+                    key_name = Some(name.as_str());
+                    match location {
+                        KeyLocation::Header => {
+                            headers.push((name.to_lowercase(), value.clone()));
+                            credential_headers.push(name.to_lowercase());
+                        }
+                        KeyLocation::Query => query_key = Some((name.clone(), value.clone())),
                     }
                 }
             }
@@ -75,8 +66,7 @@ impl Requests {
             // run keeps references as text: those are what fixtures hold, not secrets.)
             let literal = |value: &str| !value.contains("${");
             for (name, value) in &headers {
-                let credential =
-                    name == "authorization" || auth.name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(name));
+                let credential = name == "authorization" || key_name.is_some_and(|n| n.eq_ignore_ascii_case(name));
                 if credential && literal(value) {
                     task.env.secrets.add_redaction(value, "[credentials]");
                 }
@@ -84,15 +74,6 @@ impl Requests {
             if let Some((_, key)) = query_key.as_ref().filter(|(_, key)| literal(key)) {
                 task.env.secrets.add_redaction(key, "[credentials]");
             }
-        }
-        let mut credential_headers = vec!["authorization".to_owned(), "cookie".to_owned()];
-        if let Some(auth) = params
-            .auth
-            .as_ref()
-            .filter(|a| matches!(a.location, KeyLocation::Header))
-            && let Some(name) = &auth.name
-        {
-            credential_headers.push(name.to_lowercase());
         }
         Ok(Requests {
             method: params.method.as_str(),
@@ -173,10 +154,7 @@ pub async fn fetch(params: &ExtractHttp, task: &Task<'_>, attempts: &mut u32) ->
     let base = parse_url(&params.url)?;
     let mut query = query_pairs(params);
     let pagination = params.pagination.as_ref();
-    let lookups: Vec<&str> = pagination
-        .and_then(|p| p.cursor_path.as_deref().or(p.next_url_path.as_deref()))
-        .into_iter()
-        .collect();
+    let lookups: Vec<&str> = pagination.and_then(Pagination::lookup).into_iter().collect();
     let shape = Shape {
         format: params.format,
         records: params.records.as_deref(),
@@ -184,13 +162,14 @@ pub async fn fetch(params: &ExtractHttp, task: &Task<'_>, attempts: &mut u32) ->
         lookups: &lookups,
     };
     // Page-number and offset pagination count from `start`.
-    let mut counter = pagination.map_or(0, |p| p.start.unwrap_or(first_value(p.kind)));
+    let mut counter = 0;
     if let Some(p) = pagination {
-        if let Some(param) = counter_param(p) {
+        if let Some((param, start)) = counted(p) {
+            counter = start;
             query.push((param.to_owned(), counter.to_string()));
         }
-        if let (Some(name), Some(size)) = (&p.page_size_param, p.page_size) {
-            query.push((name.clone(), size.to_string()));
+        if let (Some(name), Some(size)) = (p.page_size_param(), p.page_size()) {
+            query.push((name.to_owned(), size.to_string()));
         }
     }
     let mut url = with_query(&base, &query);
@@ -198,7 +177,7 @@ pub async fn fetch(params: &ExtractHttp, task: &Task<'_>, attempts: &mut u32) ->
     let mut progress = task.env.log.progress(task.id);
     let (mut pages, mut bytes) = (0usize, 0usize);
     *attempts = 1;
-    let max_pages = pagination.map_or(1, |p| p.max_pages.max(1));
+    let max_pages = pagination.map_or(1, |p| p.max_pages().max(1));
     loop {
         pages += 1;
         let request = requests.request(url.clone());
@@ -219,7 +198,7 @@ pub async fn fetch(params: &ExtractHttp, task: &Task<'_>, attempts: &mut u32) ->
                 return Err(TaskError::permanent(format!(
                     "pagination did not end after {max_pages} pages (pagination.max_pages); raise it if the API \
                      really has more, or check that the API ends its pages as `type: {}` expects",
-                    kind_name(pagination.expect("paginated").kind)
+                    pagination.map_or("", Pagination::as_str)
                 )));
             }
             Next::Url(next) => url = next,
@@ -295,30 +274,28 @@ async fn send(
     result
 }
 
-fn first_value(kind: PaginationKind) -> i64 {
-    match kind {
-        PaginationKind::PageNumber => 1,
-        _ => 0,
+/// The parameter that page-number and offset pagination count in, and its value on the first request.
+fn counted(pagination: &Pagination) -> Option<(&str, i64)> {
+    match pagination {
+        Pagination::PageNumber { param, start, .. } => Some((param.as_deref().unwrap_or("page"), start.unwrap_or(1))),
+        Pagination::Offset { param, start, .. } => Some((param.as_deref().unwrap_or("offset"), start.unwrap_or(0))),
+        Pagination::Cursor { .. } | Pagination::NextUrl { .. } | Pagination::LinkHeader { .. } => None,
     }
 }
 
-fn counter_param(pagination: &Pagination) -> Option<&str> {
-    let default = match pagination.kind {
-        PaginationKind::PageNumber => "page",
-        PaginationKind::Offset => "offset",
-        _ => return None,
-    };
-    Some(pagination.param.as_deref().unwrap_or(default))
-}
-
-fn kind_name(kind: PaginationKind) -> &'static str {
-    match kind {
-        PaginationKind::PageNumber => "page_number",
-        PaginationKind::Offset => "offset",
-        PaginationKind::Cursor => "cursor",
-        PaginationKind::NextUrl => "next_url",
-        PaginationKind::LinkHeader => "link_header",
+/// The next page of page-number or offset pagination: the counter moved on by `step`.
+fn advance(
+    pagination: &Pagination,
+    step: i64,
+    counter: &mut i64,
+    query: &mut Vec<(String, String)>,
+    base: &Url,
+) -> Next {
+    *counter += step;
+    if let Some((param, _)) = counted(pagination) {
+        set_param(query, param, counter.to_string());
     }
+    Next::Url(with_query(base, query))
 }
 
 fn set_param(query: &mut Vec<(String, String)>, name: &str, value: String) {
@@ -341,31 +318,24 @@ fn next_page(
     if page.records == 0 {
         return Ok(Next::Done);
     }
-    let short_page = pagination.page_size.is_some_and(|size| (page.records as u64) < size);
+    let short_page = pagination.page_size().is_some_and(|size| (page.records as u64) < size);
     let found_text = || match page.found.first() {
         Some(Some(Value::String(s))) if !s.is_empty() => Some(s.clone()),
         Some(Some(Value::Number(n))) => Some(n.to_string()),
         _ => None,
     };
-    Ok(match pagination.kind {
-        PaginationKind::PageNumber | PaginationKind::Offset if short_page => Next::Done,
-        PaginationKind::PageNumber | PaginationKind::Offset => {
-            *counter += match pagination.kind {
-                PaginationKind::PageNumber => 1,
-                _ => page.records as i64,
-            };
-            let param = counter_param(pagination).expect("counted pagination has a param");
-            set_param(query, param, counter.to_string());
-            Next::Url(with_query(base, query))
-        }
-        PaginationKind::Cursor => match found_text() {
+    Ok(match pagination {
+        Pagination::PageNumber { .. } | Pagination::Offset { .. } if short_page => Next::Done,
+        Pagination::PageNumber { .. } => advance(pagination, 1, counter, query, base),
+        Pagination::Offset { .. } => advance(pagination, page.records as i64, counter, query, base),
+        Pagination::Cursor { param, .. } => match found_text() {
             Some(cursor) => {
-                set_param(query, pagination.param.as_deref().unwrap_or("cursor"), cursor);
+                set_param(query, param.as_deref().unwrap_or("cursor"), cursor);
                 Next::Url(with_query(base, query))
             }
             _ => Next::Done,
         },
-        PaginationKind::NextUrl => {
+        Pagination::NextUrl { .. } => {
             match found_text() {
                 Some(next) => Next::Url(url.join(&next).map_err(|error| {
                     TaskError::permanent(format!("the next-page URL `{next}` is not valid: {error}"))
@@ -373,7 +343,7 @@ fn next_page(
                 None => Next::Done,
             }
         }
-        PaginationKind::LinkHeader => match response.header("link").and_then(next_link) {
+        Pagination::LinkHeader { .. } => match response.header("link").and_then(next_link) {
             Some(next) => Next::Url(url.join(&next).map_err(|error| {
                 TaskError::permanent(format!("the Link header's next URL `{next}` is not valid: {error}"))
             })?),

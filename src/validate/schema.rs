@@ -29,6 +29,31 @@ pub fn schema_keys(pointer: &str) -> Vec<&'static str> {
         .unwrap_or_default()
 }
 
+/// The keys the object schema at `pointer` allows in `object`: its properties, less those that an
+/// `allOf` branch whose `if` the object matches forbids with `false` (as `type: basic` auth forbids
+/// `token`).
+fn allowed_keys(pointer: &str, object: Option<&Value>) -> Vec<&'static str> {
+    let branches = SCHEMA_JSON
+        .pointer(pointer)
+        .and_then(|node| node.get("allOf"))
+        .and_then(Value::as_array);
+    let matches = |condition: &Value| {
+        object.is_some_and(|object| jsonschema::draft202012::new(condition).is_ok_and(|v| v.is_valid(object)))
+    };
+    let forbidden: Vec<&str> = branches
+        .into_iter()
+        .flatten()
+        .filter(|branch| branch.get("if").is_some_and(matches))
+        .filter_map(|branch| branch.pointer("/then/properties").and_then(Value::as_object))
+        .flat_map(|properties| properties.iter())
+        .filter(|(_, schema)| **schema == Value::Bool(false))
+        .map(|(key, _)| key.as_str())
+        .collect();
+    let mut keys = schema_keys(pointer);
+    keys.retain(|key| !forbidden.contains(key));
+    keys
+}
+
 /// Checks a document against the schema; every violation becomes a diagnostic.
 pub fn check(document: &Document) -> Vec<Diagnostic> {
     if document.value.is_null() {
@@ -54,7 +79,7 @@ fn translate(error: &ValidationError<'_>, document: &Document, out: &mut Vec<Dia
         ValidationErrorKind::AdditionalProperties { unexpected } => {
             let schema_path = error.schema_path().as_str();
             let parent = schema_path.strip_suffix("/additionalProperties").unwrap_or("");
-            let known = schema_keys(parent);
+            let known = allowed_keys(parent, Some(instance));
             let place = if pointer.is_empty() {
                 "the product".to_owned()
             } else {
@@ -75,6 +100,38 @@ fn translate(error: &ValidationError<'_>, document: &Document, out: &mut Vec<Dia
                 out.push(diagnostic);
             }
             return;
+        }
+        ValidationErrorKind::FalseSchema => {
+            // `"properties": {"token": false}` in an `if`/`then` branch: a key of the object's schema
+            // that the object's `type` does not take.
+            let (parent, key) = pointer.rsplit_once('/').unwrap_or(("", pointer));
+            let key = key.replace("~1", "/").replace("~0", "~");
+            let object = document.value.pointer(parent);
+            let schema = error
+                .schema_path()
+                .as_str()
+                .rsplit_once("/allOf/")
+                .map_or("", |(s, _)| s);
+            let known = allowed_keys(schema, object);
+            let chosen = object.and_then(|o| o.get("type")).and_then(Value::as_str);
+            let place = place(parent, &document.value);
+            let (message, label, keys) = match chosen {
+                Some(chosen) => (
+                    format!("key `{key}` does not apply to `type: {chosen}` in {place}"),
+                    format!("not used by `type: {chosen}`"),
+                    format!("the keys of `type: {chosen}`"),
+                ),
+                None => (
+                    format!("key `{key}` is not allowed in {place}"),
+                    "not allowed here".to_owned(),
+                    "allowed keys".to_owned(),
+                ),
+            };
+            let mut diagnostic = Diagnostic::new(Code::UnknownKey, spans.key(pointer), message).label(label);
+            if !known.is_empty() {
+                diagnostic = diagnostic.note(format!("{keys}: {}", known.join(", ")));
+            }
+            diagnostic
         }
         ValidationErrorKind::Required { property } => {
             let key = property.as_str().unwrap_or_default();

@@ -45,6 +45,64 @@ fn valid_products_pass() {
     assert!(run.stdout.ends_with("product files valid\n"), "{run}");
 }
 
+/// `auth` and `pagination` take only the keys of their `type`; any other is reported where it is written.
+#[test]
+fn auth_and_pagination_take_only_the_keys_of_their_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("typed.yaml");
+    let product = [
+        "name: typed_keys",
+        "tasks:",
+        "  - id: pull",
+        "    function: extract_http",
+        "    params:",
+        "      url: https://api.example.com/items",
+        "      auth: {type: basic, username: u, password: p, token: t}",
+        "      pagination: {type: link_header, cursor_path: x}",
+    ]
+    .join("\n");
+    fs::write(&file, product).unwrap();
+    let run = dpf()
+        .args(["validate".as_ref(), file.as_os_str()])
+        .args(["--format", "json"])
+        .expect(1);
+    let report: Value = serde_json::from_str(&run.stdout).unwrap();
+    let found: Vec<(u64, u64, &str, &str)> = report["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["line"].as_u64().unwrap(),
+                d["column"].as_u64().unwrap(),
+                d["code"].as_str().unwrap(),
+                d["message"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (
+                7,
+                53,
+                "E104",
+                "key `token` does not apply to `type: basic` in `params.auth` of task `pull`"
+            ),
+            (
+                8,
+                39,
+                "E104",
+                "key `cursor_path` does not apply to `type: link_header` in `params.pagination` of task `pull`"
+            ),
+        ],
+        "{run}"
+    );
+    // The example products keep their YAML.
+    let run = dpf().args(["validate", "products"]).expect(0);
+    assert!(run.stdout.ends_with("product files valid\n"), "{run}");
+}
+
 #[test]
 fn warnings_fail_only_when_denied() {
     let file = "tests/corpus/invalid/W300-possible-credential.yaml";
