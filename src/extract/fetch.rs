@@ -1,6 +1,7 @@
 //! The running `extract_http`: builds each request, follows pagination, retries transient failures
 //! per request (pages already fetched are kept), and decodes every page into one table.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -178,6 +179,8 @@ pub async fn fetch(params: &ExtractHttp, task: &Task<'_>, attempts: &mut u32) ->
     let (mut pages, mut bytes) = (0usize, 0usize);
     *attempts = 1;
     let max_pages = pagination.map_or(1, |p| p.max_pages().max(1));
+    // Each URL fetched, with its page number.
+    let mut fetched: HashMap<String, usize> = HashMap::from([(url.to_string(), 1)]);
     loop {
         pages += 1;
         let request = requests.request(url.clone());
@@ -201,7 +204,17 @@ pub async fn fetch(params: &ExtractHttp, task: &Task<'_>, attempts: &mut u32) ->
                     pagination.map_or("", Pagination::as_str)
                 )));
             }
-            Next::Url(next) => url = next,
+            Next::Url(next) => {
+                // An API that hands back a page it already gave would loop until max_pages.
+                if let Some(page) = fetched.get(next.as_str()) {
+                    return Err(TaskError::permanent(format!(
+                        "page {pages} points back to page {page} ({}): the API's pagination loops",
+                        task.env.secrets.redact(next.as_str())
+                    )));
+                }
+                fetched.insert(next.to_string(), pages + 1);
+                url = next;
+            }
         }
     }
     if let Some(dir) = &task.env.record_dir {

@@ -248,6 +248,23 @@ fn endless_pagination_stops_at_max_pages_with_an_error() {
     );
 }
 
+#[test]
+fn a_next_url_that_comes_back_stops_at_once() {
+    // Pages 1, 2, 3, then back to 2: a cursor that repeats.
+    let server = Server::start(|seen, _| {
+        let page = page_of(seen, "page", 1);
+        let next = if page == 3 { 2 } else { page + 1 };
+        Reply::json(json!({"data": records(page, 1), "next": format!("/items?page={next}")}).to_string())
+    });
+    let ws = Workspace::new();
+    let params = "      records: data\n      pagination: { type: next_url, next_url_path: next }";
+    let file = ws.product("items_product", &product(&server.url, params, "append"));
+    let error = task_error(&ws.run(&file).expect(1), "extract_items");
+    assert!(error.contains("page 3 points back to page 2 ("), "{error}");
+    assert!(error.ends_with("/items?page=2): the API's pagination loops"), "{error}");
+    assert_eq!(server.seen().len(), 3);
+}
+
 fn auth_server(check: fn(&Seen) -> bool) -> Server {
     Server::start(move |seen, _| {
         if check(seen) {
