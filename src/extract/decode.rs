@@ -10,6 +10,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::http::Format;
+use crate::table::builder::STOP_EVERY;
 use crate::table::{Cell, RowsBuilder, TypeConflict};
 
 /// What a body could not give.
@@ -41,6 +42,8 @@ pub enum DecodeError {
     },
     #[error("{0}")]
     Conflict(TypeConflict),
+    #[error("stopped while decoding the response")]
+    Stopped,
 }
 
 fn json_message(error: &serde_json::Error) -> String {
@@ -80,6 +83,7 @@ pub fn decode(body: Vec<u8>, shape: &Shape<'_>, builder: &mut RowsBuilder) -> Re
     drop(body);
     let (page, include) = result.map_err(|error| match (builder.take_conflict(), error) {
         (Some(conflict), _) => DecodeError::Conflict(conflict),
+        (None, _) if builder.stopped() => DecodeError::Stopped,
         (None, error) => error,
     })?;
     for (field, cell) in include {
@@ -212,6 +216,9 @@ fn ndjson(body: &[u8], builder: &mut RowsBuilder) -> Result<Page, DecodeError> {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
+        if number % STOP_EVERY == 0 && builder.stopped() {
+            return Err(DecodeError::Stopped);
+        }
         let mut de = serde_json::Deserializer::from_slice(line);
         RecordSeed { builder: &mut *builder }
             .deserialize(&mut de)
@@ -235,7 +242,13 @@ fn csv(body: &[u8], builder: &mut RowsBuilder) -> Result<Page, DecodeError> {
     let mut reader = csv::ReaderBuilder::new().from_reader(body);
     let headers = reader.headers().map_err(DecodeError::Csv)?.clone();
     let mut record = csv::StringRecord::new();
-    while reader.read_record(&mut record).map_err(DecodeError::Csv)? {
+    for n in 1.. {
+        if !reader.read_record(&mut record).map_err(DecodeError::Csv)? {
+            break;
+        }
+        if n % STOP_EVERY == 0 && builder.stopped() {
+            return Err(DecodeError::Stopped);
+        }
         builder
             .push_record(
                 headers
@@ -401,12 +414,17 @@ impl<'de> Visitor<'de> for RecordsSeed<'_> {
         f.write_str("an array of records")
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq
-            .next_element_seed(RecordSeed {
+        for n in 1.. {
+            let seed = RecordSeed {
                 builder: &mut *self.builder,
-            })?
-            .is_some()
-        {}
+            };
+            if seq.next_element_seed(seed)?.is_none() {
+                break;
+            }
+            if n % STOP_EVERY == 0 && self.builder.stopped() {
+                return Err(de::Error::custom("stopped"));
+            }
+        }
         Ok(())
     }
 }
@@ -497,11 +515,17 @@ impl<'de> Visitor<'de> for ColumnSeed<'_> {
         f.write_str("an array of values")
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
+        let stop = self.builder.stop_token();
         let mut column = self.builder.column_writer(self.name, self.first, self.expected);
+        let mut n = 0usize;
         while let Some(cell) = seq.next_element_seed(CellSeed)? {
             if let Err(conflict) = column.push(cell) {
                 self.builder.stash(conflict);
                 return Err(de::Error::custom("type conflict"));
+            }
+            n += 1;
+            if n.is_multiple_of(STOP_EVERY) && stop.as_ref().is_some_and(|s| s.is_cancelled()) {
+                return Err(de::Error::custom("stopped"));
             }
         }
         Ok(column.len(self.first))
@@ -518,6 +542,39 @@ mod tests {
             records,
             include,
             lookups,
+        }
+    }
+
+    #[test]
+    fn a_stop_ends_decoding_in_every_format() {
+        let records: String = (0..100_000)
+            .map(|i| format!("{{\"id\":{i}}}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let columns = format!(
+            "{{\"hourly\":{{\"id\":[{}]}}}}",
+            (0..100_000).map(|i| i.to_string()).collect::<Vec<_>>().join(",")
+        );
+        let ndjson = records.replace(",{", "\n{");
+        let csv = format!(
+            "id\n{}\n",
+            (0..100_000).map(|i| i.to_string()).collect::<Vec<_>>().join("\n")
+        );
+        let bodies = [
+            (Format::Json, None, format!("[{records}]")),
+            (Format::Json, Some("hourly"), columns),
+            (Format::Ndjson, None, ndjson),
+            (Format::Csv, None, csv),
+        ];
+        for (format, path, body) in bodies {
+            let stop = tokio_util::sync::CancellationToken::new();
+            let mut builder = RowsBuilder::stopping_on(stop.clone());
+            let page = decode(body.clone().into_bytes(), &shape(format, path, &[], &[]), &mut builder).unwrap();
+            assert_eq!(page.records, 100_000);
+            stop.cancel();
+            let mut builder = RowsBuilder::stopping_on(stop);
+            let error = decode(body.into_bytes(), &shape(format, path, &[], &[]), &mut builder).unwrap_err();
+            assert!(matches!(error, DecodeError::Stopped), "{format:?} {path:?}: {error}");
         }
     }
 

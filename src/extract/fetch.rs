@@ -174,7 +174,7 @@ pub async fn fetch(params: &ExtractHttp, task: &Task<'_>, attempts: &mut u32) ->
         }
     }
     let mut url = with_query(&base, &query);
-    let mut builder = RowsBuilder::new();
+    let mut builder = RowsBuilder::stopping_on(task.env.cancel.clone());
     let mut progress = task.env.log.progress(task.id);
     let (mut pages, mut bytes) = (0usize, 0usize);
     *attempts = 1;
@@ -188,8 +188,11 @@ pub async fn fetch(params: &ExtractHttp, task: &Task<'_>, attempts: &mut u32) ->
         *attempts = (*attempts).max(tries);
         let mut response = response.map_err(|error| on_page(error, pages, pagination.is_some()))?;
         builder.start_page(pages);
-        let page = decode::decode(std::mem::take(&mut response.body), &shape, &mut builder)
-            .map_err(|error| on_page(TaskError::permanent(error), pages, pagination.is_some()))?;
+        let page =
+            decode::decode(std::mem::take(&mut response.body), &shape, &mut builder).map_err(|error| match error {
+                decode::DecodeError::Stopped => TaskError::interrupted(),
+                error => on_page(TaskError::permanent(error), pages, pagination.is_some()),
+            })?;
         progress.update(pages, builder.rows(), bytes);
         let next = match pagination {
             None => Next::Done,

@@ -323,11 +323,34 @@ pub struct RowsBuilder {
     /// Record number within the page, for messages.
     record: usize,
     conflict: Option<TypeConflict>,
+    /// Cancelled when decoding should give up (SIGTERM, `--timeout`).
+    stop: Option<tokio_util::sync::CancellationToken>,
 }
+
+/// Values decoded between two looks at the stop token: a few milliseconds of work.
+pub const STOP_EVERY: usize = 16 * 1024;
 
 impl RowsBuilder {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A builder whose decoders give up once `stop` is cancelled.
+    pub fn stopping_on(stop: tokio_util::sync::CancellationToken) -> Self {
+        RowsBuilder {
+            stop: Some(stop),
+            ..Self::default()
+        }
+    }
+
+    /// The token decoding watches, for loops that hold the builder borrowed.
+    pub fn stop_token(&self) -> Option<tokio_util::sync::CancellationToken> {
+        self.stop.clone()
+    }
+
+    /// Whether decoding should give up now.
+    pub fn stopped(&self) -> bool {
+        self.stop.as_ref().is_some_and(|stop| stop.is_cancelled())
     }
 
     pub fn rows(&self) -> usize {
