@@ -28,7 +28,8 @@ pub enum OutboxError {
     },
 }
 
-fn mailbox(address: &str) -> Result<Mailbox, OutboxError> {
+/// `address` (`a@b.c` or `Name <a@b.c>`) as a mailbox; `dpf validate` checks literal ones with it.
+pub(crate) fn mailbox(address: &str) -> Result<Mailbox, OutboxError> {
     address.parse().map_err(|source| OutboxError::Address {
         address: address.to_owned(),
         source,

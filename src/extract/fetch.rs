@@ -114,7 +114,7 @@ impl Requests {
 }
 
 fn parse_url(text: &str) -> Result<Url, TaskError> {
-    Url::parse(text).map_err(|error| TaskError::permanent(format!("`{text}` is not a valid URL: {error}")))
+    crate::http::http_url(text).map_err(TaskError::permanent)
 }
 
 /// `params.query` as pairs; an array repeats its key.

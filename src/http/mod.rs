@@ -220,6 +220,15 @@ pub(crate) fn install_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// `text` as an `http` or `https` URL; `dpf validate` checks literal ones with it.
+pub fn http_url(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text).map_err(|error| format!("`{text}` is not a valid URL: {error}"))?;
+    match url.scheme() {
+        "http" | "https" => Ok(url),
+        scheme => Err(format!("`{text}` is not an HTTP URL: its scheme is `{scheme}`")),
+    }
+}
+
 /// Redirects followed within one origin before the request fails.
 const MAX_REDIRECTS: usize = 10;
 

@@ -5,6 +5,7 @@ use std::str::FromStr;
 
 use serde_json::Value;
 
+use super::params::{self, Checked};
 use crate::diagnostic::{Code, Diagnostic};
 use crate::plan::graph::{Field, Graph, Node, Problem};
 use crate::spec::reference::references;
@@ -142,6 +143,9 @@ impl<'a> Checker<'a> {
                 Some(Function::StoreToBigquery) => self.bigquery_names(&params),
                 Some(Function::StoreToFirestore) => self.firestore_collection(&params),
                 _ => {}
+            }
+            if let Some(function) = function {
+                self.as_the_run_parses(function.name(), &params);
             }
             nodes.push(node);
         }
@@ -308,6 +312,36 @@ impl<'a> Checker<'a> {
                     )
                     .label(rule),
                 );
+            }
+        }
+    }
+
+    /// URLs and e-mail addresses written out in the file, parsed as the run parses them.
+    fn as_the_run_parses(&mut self, function: &str, params: &str) {
+        type Parse = fn(&str) -> Option<(String, String)>;
+        let url: Parse = |text| {
+            let message = crate::http::http_url(text).err()?;
+            Some((message, "write an absolute http:// or https:// URL".into()))
+        };
+        let address: Parse = |text| {
+            let error = crate::alert::outbox::mailbox(text).err()?;
+            Some((
+                error.to_string(),
+                "write name@example.com or Name <name@example.com>".into(),
+            ))
+        };
+        for (check, parse) in [(Checked::HttpUrl, url), (Checked::Addresses, address)] {
+            for param in params::checked_by(function, check) {
+                let pointer = format!("{params}/{param}");
+                let Some(value) = self.document.value.pointer(&pointer) else {
+                    continue;
+                };
+                for (at, text) in params::literal_texts(value, &pointer) {
+                    if let Some((message, label)) = parse(text) {
+                        self.out
+                            .push(Diagnostic::new(Code::InvalidValue, self.value_span(&at), message).label(label));
+                    }
+                }
             }
         }
     }

@@ -2,6 +2,7 @@
 
 mod checks;
 mod credentials;
+mod params;
 pub mod schema;
 
 use std::collections::HashMap;

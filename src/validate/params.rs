@@ -1,0 +1,147 @@
+//! Every param of every task function, and how `dpf validate` checks it: by the schema alone, by
+//! the same check the run makes (so what a run would reject, validate rejects first, at its line),
+//! or only at run time, with the reason. A test holds this table to the schema, so a param added
+//! later cannot go unclassified.
+
+use serde_json::Value;
+
+/// How one param is checked before any run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Checked {
+    /// Its type, enum, range or shape are the schema's.
+    Schema,
+    /// An HTTP(S) URL, parsed as the run parses it.
+    HttpUrl,
+    /// E-mail addresses (`a@b.c` or `Name <a@b.c>`), parsed as the outbox and SendGrid need them.
+    Addresses,
+    /// Header names and values a request can carry (`checks::headers`).
+    Headers,
+    /// SQL that must parse (`checks::transform_query`, `checks::alert_condition`).
+    Sql,
+    /// BigQuery project, dataset and table naming rules (`checks::bigquery_names`).
+    BigqueryName,
+    /// Firestore's collection path rules (`checks::firestore_collection`).
+    FirestoreCollection,
+    /// Knowable only when the run has it, for the reason given.
+    RunTime(&'static str),
+}
+
+use Checked::*;
+
+const COLUMNS: Checked = RunTime("names columns of the input rows, which exist once the rows do");
+const RESPONSE: Checked = RunTime("names fields of the API's response");
+const FREE: Checked = RunTime("free text, sent or shown as it is");
+
+/// (function, param, how it is checked), for every param the schema allows.
+pub(super) const PARAMS: &[(&str, &str, Checked)] = &[
+    ("extract_http", "url", HttpUrl),
+    ("extract_http", "method", Schema),
+    ("extract_http", "query", FREE),
+    ("extract_http", "headers", Headers),
+    ("extract_http", "body", FREE),
+    ("extract_http", "auth", Schema),
+    ("extract_http", "format", Schema),
+    ("extract_http", "records", RESPONSE),
+    ("extract_http", "include", RESPONSE),
+    ("extract_http", "pagination", Schema),
+    ("extract_http", "timeout_seconds", Schema),
+    ("extract_http", "max_response_mb", Schema),
+    ("extract_weather", "api_url", HttpUrl),
+    ("extract_weather", "latitude", Schema),
+    ("extract_weather", "longitude", Schema),
+    (
+        "extract_weather",
+        "metrics",
+        RunTime("Open-Meteo's variable names, which its API checks"),
+    ),
+    ("extract_weather", "forecast_days", Schema),
+    ("extract_weather", "timeout_seconds", Schema),
+    ("extract_weather", "max_response_mb", Schema),
+    ("transform_sql", "query", Sql),
+    ("store_to_bigquery", "project", BigqueryName),
+    ("store_to_bigquery", "dataset", BigqueryName),
+    ("store_to_bigquery", "table", BigqueryName),
+    ("store_to_bigquery", "write", Schema),
+    ("store_to_bigquery", "key", COLUMNS),
+    ("store_to_bigquery", "method", Schema),
+    ("store_to_bigquery", "partition_by", COLUMNS),
+    ("store_to_bigquery", "cluster_by", COLUMNS),
+    ("store_to_firestore", "project", BigqueryName),
+    ("store_to_firestore", "collection", FirestoreCollection),
+    ("store_to_firestore", "key", COLUMNS),
+    ("store_to_firestore", "merge", Schema),
+    ("send_alerts", "recipient", Addresses),
+    ("send_alerts", "cc", Addresses),
+    ("send_alerts", "from", Addresses),
+    ("send_alerts", "subject", FREE),
+    ("send_alerts", "when", Sql),
+    ("send_alerts", "thresholds", COLUMNS),
+    ("send_alerts", "channels", Schema),
+    ("send_alerts", "slack_webhook", HttpUrl),
+    (
+        "send_alerts",
+        "sendgrid_api_key",
+        RunTime("a secret, read when the run starts"),
+    ),
+    ("send_alerts", "on_failure", Addresses),
+    ("send_alerts", "max_rows", Schema),
+];
+
+/// The params of `function` that `check` covers.
+pub(super) fn checked_by(function: &str, check: Checked) -> impl Iterator<Item = &'static str> + '_ {
+    PARAMS
+        .iter()
+        .filter(move |(f, _, c)| *f == function && *c == check)
+        .map(|(_, param, _)| *param)
+}
+
+/// The texts of a string or list-of-strings param, with their JSON pointers; values with a
+/// reference or a template are left to the run, which sees them resolved.
+pub(super) fn literal_texts<'a>(value: &'a Value, pointer: &str) -> Vec<(String, &'a str)> {
+    let texts: Vec<(String, &str)> = match value {
+        Value::String(text) => vec![(pointer.to_owned(), text.as_str())],
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, item)| Some((format!("{pointer}/{i}"), item.as_str()?)))
+            .collect(),
+        _ => Vec::new(),
+    };
+    texts
+        .into_iter()
+        .filter(|(_, text)| !text.contains("${") && !text.contains("{{"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    #[test]
+    fn every_param_in_the_schema_says_how_it_is_checked() {
+        let schema: Value = serde_json::from_str(crate::validate::schema::SCHEMA).unwrap();
+        let mut in_schema = BTreeSet::new();
+        for (name, definition) in schema["$defs"].as_object().unwrap() {
+            let Some(function) = name.strip_suffix("_params") else {
+                continue;
+            };
+            let properties = definition["properties"].as_object().unwrap();
+            in_schema.extend(properties.keys().map(|param| (function.to_owned(), param.clone())));
+        }
+        assert!(in_schema.len() > 40, "{in_schema:?}");
+        let in_table: BTreeSet<(String, String)> = PARAMS
+            .iter()
+            .map(|(f, p, _)| ((*f).to_owned(), (*p).to_owned()))
+            .collect();
+        assert_eq!(in_table.len(), PARAMS.len(), "a param is listed twice");
+        let unlisted: Vec<_> = in_schema.difference(&in_table).collect();
+        assert!(unlisted.is_empty(), "say in PARAMS how validate checks {unlisted:?}");
+        let gone: Vec<_> = in_table.difference(&in_schema).collect();
+        assert!(
+            gone.is_empty(),
+            "PARAMS lists params the schema does not have: {gone:?}"
+        );
+    }
+}
