@@ -1,7 +1,13 @@
 //! Bad input never panics: truncated and mutated product files always give diagnostics (or a
-//! valid product), through the library and through the binary.
+//! valid product that plans), through the library and through the binary.
+//!
+//! The library-level harness runs `DPF_FUZZ_MUTANTS` mutants (default 10,000) on every core, and
+//! stops early after `DPF_FUZZ_SECONDS` (default 60), so CI spends a bounded time on it; a long
+//! run is `DPF_FUZZ_MUTANTS=1000000 cargo nextest run --release -E 'test(mutated_files)'`.
 
 use std::fs;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use dpf::spec::SourceFile;
 use dpf::validate::check_source;
@@ -26,19 +32,61 @@ impl Rng {
 }
 
 const NOISE: &[&str] = &[
-    ":", "-", "- ", "[", "]", "{", "}", "\"", "'", "\t", "\n", "&a", "*a", "!!int ", "%", "|", ">", "#", "${", "}",
-    "  ", ",", "?", "@", "`", "é", "\u{feff}", "0x", ".inf", "~", "<<: *a",
+    ":",
+    "-",
+    "- ",
+    "[",
+    "]",
+    "{",
+    "}",
+    "\"",
+    "'",
+    "\t",
+    "\n",
+    "&a",
+    "*a",
+    "!!int ",
+    "%",
+    "|",
+    ">",
+    "#",
+    "${",
+    "}",
+    "  ",
+    ",",
+    "?",
+    "@",
+    "`",
+    "é",
+    "\u{feff}",
+    "0x",
+    ".inf",
+    "~",
+    "<<: *a",
+    "\r",
+    "\r\n",
+    "{{ ds }}",
+    "&b [*a, *a, *a]",
 ];
 
 fn seeds() -> Vec<String> {
-    [
+    let mut seeds: Vec<String> = [
         "products/weather_data_product.yaml",
         "products/sales_data_product.yaml",
         "tests/corpus/valid/graph.yaml",
+        "tests/corpus/invalid/many-problems.yaml",
+        "tests/corpus/invalid/E003-alias-bomb.yaml",
+        "tests/corpus/invalid/E002-duplicate-key-cr-line-ends.yaml",
     ]
     .iter()
     .map(|p| fs::read_to_string(root().join(p)).unwrap())
-    .collect()
+    .collect();
+    let weather = seeds[0].clone();
+    seeds.push(format!("\u{feff}{weather}"));
+    seeds.push(weather.replace('\n', "\r"));
+    seeds.push(weather.replace('\n', "\r\n"));
+    seeds.push(format!("name: deep\ntasks: {}{}\n", "[".repeat(60), "]".repeat(60)));
+    seeds
 }
 
 fn mutate(rng: &mut Rng, seed: &str) -> String {
@@ -83,63 +131,96 @@ fn mutate(rng: &mut Rng, seed: &str) -> String {
     text.into_iter().collect()
 }
 
+/// A number from the environment, else `default`.
+fn setting(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
 /// Every mutant yields either a typed product or at least one error, with spans inside the file.
 #[test]
 fn mutated_files_give_diagnostics_never_panics() {
+    let (mutants, seconds) = (setting("DPF_FUZZ_MUTANTS", 10_000), setting("DPF_FUZZ_SECONDS", 60));
+    let deadline = Instant::now() + Duration::from_secs(seconds as u64);
+    let started = Instant::now();
     let seeds = seeds();
-    let mut rng = Rng(0x5eed_1234_abcd_0001);
-    let mut invalid = 0;
-    for round in 0..3000 {
-        let seed = &seeds[round % seeds.len()];
-        let text = if round % 10 == 0 {
-            // Plain truncation at every kind of position.
-            let cut = rng.below(seed.len());
-            seed.char_indices()
-                .map(|(i, _)| i)
-                .take_while(|&i| i <= cut)
-                .last()
-                .map_or("", |i| &seed[..i])
-                .to_owned()
-        } else {
-            mutate(&mut rng, seed)
-        };
-        let checked = check_source(SourceFile::new("mutant.yaml", text.clone()));
-        for d in &checked.diagnostics {
-            assert!(
-                d.span.start <= d.span.end
-                    && d.span.end <= text.len()
-                    && text.is_char_boundary(d.span.start)
-                    && text.is_char_boundary(d.span.end),
-                "span {:?} out of bounds in round {round}:\n{text}",
-                d.span
-            );
+    let (checked, invalid) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    std::thread::scope(|scope| {
+        for worker in 0..workers {
+            let (seeds, checked, invalid) = (&seeds, &checked, &invalid);
+            scope.spawn(move || {
+                let mut rng = Rng(0x5eed_1234_abcd_0001 ^ ((worker as u64 + 1) << 40));
+                for round in (worker..mutants).step_by(workers) {
+                    if round.is_multiple_of(256) && Instant::now() > deadline {
+                        return;
+                    }
+                    if !check_mutant(&mut rng, &seeds[round % seeds.len()], round) {
+                        invalid.fetch_add(1, Ordering::Relaxed);
+                    }
+                    checked.fetch_add(1, Ordering::Relaxed);
+                }
+            });
         }
-        match &checked.product {
-            Some(product) => {
-                assert!(!checked.has_errors());
-                // A valid mutant must also plan.
-                let context = dpf::plan::Context {
-                    file: std::path::Path::new("mutant.yaml"),
-                    target: dpf::target::Target::Local,
-                    data_dir: std::path::Path::new(".dpf"),
-                    now: chrono::Utc::now(),
-                };
-                let plan = dpf::plan::build(product, &context);
-                assert_eq!(plan.steps.len(), product.tasks.len());
-            }
-            None => {
-                assert!(
-                    checked.has_errors(),
-                    "no product and no error in round {round}:\n{text}"
-                );
-                invalid += 1;
-            }
+    });
+    let (checked, invalid) = (checked.into_inner(), invalid.into_inner());
+    eprintln!(
+        "{checked} mutated product files checked in {:.1} s on {workers} threads, {invalid} of them invalid",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(checked >= mutants.min(3000), "only {checked} mutants in {seconds} s");
+    assert!(
+        invalid > checked / 3,
+        "the mutations should mostly break the files ({invalid} of {checked})"
+    );
+}
+
+/// Checks one mutant of `seed`; returns whether it was a valid product.
+fn check_mutant(rng: &mut Rng, seed: &str, round: usize) -> bool {
+    let text = if round.is_multiple_of(10) {
+        // Plain truncation at every kind of position.
+        let cut = rng.below(seed.len());
+        seed.char_indices()
+            .map(|(i, _)| i)
+            .take_while(|&i| i <= cut)
+            .last()
+            .map_or("", |i| &seed[..i])
+            .to_owned()
+    } else {
+        mutate(rng, seed)
+    };
+    let checked = check_source(SourceFile::new("mutant.yaml", text.clone()));
+    for d in &checked.diagnostics {
+        assert!(
+            d.span.start <= d.span.end
+                && d.span.end <= text.len()
+                && text.is_char_boundary(d.span.start)
+                && text.is_char_boundary(d.span.end),
+            "span {:?} out of bounds in round {round}:\n{text}",
+            d.span
+        );
+    }
+    match &checked.product {
+        Some(product) => {
+            assert!(!checked.has_errors());
+            // A valid mutant must also plan.
+            let context = dpf::plan::Context {
+                file: std::path::Path::new("mutant.yaml"),
+                target: dpf::target::Target::Local,
+                data_dir: std::path::Path::new(".dpf"),
+                now: chrono::Utc::now(),
+            };
+            let plan = dpf::plan::build(product, &context);
+            assert_eq!(plan.steps.len(), product.tasks.len());
+            true
+        }
+        None => {
+            assert!(
+                checked.has_errors(),
+                "no product and no error in round {round}:\n{text}"
+            );
+            false
         }
     }
-    assert!(
-        invalid > 1000,
-        "the mutations should mostly break the files ({invalid})"
-    );
 }
 
 /// The binary over a folder of mutants: exit 1, one JSON report, every invalid file named in it.
@@ -154,6 +235,14 @@ fn binary_reports_every_mutant() {
         // Unique names, so the only cross-file check (duplicate product names) stays out of the way.
         let text = text.replacen("_data_product", &format!("_mutant_{i}"), 1);
         let path = dir.path().join(format!("m{i:03}.yaml"));
+        if i.is_multiple_of(20) {
+            // Bytes that are not UTF-8 (Latin-1 text, a stray byte) are found by the binary's reader.
+            let mut bytes = text.into_bytes();
+            bytes.insert(rng.below(bytes.len() + 1), 0xe9);
+            fs::write(&path, bytes).unwrap();
+            expected_invalid.push(path);
+            continue;
+        }
         fs::write(&path, &text).unwrap();
         if check_source(SourceFile::new(&path, text)).has_errors() {
             expected_invalid.push(path);
