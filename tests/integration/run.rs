@@ -920,14 +920,30 @@ fn a_run_killed_at_any_moment_leaves_a_whole_table() {
     // 60,000 rows take long enough to write that kills land before, during and after the commit.
     let server = Server::start(|_, number| Reply::json(Value::Array(records(number * 100_000, 60_000)).to_string()));
     let ws = Workspace::new();
-    let file = ws.product("items_product", &product(&server.url, "", "replace"));
+    let stores = "  - id: to_warehouse
+    function: store_to_bigquery
+    params: { dataset: shop, table: items, write: replace }
+  - id: to_documents
+    function: store_to_firestore
+    params: { collection: items, key: id }
+";
+    let file = ws.product("items_product", &items_product(&server.url, 0, "", stores));
     ws.run(&file).expect(0);
-    for delay in [50, 150, 250, 400, 600, 900] {
+    for delay in [50, 150, 250, 400, 600, 900, 1300] {
         let child = ws.run(&file).spawn();
         std::thread::sleep(Duration::from_millis(delay));
         child.kill();
         let rows = ws.query("SELECT COUNT(*) AS n, COUNT(DISTINCT id / 100000) AS versions FROM shop.items");
         assert_eq!(rows, [json!({"n": 60_000, "versions": 1})], "killed after {delay} ms");
+        // Each run's documents landed whole or not at all.
+        let sqlite = rusqlite::Connection::open(ws.data().join("firestore.db")).unwrap();
+        let mut per_run = sqlite
+            .prepare("SELECT CAST(id AS INTEGER) / 100000, COUNT(*) FROM documents GROUP BY 1")
+            .unwrap();
+        for counted in per_run.query_map([], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))).unwrap() {
+            let (run, count) = counted.unwrap();
+            assert_eq!(count, 60_000, "run {run}'s documents after a kill at {delay} ms");
+        }
         let table = ws.data().join("warehouse/shop/items");
         for part in std::fs::read_dir(&table).unwrap() {
             let name = part.unwrap().file_name().to_string_lossy().into_owned();
