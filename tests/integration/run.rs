@@ -940,7 +940,10 @@ fn a_run_killed_at_any_moment_leaves_a_whole_table() {
         let mut per_run = sqlite
             .prepare("SELECT CAST(id AS INTEGER) / 100000, COUNT(*) FROM documents GROUP BY 1")
             .unwrap();
-        for counted in per_run.query_map([], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))).unwrap() {
+        for counted in per_run
+            .query_map([], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)))
+            .unwrap()
+        {
             let (run, count) = counted.unwrap();
             assert_eq!(count, 60_000, "run {run}'s documents after a kill at {delay} ms");
         }

@@ -23,7 +23,7 @@ use firestore::{FirestoreDb, FirestoreDbOptions};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::{Documents, StoreToFirestore};
+use super::{Documents, IdError, StoreToFirestore};
 use crate::run::error::TaskError;
 use crate::table::Table;
 
@@ -53,7 +53,10 @@ pub async fn write(
     rows: &Table,
     cancel: &CancellationToken,
 ) -> Result<Written, TaskError> {
-    let named = Documents::of(&store.key, seed, rows).map_err(|e| TaskError::permanent(e.to_string()))?;
+    let named = Documents::of(&store.key, seed, rows, cancel).map_err(|e| match e {
+        IdError::Stopped => TaskError::interrupted(),
+        e => TaskError::permanent(e.to_string()),
+    })?;
     if named.rows.is_empty() {
         return Ok(Written::default());
     }

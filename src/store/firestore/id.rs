@@ -19,6 +19,7 @@ use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 
 use crate::table::Table;
+use tokio_util::sync::CancellationToken;
 
 /// Firestore's limit on a document id, in bytes.
 const MAX_ID_BYTES: usize = 1500;
@@ -43,6 +44,8 @@ pub enum IdError {
          the key)"
     )]
     Collision { id: String, first: String, second: String },
+    #[error("stopped before anything was written")]
+    Stopped,
 }
 
 /// The document id of one key tuple (`None` is a null value).
@@ -159,8 +162,9 @@ struct Naming {
 
 impl Documents {
     /// Names a document for every row of `rows`: from the `key` columns when there are any, else
-    /// [`generated_id`] from `seed` and the row's position.
-    pub fn of(key: &[String], seed: &str, rows: &Table) -> Result<Self, IdError> {
+    /// [`generated_id`] from `seed` and the row's position. Gives up between batches once `stop`
+    /// is cancelled.
+    pub fn of(key: &[String], seed: &str, rows: &Table, stop: &CancellationToken) -> Result<Self, IdError> {
         let missing = |column: &String| IdError::MissingKey {
             column: column.clone(),
             columns: rows.column_names().join(", "),
@@ -171,6 +175,9 @@ impl Documents {
         let mut naming = Naming::default();
         let mut offset = 0;
         for (b, batch) in rows.batches.iter().enumerate() {
+            if stop.is_cancelled() {
+                return Err(IdError::Stopped);
+            }
             if key.is_empty() {
                 for row in 0..batch.num_rows() {
                     naming.add(b, row, FullId(generated_id(seed, offset + row)))?;
@@ -439,19 +446,19 @@ mod tests {
             &[1, 2, 3, 4, 2, 1],
         );
         let key = ["name".to_owned(), "n".to_owned()];
-        let documents = Documents::of(&key, "seed", &rows).unwrap();
+        let documents = Documents::of(&key, "seed", &rows, &CancellationToken::new()).unwrap();
         let ids: Vec<&str> = documents.rows.iter().map(|(_, _, id)| id.as_str()).collect();
         assert_eq!(ids, ["a%7Cb|1", "a|2", "null|3", "%6Eull|4"]);
         assert_eq!(documents.repeated, 2);
         assert_eq!((documents.rows[0].0, documents.rows[0].1), (1, 3));
         assert_eq!((documents.rows[1].0, documents.rows[1].1), (1, 2));
 
-        let generated = Documents::of(&[], "seed", &rows).unwrap();
+        let generated = Documents::of(&[], "seed", &rows, &CancellationToken::new()).unwrap();
         let ids: HashSet<&str> = generated.rows.iter().map(|(_, _, id)| id.as_str()).collect();
         assert_eq!((ids.len(), generated.repeated), (6, 0));
         assert!(ids.contains(generated_id("seed", 5).as_str()));
 
-        let missing = Documents::of(&["region".to_owned()], "seed", &rows).unwrap_err();
+        let missing = Documents::of(&["region".to_owned()], "seed", &rows, &CancellationToken::new()).unwrap_err();
         assert_eq!(
             missing.to_string(),
             "key column `region` is not a column of the rows; they have: name, n"

@@ -67,7 +67,7 @@ pub fn write(
     rows: &Table,
     stop: &CancellationToken,
 ) -> Result<Written, DocumentError> {
-    let named = Documents::of(key, seed, rows)?;
+    let named = Documents::of(key, seed, rows, stop)?;
     let written = Written {
         documents: named.rows.len(),
         repeated: named.repeated,
@@ -75,7 +75,7 @@ pub fn write(
     if named.rows.is_empty() {
         return Ok(written);
     }
-    let documents = documents(&named, rows)?;
+    let documents = documents(&named, rows, stop)?;
     let sqlite = |source| DocumentError::Sqlite {
         path: path.display().to_string(),
         source,
@@ -141,11 +141,18 @@ fn merged(old: &str, new: &str) -> Result<String, DocumentError> {
 }
 
 /// (document id, fields as JSON) per document.
-fn documents(named: &Documents, rows: &Table) -> Result<Vec<(String, String)>, DocumentError> {
+fn documents(
+    named: &Documents,
+    rows: &Table,
+    stop: &CancellationToken,
+) -> Result<Vec<(String, String)>, DocumentError> {
     let mut json = rows
         .batches
         .iter()
         .map(|batch| {
+            if stop.is_cancelled() {
+                return Err(DocumentError::Stopped);
+            }
             let lines = crate::table::json_lines(batch).map_err(|e| DocumentError::Encode(e.to_string()))?;
             Ok(lines.lines().map(str::to_owned).collect::<Vec<_>>())
         })
