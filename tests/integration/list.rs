@@ -31,3 +31,14 @@ fn invalid_products_are_listed_as_invalid() {
         .expect(0);
     assert!(run.stdout.contains("invalid: see `dpf validate`"), "{run}");
 }
+
+#[test]
+fn a_folder_with_an_alias_bomb_lists_at_once() {
+    let run = dpf().args(["list", "--products", "tests/corpus/invalid"]).expect(0);
+    let bomb = run
+        .stdout
+        .lines()
+        .find(|line| line.ends_with("E003-alias-bomb.yaml"))
+        .unwrap_or_else(|| panic!("{run}"));
+    assert!(bomb.contains("invalid: see `dpf validate`"), "{run}");
+}
