@@ -17,6 +17,22 @@ pub enum Target {
     Gcp,
 }
 
+impl Target {
+    /// The target's name, as `--target` and receipts spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Target::Local => "local",
+            Target::Gcp => "gcp",
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The data dir of the local target when neither `--data-dir` nor `DPF_DATA_DIR` is given.
 pub const DEFAULT_DATA_DIR: &str = ".dpf";
 

@@ -74,10 +74,7 @@ pub fn run(command: Command) -> anyhow::Result<Exit> {
     };
     let settings = Settings {
         image: args.image,
-        target: match args.target {
-            Target::Local => "local",
-            Target::Gcp => "gcp",
-        },
+        target: args.target.as_str(),
         workdir: workdir.display().to_string(),
         log_dir: args.log_dir,
         binary: args.binary,

@@ -5,6 +5,7 @@ use std::fmt::Write;
 use serde_json::Value;
 
 use super::{Plan, Step};
+use crate::target::Target;
 
 /// Renders a plan for people: header, schedule, then the steps stage by stage.
 pub fn render(plan: &Plan) -> String {
@@ -23,7 +24,7 @@ pub fn render(plan: &Plan) -> String {
     }
     let target = match &plan.data_dir {
         Some(dir) => format!("local (data dir {dir})"),
-        None => "gcp".to_owned(),
+        None => Target::Gcp.to_string(),
     };
     field("target", &target);
     match &plan.schedule {
