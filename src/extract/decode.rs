@@ -216,7 +216,7 @@ fn ndjson(body: &[u8], builder: &mut RowsBuilder) -> Result<Page, DecodeError> {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        if number % STOP_EVERY == 0 && builder.stopped() {
+        if (builder.rows() - first + 1).is_multiple_of(STOP_EVERY) && builder.stopped() {
             return Err(DecodeError::Stopped);
         }
         let mut de = serde_json::Deserializer::from_slice(line);

@@ -3,14 +3,16 @@
 
 use std::io::Write;
 
-use flate2::write::GzDecoder;
+use flate2::write::MultiGzDecoder;
 
 /// Default of `max_response_mb`: the decoded bytes one response may hold.
 pub const DEFAULT_MAX_MB: u64 = 512;
-/// A compressed body may expand this many times over…
-const MAX_RATIO: usize = 250;
+/// A compressed body may expand this many times over (gzip's own limit is about 1,030)…
+const MAX_RATIO: usize = 500;
 /// …once it has expanded past this many bytes: small bodies of repeated values compress well.
-const RATIO_FLOOR: usize = 16 << 20;
+const RATIO_FLOOR: usize = 32 << 20;
+/// Bytes reserved up front for a body at most: a `Content-Length` is the server's word only.
+const RESERVE: usize = 8 << 20;
 /// Compressed bytes fed to the decoder at a time, so a limit is never overshot by much.
 const STEP: usize = 4096;
 
@@ -39,7 +41,7 @@ pub struct Body {
 
 enum Decoded {
     Plain(Vec<u8>),
-    Gzip(Box<GzDecoder<Vec<u8>>>),
+    Gzip(Box<MultiGzDecoder<Vec<u8>>>),
 }
 
 impl Body {
@@ -47,10 +49,10 @@ impl Body {
     /// says `Content-Encoding: gzip`. `expected` bytes are reserved up front, within the limit.
     pub fn new(gzip: bool, limit_mb: u64, expected: usize) -> Self {
         let limit = usize::try_from(limit_mb.saturating_mul(1_000_000)).unwrap_or(usize::MAX);
-        let buffer = Vec::with_capacity(expected.min(limit));
+        let buffer = Vec::with_capacity(expected.min(limit).min(RESERVE));
         Body {
             decoded: if gzip {
-                Decoded::Gzip(Box::new(GzDecoder::new(buffer)))
+                Decoded::Gzip(Box::new(MultiGzDecoder::new(buffer)))
             } else {
                 Decoded::Plain(buffer)
             },
@@ -85,11 +87,24 @@ impl Body {
         Ok(self.len() - before)
     }
 
-    /// The whole decoded body.
+    /// The whole decoded body (empty when nothing came, even if it was said to be gzip).
     pub fn finish(self) -> Result<Vec<u8>, BodyError> {
         match self.decoded {
             Decoded::Plain(buffer) => Ok(buffer),
+            Decoded::Gzip(_) if self.received == 0 => Ok(Vec::new()),
             Decoded::Gzip(decoder) => decoder.finish().map_err(BodyError::Gzip),
+        }
+    }
+
+    /// What could be decoded, for an error response's excerpt: a body that broke off, ran over its
+    /// limit or is not valid gzip still says something.
+    pub fn excerpt(self) -> Vec<u8> {
+        match self.decoded {
+            Decoded::Plain(buffer) => buffer,
+            Decoded::Gzip(decoder) => {
+                let so_far = decoder.get_ref().clone();
+                decoder.finish().unwrap_or(so_far)
+            }
         }
     }
 
@@ -168,8 +183,18 @@ mod tests {
     }
 
     #[test]
+    fn empty_and_multi_member_gzip_bodies_are_read() {
+        assert!(Body::new(true, 1, 0).finish().unwrap().is_empty());
+        let mut two = gzip(b"[1, ");
+        two.extend(gzip(b"2]"));
+        let mut body = Body::new(true, 1, 0);
+        receive(&mut body, &two).unwrap();
+        assert_eq!(body.finish().unwrap(), b"[1, 2]");
+    }
+
+    #[test]
     fn a_gzip_bomb_is_stopped_early() {
-        let bomb = gzip(&vec![0; 64 << 20]);
+        let bomb = gzip(&vec![0; 96 << 20]);
         let mut body = Body::new(true, 1024, 0);
         let error = receive(&mut body, &bomb).unwrap_err();
         let BodyError::Bomb { compressed, decoded } = error else {

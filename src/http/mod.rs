@@ -348,14 +348,24 @@ async fn live(
         .collect();
     let refused = |source| HttpError::Refused { url: shown(), source };
     let expected = response.content_length().unwrap_or(0);
-    let mut body = body::Body::new(gzip, request.max_response_mb, expected as usize);
-    body.refuses(expected).map_err(refused)?;
+    // An error's body only gives its excerpt: a megabyte of it is plenty, and a broken one says
+    // nothing that would change how the status is handled.
+    let success = (200..300).contains(&status);
+    let limit_mb = if success { request.max_response_mb } else { 1 };
+    let mut body = body::Body::new(gzip, limit_mb, expected as usize);
+    if success {
+        body.refuses(expected).map_err(refused)?;
+    }
     let mut received = 0;
     loop {
         match response.chunk().await {
             Ok(Some(chunk)) => {
                 received += chunk.len();
-                progress(body.push(&chunk).map_err(refused)?);
+                match body.push(&chunk) {
+                    Ok(decoded) => progress(decoded),
+                    Err(_) if !success => break,
+                    Err(error) => return Err(refused(error)),
+                }
             }
             Ok(None) => break,
             Err(source) if timeout(&source) => {
@@ -368,7 +378,11 @@ async fn live(
             Err(source) => return Err(HttpError::Body { url: shown(), source }),
         }
     }
-    let body = body.finish().map_err(refused)?;
+    let body = if success {
+        body.finish().map_err(refused)?
+    } else {
+        body.excerpt()
+    };
     Ok(Response { status, headers, body })
 }
 

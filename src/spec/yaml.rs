@@ -11,8 +11,10 @@ use crate::diagnostic::{Code, Diagnostic};
 
 /// Deeper nesting than this is refused: no product needs it, and it bounds recursion.
 const MAX_DEPTH: usize = 64;
-/// Nodes that aliases may add in all: a few aliases can otherwise stand for billions of nodes.
+/// Nodes that aliases may add in all: a few aliases can otherwise stand for billions of nodes…
 const MAX_ALIASED_NODES: usize = 100_000;
+/// …and text bytes: many aliases of one long text are a bomb too.
+const MAX_ALIASED_BYTES: usize = 16 << 20;
 
 /// How a scalar was written, which decides how positions inside it map to the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,7 +126,8 @@ pub fn load(source: &SourceFile) -> (Option<Document>, Vec<Diagnostic>) {
         spans: SpanMap::default(),
         anchors: HashMap::new(),
         nodes: 0,
-        aliased: 0,
+        bytes: 0,
+        aliased: (0, 0),
         diagnostics: Vec::new(),
     };
     match loader.stream() {
@@ -146,12 +149,14 @@ struct Loader<'s> {
     source: &'s SourceFile,
     events: Parser<'s, saphyr_parser::StrInput<'s>>,
     spans: SpanMap,
-    /// Each anchor's value and how many nodes it holds.
-    anchors: HashMap<usize, (Value, usize)>,
+    /// Each anchor's value and how many nodes and text bytes it holds.
+    anchors: HashMap<usize, (Value, usize, usize)>,
     /// Nodes read so far, aliased ones included.
     nodes: usize,
-    /// Nodes added by aliases so far.
-    aliased: usize,
+    /// Text bytes (scalars and keys) read so far, aliased ones included.
+    bytes: usize,
+    /// Nodes and text bytes added by aliases so far.
+    aliased: (usize, usize),
     diagnostics: Vec<Diagnostic>,
 }
 
@@ -236,12 +241,13 @@ impl<'s> Loader<'s> {
                 format!("the YAML is nested more than {MAX_DEPTH} levels deep"),
             ));
         }
-        let first_node = self.nodes;
+        let first = (self.nodes, self.bytes);
         self.nodes += 1;
         let (value, style, span) = match event {
             Event::Scalar(text, style, anchor, tag) => {
+                self.bytes += text.len();
                 let value = self.scalar(&text, style, tag.as_deref(), &span)?;
-                self.remember(anchor, &value, first_node);
+                self.remember(anchor, &value, first);
                 (value, scalar_style(style), span)
             }
             Event::SequenceStart(anchor, _) => {
@@ -255,28 +261,37 @@ impl<'s> Loader<'s> {
                     items.push(self.node(event, item_span, item_pointer, None, depth + 1)?);
                 };
                 let value = Value::Array(items);
-                self.remember(anchor, &value, first_node);
+                self.remember(anchor, &value, first);
                 (value, Style::Collection, span.start..end.max(span.end))
             }
             Event::MappingStart(anchor, _) => {
                 let (map, end) = self.mapping(&pointer, depth)?;
                 let value = Value::Object(map);
-                self.remember(anchor, &value, first_node);
+                self.remember(anchor, &value, first);
                 (value, Style::Collection, span.start..end.max(span.end))
             }
             Event::Alias(anchor) => {
-                let (value, nodes) = self.anchors.get(&anchor).cloned().unwrap_or((Value::Null, 1));
-                self.aliased += nodes;
+                // Counted before the copy is made: a bomb is refused without being built.
+                let (nodes, bytes) = self.anchors.get(&anchor).map_or((1, 0), |(_, n, b)| (*n, *b));
+                self.aliased = (self.aliased.0 + nodes, self.aliased.1 + bytes);
                 self.nodes += nodes - 1;
-                if self.aliased > MAX_ALIASED_NODES {
+                self.bytes += bytes;
+                if self.aliased.0 > MAX_ALIASED_NODES || self.aliased.1 > MAX_ALIASED_BYTES {
                     return Err(Diagnostic::new(
                         Code::UnsupportedYaml,
                         span,
-                        format!("aliases in this file stand for more than {MAX_ALIASED_NODES} values in all"),
+                        format!(
+                            "aliases in this file stand for more than {MAX_ALIASED_NODES} values or {} MB of text in all",
+                            MAX_ALIASED_BYTES >> 20
+                        ),
                     )
                     .label("this alias passes the limit")
                     .help("aliases that repeat aliases grow exponentially; write the values out or use fewer levels"));
                 }
+                let value = self
+                    .anchors
+                    .get(&anchor)
+                    .map_or(Value::Null, |(value, ..)| value.clone());
                 (value, Style::Collection, span)
             }
             _ => {
@@ -302,7 +317,10 @@ impl<'s> Loader<'s> {
             let (event, key_span) = self.next()?;
             let key = match event {
                 Event::MappingEnd => return Ok((map, key_span.end)),
-                Event::Scalar(text, ..) => text.into_owned(),
+                Event::Scalar(text, ..) => {
+                    self.bytes += text.len();
+                    text.into_owned()
+                }
                 other => {
                     let kind = match other {
                         Event::SequenceStart(..) => "a list",
@@ -332,10 +350,11 @@ impl<'s> Loader<'s> {
         }
     }
 
-    /// Keeps the value of `anchor`, whose first node was node number `first_node`.
-    fn remember(&mut self, anchor: usize, value: &Value, first_node: usize) {
+    /// Keeps the value of `anchor`, which began when `first` (nodes, bytes) had been read.
+    fn remember(&mut self, anchor: usize, value: &Value, first: (usize, usize)) {
         if anchor > 0 {
-            self.anchors.insert(anchor, (value.clone(), self.nodes - first_node));
+            self.anchors
+                .insert(anchor, (value.clone(), self.nodes - first.0, self.bytes - first.1));
         }
     }
 
@@ -534,7 +553,7 @@ mod tests {
         assert!(document.is_none());
         assert_eq!(diagnostics[0].code, Code::UnsupportedYaml);
         assert!(
-            diagnostics[0].message.contains("more than 100000 values"),
+            diagnostics[0].message.contains("more than 100000 values or 16 MB"),
             "{:?}",
             diagnostics[0]
         );
@@ -544,6 +563,18 @@ mod tests {
         let (document, diagnostics, _) = load_str(&text.lines().take(4).collect::<Vec<_>>().join("\n"));
         assert!(diagnostics.is_empty(), "{diagnostics:?}");
         assert_eq!(document.unwrap().value["a3"][9][9][9][9], "x");
+    }
+
+    #[test]
+    fn many_aliases_of_one_long_text_are_refused() {
+        let text = format!(
+            "a: &a \"{}\"\nb: [{}]\n",
+            "x".repeat(1 << 20),
+            vec!["*a"; 40].join(", ")
+        );
+        let (document, diagnostics, _) = load_str(&text);
+        assert!(document.is_none());
+        assert_eq!(diagnostics[0].code, Code::UnsupportedYaml, "{diagnostics:?}");
     }
 
     #[test]

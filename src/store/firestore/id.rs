@@ -9,8 +9,14 @@
 //! 1,500 bytes keeps its first 1,466 bytes and ends in `%~` and 128 bits of its SHA-256; `%~`
 //! appears in no other id, and an empty id (one empty value) is `%~` alone.
 //!
-//! Ids of keys without a `|` between columns, a `"null"` text, a reserved-looking or an over-long
-//! value are the same as those of earlier versions of dpf, so existing collections keep their ids.
+//! Keys are scalar values (text, numbers, booleans, dates, times): a list, struct or map column
+//! is refused as a key, since its text form can be the same for different values.
+//!
+//! An id is the same as earlier versions of dpf gave it unless the key has a value holding `|`
+//! (with more than one column) or the text `"null"`, the joined id reads like a prefixed reserved
+//! one (`id..`, `id__a|b__`), it is over 1,500 bytes, or it is one empty value (which Firestore
+//! refuses): the keys that could share an id before, or had no valid one. So existing collections
+//! keep their documents' ids.
 
 use std::collections::HashMap;
 
@@ -44,6 +50,8 @@ pub enum IdError {
          the key)"
     )]
     Collision { id: String, first: String, second: String },
+    #[error("key column `{column}` is {kind}; a key is made of scalar values (text, numbers, booleans, dates, times)")]
+    NotScalar { column: String, kind: String },
     #[error("stopped before anything was written")]
     Stopped,
 }
@@ -112,7 +120,8 @@ fn full_id(values: &[Option<&str>]) -> FullId {
 
 /// Whether Firestore reserves `id` for itself.
 fn reserved(id: &str) -> bool {
-    id == "." || id == ".." || (id.len() > 2 && id.starts_with("__") && id.ends_with("__"))
+    // `__` alone counts too, as it did in earlier versions: a prefix more than needed is harmless.
+    id == "." || id == ".." || (id.starts_with("__") && id.ends_with("__"))
 }
 
 /// An id for a row without key columns: 20 letters and digits, like Firestore's own, derived from
@@ -169,8 +178,14 @@ impl Documents {
             column: column.clone(),
             columns: rows.column_names().join(", "),
         };
-        if let Some(column) = key.iter().find(|c| rows.schema.field_with_name(c).is_err()) {
-            return Err(missing(column));
+        for column in key {
+            let field = rows.schema.field_with_name(column).map_err(|_| missing(column))?;
+            if field.data_type().is_nested() {
+                return Err(IdError::NotScalar {
+                    column: column.clone(),
+                    kind: field.data_type().to_string(),
+                });
+            }
         }
         let mut naming = Naming::default();
         let mut offset = 0;
@@ -198,7 +213,7 @@ impl Documents {
 impl Naming {
     /// Adds the `rows` rows of batch `b`, whose key columns are `arrays`.
     fn add_keyed(&mut self, key: &[String], arrays: &[&ArrayRef], b: usize, rows: usize) -> Result<(), IdError> {
-        let options = FormatOptions::default();
+        let options = FormatOptions::default().with_null("null");
         let format = |column: &String| {
             let column = column.clone();
             move |source| IdError::Format { column, source }
@@ -208,10 +223,12 @@ impl Naming {
             .zip(arrays)
             .map(|(column, array)| ArrayFormatter::try_new(array.as_ref(), &options).map_err(format(column)))
             .collect::<Result<Vec<_>, IdError>>()?;
+        // Logical nulls: a null column, or a dictionary whose value is null, is null too.
+        let nulls: Vec<_> = arrays.iter().map(|array| array.logical_nulls()).collect();
         let mut values: Vec<Option<String>> = vec![None; key.len()];
         for row in 0..rows {
-            for (((column, array), formatter), value) in key.iter().zip(arrays).zip(&formatters).zip(&mut values) {
-                *value = match array.is_null(row) {
+            for (((column, nulls), formatter), value) in key.iter().zip(&nulls).zip(&formatters).zip(&mut values) {
+                *value = match nulls.as_ref().is_some_and(|n| n.is_null(row)) {
                     true => None,
                     false => Some(formatter.value(row).try_to_string().map_err(format(column))?),
                 };
@@ -366,40 +383,25 @@ mod tests {
     }
 
     #[test]
-    fn ids_of_keys_that_could_not_collide_are_unchanged() {
-        let plain = [
-            "a",
-            "b c",
-            "2025-01-01T00:00:00",
-            "49.28",
-            "-123.12",
-            "a/b",
-            "50%",
-            "é",
-            "|x|",
-        ];
-        let mut checked = 0;
+    fn ids_are_the_earlier_ones_except_where_keys_could_collide() {
+        let mut same = 0;
         for len in 1..=3 {
             for tuple in tuples(len) {
                 let values: Vec<Option<&str>> = tuple.iter().map(Option::as_deref).collect();
-                let ordinary = values.iter().all(|v| match v {
-                    None => true,
-                    Some(text) => plain.contains(text) && (len == 1 || !text.contains('|')),
-                });
-                if ordinary {
+                let texts: Vec<&str> = values.iter().map(|v| v.unwrap_or("null")).collect();
+                let joined = texts.join("|").replace('%', "%25").replace('/', "%2F");
+                let could_collide = values.contains(&Some("null"))
+                    || (len > 1 && values.iter().flatten().any(|text| text.contains('|')))
+                    || joined.is_empty()
+                    || joined.strip_prefix("id").is_some_and(reserved)
+                    || joined.len() + 2 > MAX_ID_BYTES;
+                if !could_collide {
                     assert_eq!(document_id(&values), earlier_id(&values), "{values:?}");
-                    checked += 1;
+                    same += 1;
                 }
             }
         }
-        for a in plain.iter().filter(|a| !a.contains('|')) {
-            for b in plain.iter().filter(|b| !b.contains('|')) {
-                let values = [Some(*a), Some(*b), None];
-                assert_eq!(document_id(&values), earlier_id(&values), "{values:?}");
-                checked += 1;
-            }
-        }
-        assert!(checked > 100, "{checked}");
+        assert!(same > 10_000, "{same}");
         // The single-column key keeps `|` as it is: no separator to confuse it with.
         assert_eq!(document_id(&[Some("a|b")]), "a|b");
         assert_eq!(document_id(&[Some("a|b"), Some("c")]), "a%7Cb|c");
@@ -459,6 +461,29 @@ mod tests {
         assert!(ids.contains(generated_id("seed", 5).as_str()));
 
         let missing = Documents::of(&["region".to_owned()], "seed", &rows, &CancellationToken::new()).unwrap_err();
+        let nested = {
+            let values = datafusion::arrow::array::ListArray::from_iter_primitive::<
+                datafusion::arrow::datatypes::Int64Type,
+                _,
+                _,
+            >([Some([Some(1)])]);
+            let schema = Arc::new(Schema::new(vec![Field::new("tags", values.data_type().clone(), true)]));
+            let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(values)]).unwrap();
+            Table::new(schema, vec![batch])
+        };
+        let error = Documents::of(&["tags".to_owned()], "seed", &nested, &CancellationToken::new()).unwrap_err();
+        assert!(matches!(error, IdError::NotScalar { .. }), "{error}");
+        let null_column = {
+            let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Null, true)]));
+            let batch = RecordBatch::try_new(
+                schema.clone(),
+                vec![Arc::new(datafusion::arrow::array::NullArray::new(2))],
+            )
+            .unwrap();
+            Table::new(schema, vec![batch])
+        };
+        let documents = Documents::of(&["k".to_owned()], "seed", &null_column, &CancellationToken::new()).unwrap();
+        assert_eq!(documents.rows[0].2, "null");
         assert_eq!(
             missing.to_string(),
             "key column `region` is not a column of the rows; they have: name, n"

@@ -132,9 +132,15 @@ pub fn write(
     lock.lock().map_err(io(&lock_path))?;
 
     let current = current_version(&link)?;
-    // Versions past the current one are what a killed write left: nobody reads them.
-    let current_number = current.as_deref().and_then(version_number).unwrap_or(0);
-    remove_versions(&versions, |n| n > current_number);
+    // Versions past the current one are what a killed write left: nobody reads them. A link to a
+    // folder of another name is left alone, with every version.
+    let current_number = match current.as_deref() {
+        None => Some(0),
+        Some(dir) => version_number(dir),
+    };
+    if let Some(current_number) = current_number {
+        remove_versions(&versions, |n| n > current_number);
+    }
     let existing_parts = match &current {
         Some(dir) => parts(dir)?,
         None => Vec::new(),
