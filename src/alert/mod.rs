@@ -4,6 +4,7 @@
 pub mod deliver;
 pub mod message;
 pub mod outbox;
+pub mod send;
 pub mod sendgrid;
 pub mod slack;
 
@@ -12,6 +13,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::spec::product::one_or_many;
+use crate::target::Target;
 
 /// Parameters of `send_alerts`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -81,6 +83,12 @@ impl SendAlerts {
     /// Whether this task sends e-mail: on its e-mail channel, or to its `on_failure` recipients.
     pub fn sends_email(&self) -> bool {
         self.channels.contains(&Channel::Email) || !self.on_failure.is_empty()
+    }
+
+    /// The reference this task reads on `target` that its params do not hold: the default SendGrid
+    /// API key, when it sends e-mail on the gcp target.
+    pub fn implicit_reference(&self, target: Target) -> Option<&str> {
+        (target == Target::Gcp && self.sends_email() && self.sendgrid_api_key.is_none()).then(|| self.sendgrid_key())
     }
 }
 

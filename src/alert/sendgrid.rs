@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::deliver::{Post, post};
+use super::deliver::{Post, Via, post};
 use super::message::Message;
 use crate::run::error::TaskError;
 
@@ -70,7 +70,7 @@ fn address(text: &str) -> Value {
 
 /// Sends `email` with API key `key`. 429 and 5xx are tried again a few times; any other refusal is
 /// permanent and carries SendGrid's own message.
-pub async fn send(key: &str, email: &Email<'_>) -> Result<(), TaskError> {
+pub async fn send(via: &Via<'_>, key: &str, email: &Email<'_>) -> Result<(), TaskError> {
     let request = Post {
         service: "SendGrid",
         url: endpoint(),
@@ -78,7 +78,7 @@ pub async fn send(key: &str, email: &Email<'_>) -> Result<(), TaskError> {
         body: body(email).to_string(),
         timeout: Duration::from_secs(30),
     };
-    post(&request, |status, text| {
+    post(via, &request, |status, text| {
         let parsed: Value = serde_json::from_str(text).unwrap_or_default();
         let messages: Vec<String> = parsed["errors"]
             .as_array()

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::deliver::{Post, post};
+use super::deliver::{Post, Via, post};
 use super::message::Message;
 use crate::run::error::TaskError;
 
@@ -42,7 +42,7 @@ fn cut(text: &str, limit: usize) -> String {
 }
 
 /// Posts `message` to the incoming webhook `url`.
-pub async fn send(url: &str, message: &Message) -> Result<(), TaskError> {
+pub async fn send(via: &Via<'_>, url: &str, message: &Message) -> Result<(), TaskError> {
     let request = Post {
         service: "Slack",
         url: url.to_owned(),
@@ -50,7 +50,7 @@ pub async fn send(url: &str, message: &Message) -> Result<(), TaskError> {
         body: payload(message).to_string(),
         timeout: Duration::from_secs(30),
     };
-    post(&request, |status, text| {
+    post(via, &request, |status, text| {
         format!("Slack refused the message ({status}): {}", text.trim())
     })
     .await

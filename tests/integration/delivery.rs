@@ -388,8 +388,7 @@ fn a_failed_gcp_run_tells_the_on_failure_recipients_by_email() {
     let mail = sendgrid();
     let server = Server::start(|_, _| Reply::status(400, "no such endpoint"));
     let ws = Workspace::new();
-    let alert = "  - id: oncall\n    function: send_alerts\n    params: { recipient: ops@example.com, on_failure: oncall@example.com }\n";
-    let file = ws.product("items_product", &items_product(&server.url, "", alert));
+    let file = ws.product("items_product", &items_product(&server.url, "", ON_FAILURE));
     let run = gcp(ws.run(&file), &project)
         .env("SENDGRID_API_URL", &mail.url)
         .expect(1);
@@ -403,4 +402,67 @@ fn a_failed_gcp_run_tells_the_on_failure_recipients_by_email() {
     let subject = email["subject"].as_str().unwrap();
     assert!(subject.ends_with("failed (extract_items)"), "{subject}");
     assert_eq!(receipt(&run)["alerts"][0]["trigger"], "failure");
+}
+
+const ON_FAILURE: &str = "  - id: oncall\n    function: send_alerts\n    params: { recipient: ops@example.com, on_failure: oncall@example.com }\n";
+
+#[test]
+fn a_sendgrid_answer_worth_retrying_is_tried_again_within_the_attempt() {
+    let project = new_project("retried");
+    let mail = Server::start(|_, number| match number {
+        0 => Reply::status(503, "busy").header("Retry-After", "0"),
+        _ => Reply::status(202, ""),
+    });
+    let server = Server::start(|_, _| Reply::json(ITEMS));
+    let ws = Workspace::new();
+    let alert = ALERT
+        .replace("channels: [email, slack]", "channels: [email]")
+        .replace("      slack_webhook: ${secret:SLACK_WEBHOOK_URL}\n", "");
+    let file = ws.product("items_product", &items_product(&server.url, "", &alert));
+    let run = gcp(ws.run(&file), &project)
+        .env("SENDGRID_API_URL", &mail.url)
+        .expect(0);
+    assert_eq!(mail.seen().len(), 2, "{run}");
+    let receipt = receipt(&run);
+    assert_eq!(task(&receipt, "price_alert")["attempts"], 1, "{receipt}");
+    assert_eq!(receipt["alerts"][0]["destination"], "sendgrid:v3/mail/send");
+}
+
+#[test]
+fn a_stop_cuts_short_the_wait_of_a_failure_alert() {
+    let project = new_project("stopwait");
+    // SendGrid asks for the longest wait a delivery honours, every time.
+    let mail = Server::start(|_, _| Reply::status(503, "busy").header("Retry-After", "120"));
+    let server = Server::start(|_, _| Reply::status(400, "no such endpoint"));
+    let ws = Workspace::new();
+    let file = ws.product("items_product", &items_product(&server.url, "", ON_FAILURE));
+    let child = gcp(ws.run(&file), &project).env("SENDGRID_API_URL", &mail.url).spawn();
+    while mail.seen().is_empty() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let stopped = std::time::Instant::now();
+    let run = child.terminate();
+    assert!(
+        stopped.elapsed().as_secs() < 10,
+        "the wait went on after SIGTERM\n{run}"
+    );
+    assert_eq!(mail.seen().len(), 1, "{run}");
+    assert_eq!(run.code, 1, "{run}");
+    assert!(run.stderr.contains("cannot send the failure alert: stopped"), "{run}");
+}
+
+#[test]
+fn a_timed_out_gcp_run_still_tells_the_on_failure_recipients() {
+    let project = new_project("timedout");
+    let mail = sendgrid();
+    let server = Server::start(|_, _| Reply::json(ITEMS).delay(std::time::Duration::from_secs(20)));
+    let ws = Workspace::new();
+    let file = ws.product("items_product", &items_product(&server.url, "", ON_FAILURE));
+    let run = gcp(ws.run(&file).args(["--timeout", "1s"]), &project)
+        .env("SENDGRID_API_URL", &mail.url)
+        .expect(75);
+    assert_eq!(mail.seen().len(), 1, "{run}");
+    let receipt = receipt(&run);
+    assert_eq!(receipt["status"], "timed_out");
+    assert_eq!(receipt["alerts"][0]["trigger"], "failure");
 }

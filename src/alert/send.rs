@@ -1,0 +1,296 @@
+//! Sending alerts: a `send_alerts` task's message when its condition holds (or its run summary),
+//! and the failure messages after a failed run. E-mail goes to SendGrid and Slack to its webhook on
+//! the gcp target, and both to the outbox on the local target.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::OnceLock;
+
+use datafusion::prelude::SessionContext;
+use tokio_util::sync::CancellationToken;
+
+use super::deliver::Via;
+use super::{Channel, SendAlerts, message, outbox};
+use crate::run::TaskError;
+use crate::run::log::Log;
+use crate::run::receipt::{AlertReceipt, TaskReceipt, TaskStatus, Trigger};
+use crate::secrets::{Mode, Secrets};
+use crate::spec::{Call, Product};
+use crate::table::{Cell, RowsBuilder, Table};
+use crate::target::{Destination, Target};
+
+/// What sending alerts needs of a run.
+pub struct Context<'a> {
+    pub product: &'a str,
+    pub run_id: &'a str,
+    pub target: Target,
+    pub data_dir: &'a Path,
+    pub secrets: &'a Secrets,
+    /// Where the tables of the run are registered, for alert conditions.
+    pub session: &'a SessionContext,
+    pub log: &'a Log,
+    /// Stops deliveries, their waits between attempts included.
+    pub cancel: &'a CancellationToken,
+    /// The run's one client for deliveries, made at the first.
+    pub http: &'a OnceLock<reqwest::Client>,
+}
+
+impl Context<'_> {
+    fn via(&self) -> Via<'_> {
+        Via {
+            client: self.http.get_or_init(crate::http::client),
+            cancel: self.cancel,
+        }
+    }
+}
+
+/// What an alert task sent: the rows its message is about, and a receipt per channel.
+pub struct Sent {
+    pub rows: u64,
+    pub alerts: Vec<AlertReceipt>,
+}
+
+/// Runs alert task `task`: with a condition over its `input`, a message about the matching rows
+/// (none when no row matches); without one, a summary of the run's tasks `so_far`. `locate(sql,
+/// message, position)` words an error in the `when` SQL text at its place in the product file.
+pub async fn send_alert(
+    cx: &Context<'_>,
+    task: &str,
+    alert: &SendAlerts,
+    input: Option<&str>,
+    tables: &HashMap<String, Table>,
+    so_far: &[TaskReceipt],
+    locate: impl Fn(&str, &str, Option<(usize, usize)>) -> TaskError,
+) -> Result<Sent, TaskError> {
+    let mut fields = message::Fields {
+        product: cx.product,
+        task,
+        run_id: cx.run_id,
+        target: cx.target.as_str(),
+        count: 0,
+    };
+    let (message, trigger, rows) = match (alert.condition(), input) {
+        (Some(condition), Some(input)) => {
+            if !tables.contains_key(input) {
+                return Err(TaskError::permanent(format!("the output of `{input}` is missing")));
+            }
+            let select = format!("SELECT * FROM \"{input}\" WHERE ");
+            let query = format!("{select}{condition}");
+            let matching = crate::transform::sql::run(cx.session, &query)
+                .await
+                .map_err(|error| match &alert.when {
+                    Some(when) => {
+                        let (message, position) = crate::transform::sql::explain(&error, &query);
+                        // On its first line, the condition starts after the SELECT in front of it.
+                        let position = position.map(|(line, column)| match line {
+                            1 => (1, column.saturating_sub(select.len()).max(1)),
+                            _ => (line, column),
+                        });
+                        locate(when, &message, position)
+                    }
+                    None => TaskError::from(error),
+                })?;
+            fields.count = matching.rows();
+            if fields.count == 0 {
+                cx.log.info(
+                    Some(task),
+                    None,
+                    format!("condition `{condition}` held for no rows; no alert"),
+                );
+                return Ok(Sent {
+                    rows: 0,
+                    alerts: Vec::new(),
+                });
+            }
+            let shown = first_rows(&matching, alert.max_rows as usize);
+            let template = alert
+                .subject
+                .as_deref()
+                .unwrap_or("{product}: {count} rows match alert {task}");
+            let subject = message::subject(template, &fields);
+            (
+                message::matches(subject, &condition, &fields, &shown, alert.max_rows as usize),
+                Trigger::Condition,
+                fields.count,
+            )
+        }
+        _ => {
+            let template = alert.subject.as_deref().unwrap_or("{product}: run {run_id} succeeded");
+            let subject = message::subject(template, &fields);
+            let intro = format!(
+                "Run {} of {} succeeded on the {} target.",
+                cx.run_id, cx.product, fields.target
+            );
+            (
+                message::summary(subject, &intro, &tasks_table(so_far)),
+                Trigger::Summary,
+                0,
+            )
+        }
+    };
+    let alerts = deliver(cx, task, alert, &alert.recipient, trigger, &message, rows).await?;
+    Ok(Sent {
+        rows: rows as u64,
+        alerts,
+    })
+}
+
+/// The first `count` rows of `table`.
+fn first_rows(table: &Table, count: usize) -> Table {
+    let mut left = count;
+    let mut batches = Vec::new();
+    for batch in &table.batches {
+        if left == 0 {
+            break;
+        }
+        let take = left.min(batch.num_rows());
+        batches.push(batch.slice(0, take));
+        left -= take;
+    }
+    Table::new(table.schema.clone(), batches)
+}
+
+/// Sends `message` on each of the alert's channels: SendGrid and the Slack webhook on the gcp target,
+/// the outbox on the local target.
+async fn deliver(
+    cx: &Context<'_>,
+    task: &str,
+    alert: &SendAlerts,
+    recipients: &[String],
+    trigger: Trigger,
+    message: &message::Message,
+    rows: usize,
+) -> Result<Vec<AlertReceipt>, TaskError> {
+    let resolve = |text: &str| cx.secrets.resolve(text, Mode::Values).map_err(|e| secret_error(&e));
+    let resolve_all = |texts: &[String]| texts.iter().map(|t| resolve(t)).collect::<Result<Vec<_>, _>>();
+    let to = resolve_all(recipients)?;
+    let cc = resolve_all(&alert.cc)?;
+    let from = alert.from.as_deref().map(resolve).transpose()?;
+    let dir = crate::target::outbox_dir(cx.data_dir);
+    let mut sent = Vec::new();
+    // On failure, the recipients are told by e-mail only.
+    let channels = match trigger {
+        Trigger::Failure => vec![Channel::Email],
+        _ => alert.channels.clone(),
+    };
+    for channel in channels {
+        let destination = Destination::of_channel(channel, cx.target, cx.data_dir);
+        let file = match (channel, cx.target) {
+            (Channel::Email, Target::Local) => {
+                let path = outbox::email(&dir, cx.product, task, from.as_deref(), &to, &cc, message)
+                    .map_err(|e| TaskError::caused(&e))?;
+                Some(path)
+            }
+            (Channel::Slack, Target::Local) => {
+                let path = outbox::slack(&dir, cx.product, task, message).map_err(|e| TaskError::caused(&e))?;
+                Some(path)
+            }
+            (Channel::Email, Target::Gcp) => {
+                let key = resolve(alert.sendgrid_key())?;
+                let email = super::sendgrid::Email {
+                    from: from.as_deref().unwrap_or(outbox::DEFAULT_FROM),
+                    to: &to,
+                    cc: &cc,
+                    message,
+                    product: cx.product,
+                    run_id: cx.run_id,
+                    task,
+                };
+                super::sendgrid::send(&cx.via(), &key, &email).await?;
+                None
+            }
+            (Channel::Slack, Target::Gcp) => {
+                let webhook = alert
+                    .slack_webhook
+                    .as_deref()
+                    .ok_or_else(|| TaskError::permanent("`channels` has slack but there is no `slack_webhook`"))?;
+                super::slack::send(&cx.via(), &resolve(webhook)?, message).await?;
+                None
+            }
+        };
+        let shown = match channel {
+            Channel::Slack => "Slack".to_owned(),
+            Channel::Email => to.join(", "),
+        };
+        let file = file.map(|path| path.display().to_string());
+        let at = file.as_deref().map(|file| format!(" ({file})")).unwrap_or_default();
+        cx.log.info(
+            Some(task),
+            None,
+            cx.secrets.redact(&format!(
+                "alert \"{}\" to {shown} sent to {destination}{at}",
+                message.subject
+            )),
+        );
+        sent.push(AlertReceipt {
+            task: task.to_owned(),
+            trigger,
+            channel,
+            recipients: to.iter().map(|r| cx.secrets.redact(r)).collect(),
+            subject: message.subject.clone(),
+            rows: rows as u64,
+            destination: destination.to_string(),
+            file,
+        });
+    }
+    Ok(sent)
+}
+
+/// A reference that could not be resolved: transient when Secret Manager may answer later.
+fn secret_error(error: &crate::secrets::SecretError) -> TaskError {
+    let message = crate::run::error::chain(error);
+    if error.is_transient() {
+        TaskError::transient(message)
+    } else {
+        TaskError::permanent(message)
+    }
+}
+
+/// A table of task outcomes, for summaries and failure messages.
+fn tasks_table(receipts: &[TaskReceipt]) -> Table {
+    let mut builder = RowsBuilder::new();
+    for receipt in receipts {
+        let status = format!("{:?}", receipt.status).to_lowercase();
+        let row = [
+            ("task", Cell::Str(receipt.id.as_str().into())),
+            ("status", Cell::Str(status.into())),
+            ("rows", receipt.rows.map_or(Cell::Null, |r| Cell::Int(r as i64))),
+            ("attempts", Cell::Int(i64::from(receipt.attempts))),
+            (
+                "error",
+                receipt.error.as_deref().map_or(Cell::Null, |e| Cell::Str(e.into())),
+            ),
+        ];
+        builder.push_record(row).expect("one type per column");
+    }
+    Table::from_batch(builder.finish())
+}
+
+/// Messages to the `on_failure` recipients of every alert task, after a failed run.
+pub async fn failure_alerts(cx: &Context<'_>, product: &Product, receipts: &[TaskReceipt]) -> Vec<AlertReceipt> {
+    let failed: Vec<&TaskReceipt> = receipts.iter().filter(|r| r.status == TaskStatus::Failed).collect();
+    let mut sent = Vec::new();
+    for task in &product.tasks {
+        let Call::SendAlerts(alert) = &task.call else { continue };
+        if alert.on_failure.is_empty() {
+            continue;
+        }
+        let names: Vec<&str> = failed.iter().map(|r| r.id.as_str()).collect();
+        let subject = format!("{}: run {} failed ({})", cx.product, cx.run_id, names.join(", "));
+        let intro = format!(
+            "Run {} of {} failed on the {} target. Failed: {}.",
+            cx.run_id,
+            cx.product,
+            cx.target.as_str(),
+            names.join(", ")
+        );
+        let message = message::summary(subject, &intro, &tasks_table(receipts));
+        match deliver(cx, &task.id, alert, &alert.on_failure, Trigger::Failure, &message, 0).await {
+            Ok(receipts) => sent.extend(receipts),
+            Err(error) => cx
+                .log
+                .error(Some(&task.id), None, format!("cannot send the failure alert: {error}")),
+        }
+    }
+    sent
+}
