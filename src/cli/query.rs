@@ -61,7 +61,10 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         Err(error) => {
             let (message, _) = crate::transform::sql::explain(&error, &args.sql);
             eprintln!("error: {message}");
-            if message.contains("not supported") {
+            if ["DDL not supported", "DML not supported", "Statement not supported"]
+                .iter()
+                .any(|refused| message.contains(refused))
+            {
                 eprintln!(
                     "  dpf query only reads the warehouse: SELECT, WITH, EXPLAIN; products write through dpf run"
                 );

@@ -37,6 +37,13 @@ impl Runtime {
                     _ = terminate.recv() => {}
                 }
                 stop.cancel();
+                // A second signal does not wait for the clean stop.
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = terminate.recv() => {}
+                }
+                eprintln!("dpf: second signal: exiting at once");
+                std::process::exit(130);
             });
         }
         Ok(Runtime { runtime, stop })

@@ -93,7 +93,9 @@ pub enum HttpError {
     SlowBody { url: String, seconds: f64, received: usize },
     #[error("header `{name}` cannot be sent: {problem}")]
     Header { name: String, problem: &'static str },
-    #[error("{url} redirects to another origin, {to}; dpf does not follow it with the task's credentials")]
+    #[error(
+        "{url} redirects to another origin, {to}; dpf follows redirects within one origin only: set the URL to where it leads"
+    )]
     CrossOrigin { url: String, to: String },
     #[error("{url} redirected more than {MAX_REDIRECTS} times (the last to {to}): a redirect loop?")]
     RedirectLoop { url: String, to: String },
@@ -242,7 +244,7 @@ pub fn header_problem(name: &str, value: &str) -> Option<(&'static str, &'static
         return Some(("value", "header values cannot hold line breaks or NUL"));
     }
     if reqwest::header::HeaderValue::from_str(value).is_err() {
-        return Some(("value", "header values are visible ASCII, spaces and tabs"));
+        return Some(("value", "header values cannot hold control characters"));
     }
     None
 }
@@ -255,7 +257,8 @@ pub(crate) fn client() -> reqwest::Client {
             .previous()
             .last()
             .is_some_and(|from| from.origin() != attempt.url().origin());
-        if crosses || attempt.previous().len() >= MAX_REDIRECTS {
+        // `previous` holds the first request's URL too: MAX_REDIRECTS redirects are followed.
+        if crosses || attempt.previous().len() > MAX_REDIRECTS {
             attempt.stop()
         } else {
             attempt.follow()

@@ -100,7 +100,18 @@ where
         });
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
-            () = cancel.cancelled() => return (Err(TaskError::interrupted()), attempt),
+            () = cancel.cancelled() => {
+                let stopped = match on_stop {
+                    OnStop::Drop => TaskError::interrupted(),
+                    // An attempt that failed may have written part of its rows (a non-atomic batch).
+                    OnStop::Await => TaskError::stopped(format!(
+                        "stopped between attempts; attempt {attempt} failed ({}) and may have written part of \
+                         its rows, which a rerun writes again",
+                        error.message
+                    )),
+                };
+                return (Err(stopped), attempt);
+            }
         }
         attempt += 1;
     }

@@ -13,9 +13,12 @@ use crate::store::local::{documents, warehouse};
 use crate::table::Table;
 use crate::target::{Destination, Target};
 
+/// How long a store may take to answer once stopped: well inside Cloud Run's 10 s grace period.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
 /// One attempt of a store. A stop or the task's `timeout` cancels the token the store gets, which
-/// it checks before it commits; the attempt is awaited, never dropped, so that the receipt says
-/// what it committed.
+/// it checks before it commits; the attempt is awaited, so that the receipt says what it
+/// committed, for at most [`STOP_GRACE`] after the stop (a store waiting on a slow service).
 pub(super) async fn attempt(
     task: &Task<'_>,
     call: &Call,
@@ -31,7 +34,18 @@ pub(super) async fn attempt(
             stop.cancel();
         })
     });
-    let result = write(task, call, step, tables, &stop).await;
+    let stopped_long_ago = async {
+        stop.cancelled().await;
+        tokio::time::sleep(STOP_GRACE).await;
+    };
+    let result = tokio::select! {
+        result = write(task, call, step, tables, &stop) => result,
+        () = stopped_long_ago => Err(TaskError::stopped(format!(
+            "stopped, and the store did not answer within {} s: it may have written part of its rows (a rerun \
+             writes them again, under the same ids and job ids)",
+            STOP_GRACE.as_secs()
+        ))),
+    };
     if let Some(timer) = &timer {
         timer.abort();
     }

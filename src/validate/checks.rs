@@ -138,14 +138,11 @@ impl<'a> Checker<'a> {
                     node.sql_tables = tables.iter().map(|t| t.name.clone()).collect();
                     read_tables.push((i, tables));
                 }
-                Some(Function::ExtractHttp) => self.headers(&params),
                 Some(Function::SendAlerts) => self.alert_condition(&params),
-                Some(Function::StoreToBigquery) => self.bigquery_names(&params),
-                Some(Function::StoreToFirestore) => self.firestore_collection(&params),
                 _ => {}
             }
             if let Some(function) = function {
-                self.as_the_run_parses(function.name(), &params);
+                self.params(function.name(), &params);
             }
             nodes.push(node);
         }
@@ -288,36 +285,34 @@ impl<'a> Checker<'a> {
         }
     }
 
-    fn bigquery_names(&mut self, params: &str) {
-        type NameRule = fn(&str) -> Option<&'static str>;
-        let checks: [(&str, NameRule); 3] = [
-            ("project", crate::store::bigquery::project_problem),
-            ("dataset", crate::store::bigquery::dataset_problem),
-            ("table", crate::store::bigquery::table_problem),
-        ];
-        for (key, problem) in checks {
-            let pointer = format!("{params}/{key}");
-            let Some(name) = self.str_at(&pointer) else {
-                continue;
-            };
-            if self.reference_in_name(&pointer, name, &format!("BigQuery {key}"), Code::InvalidBigqueryName) {
-                continue;
-            }
-            if let Some(rule) = problem(name) {
-                self.out.push(
-                    Diagnostic::new(
-                        Code::InvalidBigqueryName,
-                        self.value_span(&pointer),
-                        format!("invalid BigQuery {key} name `{name}`"),
-                    )
-                    .label(rule),
-                );
-            }
+    /// A BigQuery dataset or table name, or a Google Cloud project (of either store), at `pointer`.
+    fn gcp_name(&mut self, pointer: &str, key: &str) {
+        let Some(name) = self.str_at(pointer) else {
+            return;
+        };
+        let (what, problem): (String, fn(&str) -> Option<&'static str>) = match key {
+            "project" => ("Google Cloud project".into(), crate::store::bigquery::project_problem),
+            "dataset" => ("BigQuery dataset".into(), crate::store::bigquery::dataset_problem),
+            _ => (format!("BigQuery {key}"), crate::store::bigquery::table_problem),
+        };
+        if self.reference_in_name(pointer, name, &what, Code::InvalidBigqueryName) {
+            return;
+        }
+        if let Some(rule) = problem(name) {
+            self.out.push(
+                Diagnostic::new(
+                    Code::InvalidBigqueryName,
+                    self.value_span(pointer),
+                    format!("invalid {what} name `{name}`"),
+                )
+                .label(rule),
+            );
         }
     }
 
-    /// URLs and e-mail addresses written out in the file, parsed as the run parses them.
-    fn as_the_run_parses(&mut self, function: &str, params: &str) {
+    /// Each param of a task as the table in `params.rs` says: URLs and e-mail addresses parsed as
+    /// the run parses them, headers, BigQuery and Firestore names. (SQL is read with the graph.)
+    fn params(&mut self, function: &str, params: &str) {
         type Parse = fn(&str) -> Option<(String, String)>;
         let url: Parse = |text| {
             let message = crate::http::http_url(text).err()?;
@@ -330,34 +325,44 @@ impl<'a> Checker<'a> {
                 "write name@example.com or Name <name@example.com>".into(),
             ))
         };
-        for (check, parse) in [(Checked::HttpUrl, url), (Checked::Addresses, address)] {
-            for param in params::checked_by(function, check) {
-                let pointer = format!("{params}/{param}");
-                let Some(value) = self.document.value.pointer(&pointer) else {
+        for (param, check) in params::of(function) {
+            let pointer = format!("{params}/{param}");
+            let parse = match check {
+                Checked::HttpUrl => url,
+                Checked::Addresses => address,
+                Checked::Headers => {
+                    self.headers(&pointer);
                     continue;
-                };
-                for (at, text) in params::literal_texts(value, &pointer) {
-                    if let Some((message, label)) = parse(text) {
-                        self.out
-                            .push(Diagnostic::new(Code::InvalidValue, self.value_span(&at), message).label(label));
-                    }
+                }
+                Checked::BigqueryName => {
+                    self.gcp_name(&pointer, param);
+                    continue;
+                }
+                Checked::FirestoreCollection => {
+                    self.firestore_collection(&pointer);
+                    continue;
+                }
+                Checked::Schema | Checked::Sql | Checked::RunTime(_) => continue,
+            };
+            let Some(value) = self.document.value.pointer(&pointer) else {
+                continue;
+            };
+            for (at, text) in params::literal_texts(value, &pointer) {
+                if let Some((message, label)) = parse(text) {
+                    self.out
+                        .push(Diagnostic::new(Code::InvalidValue, self.value_span(&at), message).label(label));
                 }
             }
         }
     }
 
     /// Header names, and values written out in the file, that no request could carry.
-    fn headers(&mut self, params: &str) {
-        let Some(headers) = self
-            .document
-            .value
-            .pointer(&format!("{params}/headers"))
-            .and_then(Value::as_object)
-        else {
+    fn headers(&mut self, headers_at: &str) {
+        let Some(headers) = self.document.value.pointer(headers_at).and_then(Value::as_object) else {
             return;
         };
         for (name, value) in headers {
-            let pointer = crate::spec::yaml::pointer_push(&format!("{params}/headers"), name);
+            let pointer = crate::spec::yaml::pointer_push(headers_at, name);
             let Some(value) = value.as_str() else { continue };
             // A reference's value is known only at run time, where the same check runs.
             let literal = if value.contains("${") { "" } else { value };
@@ -378,19 +383,18 @@ impl<'a> Checker<'a> {
         }
     }
 
-    fn firestore_collection(&mut self, params: &str) {
-        let pointer = format!("{params}/collection");
-        let Some(path) = self.str_at(&pointer) else {
+    fn firestore_collection(&mut self, pointer: &str) {
+        let Some(path) = self.str_at(pointer) else {
             return;
         };
-        if self.reference_in_name(&pointer, path, "Firestore collection", Code::InvalidFirestoreName) {
+        if self.reference_in_name(pointer, path, "Firestore collection", Code::InvalidFirestoreName) {
             return;
         }
         if let Some(rule) = crate::store::firestore::collection_problem(path) {
             self.out.push(
                 Diagnostic::new(
                     Code::InvalidFirestoreName,
-                    self.value_span(&pointer),
+                    self.value_span(pointer),
                     format!("invalid Firestore collection `{path}`"),
                 )
                 .label(rule),

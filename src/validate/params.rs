@@ -18,7 +18,7 @@ pub(super) enum Checked {
     Headers,
     /// SQL that must parse (`checks::transform_query`, `checks::alert_condition`).
     Sql,
-    /// BigQuery project, dataset and table naming rules (`checks::bigquery_names`).
+    /// BigQuery dataset and table naming rules, and Google Cloud's for projects (`checks::gcp_name`).
     BigqueryName,
     /// Firestore's collection path rules (`checks::firestore_collection`).
     FirestoreCollection,
@@ -87,12 +87,12 @@ pub(super) const PARAMS: &[(&str, &str, Checked)] = &[
     ("send_alerts", "max_rows", Schema),
 ];
 
-/// The params of `function` that `check` covers.
-pub(super) fn checked_by(function: &str, check: Checked) -> impl Iterator<Item = &'static str> + '_ {
+/// The params of `function`, with how each is checked.
+pub(super) fn of(function: &str) -> impl Iterator<Item = (&'static str, Checked)> + '_ {
     PARAMS
         .iter()
-        .filter(move |(f, _, c)| *f == function && *c == check)
-        .map(|(_, param, _)| *param)
+        .filter(move |(f, _, _)| *f == function)
+        .map(|(_, param, check)| (*param, *check))
 }
 
 /// The texts of a string or list-of-strings param, with their JSON pointers; values with a

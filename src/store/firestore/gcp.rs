@@ -31,6 +31,8 @@ use crate::table::Table;
 pub const BATCH_WRITES: usize = 500;
 /// `BatchWrite` requests in flight at once.
 const IN_FLIGHT: usize = 8;
+/// How long one `BatchWrite` may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often one document's write is tried before it is reported as failed.
 const WRITE_ATTEMPTS: usize = 4;
 
@@ -90,18 +92,25 @@ pub async fn write(
             .collect()
     };
     let database = db.get_database_path().clone();
-    let send = |writes: Result<Vec<Write>, TaskError>| {
+    // Each request's answer comes with its number of writes, so a stop can say what was written.
+    let send = |size: usize, writes: Result<Vec<Write>, TaskError>| {
         let (db, database) = (&db, &database);
-        async move { batch_write(db, database, writes?).await }
+        async move {
+            let answer = match writes {
+                Ok(writes) => batch_write(db, database, writes).await,
+                Err(error) => Err(error),
+            };
+            (size, answer)
+        }
     };
     let mut requests = order.len().div_ceil(BATCH_WRITES) as u64;
     // A stop sends no further requests; those in flight finish, and the error says how far it got.
     let mut sent = 0;
-    let mut results: Vec<Result<Vec<Failed>, TaskError>> = futures::stream::iter(order.chunks(BATCH_WRITES))
+    let mut results: Vec<(usize, Result<Vec<Failed>, TaskError>)> = futures::stream::iter(order.chunks(BATCH_WRITES))
         .take_while(|_| std::future::ready(!cancel.is_cancelled()))
         .map(|slice| {
             sent += slice.len();
-            send(build(slice))
+            send(slice.len(), build(slice))
         })
         .buffer_unordered(IN_FLIGHT)
         .collect()
@@ -115,14 +124,17 @@ pub async fn write(
         ))
     };
     if sent < order.len() {
-        let unwritten = results.iter().flatten().map(Vec::len).sum();
+        let unwritten = results
+            .iter()
+            .map(|(size, result)| result.as_ref().map_or(*size, Vec::len))
+            .sum();
         return Err(stopped(unwritten));
     }
     let mut failures: Vec<(String, i32, String)> = Vec::new();
     for attempt in 2..=WRITE_ATTEMPTS + 1 {
         let mut pending = Vec::new();
         failures.clear();
-        for result in results {
+        for (_, result) in results {
             for (write, code, message) in result? {
                 let name = match &write.operation {
                     Some(Operation::Update(document)) => {
@@ -140,14 +152,14 @@ pub async fn write(
         if pending.is_empty() || permanent || attempt > WRITE_ATTEMPTS {
             break;
         }
-        if cancel.is_cancelled() {
-            return Err(stopped(failures.len()));
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(250 << attempt)) => {}
+            () = cancel.cancelled() => return Err(stopped(failures.len())),
         }
-        tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
         let chunks = chunk(pending, BATCH_WRITES);
         requests += chunks.len() as u64;
         results = futures::stream::iter(chunks)
-            .map(|writes| send(Ok(writes)))
+            .map(|writes| send(writes.len(), Ok(writes)))
             .buffer_unordered(IN_FLIGHT)
             .collect()
             .await;
@@ -201,13 +213,15 @@ async fn batch_write(db: &FirestoreDb, database: &str, writes: Vec<Write>) -> Re
         writes: writes.clone(),
         ..BatchWriteRequest::default()
     };
-    let response = db
-        .client()
-        .get()
-        .batch_write(request)
+    let answer = tokio::time::timeout(REQUEST_TIMEOUT, db.client().get().batch_write(request))
         .await
-        .map_err(|status| rpc_error(&status))?
-        .into_inner();
+        .map_err(|_| {
+            TaskError::transient(format!(
+                "Firestore did not answer a BatchWrite within {} s",
+                REQUEST_TIMEOUT.as_secs()
+            ))
+        })?;
+    let response = answer.map_err(|status| rpc_error(&status))?.into_inner();
     Ok(writes
         .into_iter()
         .zip(response.status.into_iter().map(Some).chain(std::iter::repeat(None)))

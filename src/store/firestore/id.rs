@@ -56,11 +56,6 @@ pub enum IdError {
     Stopped,
 }
 
-/// The document id of one key tuple (`None` is a null value).
-pub fn document_id(values: &[Option<&str>]) -> String {
-    full_id(values).into_id()
-}
-
 /// An id before shortening: the joined, escaped values.
 struct FullId(String);
 
@@ -291,6 +286,11 @@ mod tests {
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
     use super::*;
+
+    /// The document id of one key tuple (`None` is a null value).
+    fn document_id(values: &[Option<&str>]) -> String {
+        full_id(values).into_id()
+    }
 
     /// The ids of dpf 0.1: values joined with `|`, null as `null`, cut at 1,500 bytes.
     fn earlier_id(values: &[Option<&str>]) -> String {

@@ -3,7 +3,7 @@
 pub mod gcp;
 mod id;
 
-pub use id::{Documents, IdError, document_id, generated_id};
+pub use id::{Documents, IdError, generated_id};
 use serde::{Deserialize, Serialize};
 
 use crate::spec::product::one_or_many;

@@ -245,8 +245,9 @@ pub(super) async fn wait(
         tokio::select! {
             _ = cancel.cancelled() => {
                 return Err(TaskError::stopped(format!(
-                    "stopped while BigQuery job {id} ran: BigQuery may still finish it; the next run of this tick \
-                     finds it by its id and does not load the rows twice"
+                    "stopped while BigQuery job {id} ran: BigQuery may still finish it. A job that commits rows \
+                     has an id fixed by the run and the task, so the next run of this tick finds it and does not \
+                     load the rows twice"
                 )));
             }
             _ = tokio::time::sleep(delay) => {}

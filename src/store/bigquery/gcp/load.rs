@@ -37,12 +37,20 @@ pub(super) async fn load(
         }
         Previous::Free(id) => id,
     };
-    let parquet = crate::store::local::warehouse::write_parquet(Vec::new(), &rows.schema, &rows.batches, &|| true)
-        .map_err(|e| TaskError::permanent(format!("cannot write the rows as Parquet: {e}")))?;
+    let go_on = || !writer.cancel.is_cancelled();
+    let parquet = crate::store::local::warehouse::write_parquet(Vec::new(), &rows.schema, &rows.batches, &go_on)
+        .map_err(|e| match writer.cancel.is_cancelled() {
+            true => TaskError::interrupted(),
+            false => TaskError::permanent(format!("cannot write the rows as Parquet: {e}")),
+        })?;
     written.bytes = parquet.len() as u64;
     written.rows = rows.rows() as u64;
     if store.write == WriteMode::Replace {
-        let job = upload(api, table, Some(&job_id), "WRITE_TRUNCATE", fields, parquet).await?;
+        let job = until_stopped(
+            writer,
+            upload(api, table, Some(&job_id), "WRITE_TRUNCATE", fields, parquet),
+        )
+        .await?;
         written.load_jobs += 1;
         return finish(api, project, job, &format!("load job {job_id}"), writer.cancel)
             .await
@@ -75,7 +83,7 @@ pub(super) async fn load(
         _ => {}
     }
     let loaded = async {
-        let job = upload(api, staging, None, "WRITE_TRUNCATE", fields, parquet).await?;
+        let job = until_stopped(writer, upload(api, staging, None, "WRITE_TRUNCATE", fields, parquet)).await?;
         written.load_jobs += 1;
         finish(api, project, job, "the load job into the staging table", writer.cancel).await?;
         if writer.cancel.is_cancelled() {
@@ -163,6 +171,20 @@ async fn previous(api: &mut Api, project: &str, base: &str, cancel: &Cancellatio
 }
 
 /// Starts a load job of `parquet` into `table` through the upload endpoint.
+/// `upload`, given up when the run is stopped.
+async fn until_stopped<T>(
+    writer: &Writer<'_>,
+    upload: impl std::future::Future<Output = Result<T, TaskError>>,
+) -> Result<T, TaskError> {
+    tokio::select! {
+        result = upload => result,
+        () = writer.cancel.cancelled() => Err(TaskError::stopped(
+            "stopped during the upload to BigQuery: nothing was committed, unless BigQuery already had the whole \
+             upload; then its load job may still finish, and the next run of this tick finds it by its id",
+        )),
+    }
+}
+
 async fn upload(
     api: &mut Api,
     table: TableRef<'_>,

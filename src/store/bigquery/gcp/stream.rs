@@ -39,6 +39,13 @@ pub(super) async fn stream(
             .map_err(|e| TaskError::permanent(format!("cannot turn the rows into JSON: {e}")))?;
         for line in json.lines() {
             if request.len() == STREAM_ROWS || (size + line.len() > STREAM_BYTES && !request.is_empty()) {
+                if writer.cancel.is_cancelled() {
+                    return Err(TaskError::stopped(format!(
+                        "stopped after {first} of {} rows were streamed into {table}; a rerun sends them again \
+                         with the same insert ids, which BigQuery drops as duplicates for a few minutes",
+                        rows.rows()
+                    )));
+                }
                 insert(api, table, std::mem::take(&mut request), first).await?;
                 written.bytes += size as u64;
                 (size, first) = (0, index);
