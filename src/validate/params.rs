@@ -5,6 +5,9 @@
 
 use serde_json::Value;
 
+use super::checks::Checker;
+use crate::diagnostic::{Code, Diagnostic};
+
 /// How one param is checked before any run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Checked {
@@ -111,6 +114,145 @@ pub(super) fn literal_texts<'a>(value: &'a Value, pointer: &str) -> Vec<(String,
         .into_iter()
         .filter(|(_, text)| !text.contains("${") && !text.contains("{{"))
         .collect()
+}
+
+/// The checks the table drives.
+impl Checker<'_> {
+    /// A BigQuery dataset or table name, or a Google Cloud project (of either store), at `pointer`.
+    fn gcp_name(&mut self, pointer: &str, key: &str) {
+        let Some(name) = self.str_at(pointer) else {
+            return;
+        };
+        let (what, problem): (String, fn(&str) -> Option<&'static str>) = match key {
+            "project" => ("Google Cloud project".into(), crate::store::bigquery::project_problem),
+            "dataset" => ("BigQuery dataset".into(), crate::store::bigquery::dataset_problem),
+            _ => (format!("BigQuery {key}"), crate::store::bigquery::table_problem),
+        };
+        if self.reference_in_name(pointer, name, &what, Code::InvalidBigqueryName) {
+            return;
+        }
+        if let Some(rule) = problem(name) {
+            self.out.push(
+                Diagnostic::new(
+                    Code::InvalidBigqueryName,
+                    self.value_span(pointer),
+                    format!("invalid {what} name `{name}`"),
+                )
+                .label(rule),
+            );
+        }
+    }
+
+    /// Each param of a task as the table in `params.rs` says: URLs and e-mail addresses parsed as
+    /// the run parses them, headers, BigQuery and Firestore names. (SQL is read with the graph.)
+    pub(super) fn params(&mut self, function: &str, params: &str) {
+        type Parse = fn(&str) -> Option<(String, String)>;
+        let url: Parse = |text| {
+            let message = crate::http::http_url(text).err()?;
+            Some((message, "write an absolute http:// or https:// URL".into()))
+        };
+        let address: Parse = |text| {
+            let error = crate::alert::outbox::mailbox(text).err()?;
+            Some((
+                error.to_string(),
+                "write name@example.com or Name <name@example.com>".into(),
+            ))
+        };
+        for (param, check) in of(function) {
+            let pointer = format!("{params}/{param}");
+            let parse = match check {
+                Checked::HttpUrl => url,
+                Checked::Addresses => address,
+                Checked::Headers => {
+                    self.headers(&pointer);
+                    continue;
+                }
+                Checked::BigqueryName => {
+                    self.gcp_name(&pointer, param);
+                    continue;
+                }
+                Checked::FirestoreCollection => {
+                    self.firestore_collection(&pointer);
+                    continue;
+                }
+                Checked::Schema | Checked::Sql | Checked::RunTime(_) => continue,
+            };
+            let Some(value) = self.document.value.pointer(&pointer) else {
+                continue;
+            };
+            for (at, text) in literal_texts(value, &pointer) {
+                if let Some((message, label)) = parse(text) {
+                    self.out
+                        .push(Diagnostic::new(Code::InvalidValue, self.value_span(&at), message).label(label));
+                }
+            }
+        }
+    }
+
+    /// Header names, and values written out in the file, that no request could carry.
+    fn headers(&mut self, headers_at: &str) {
+        let Some(headers) = self.document.value.pointer(headers_at).and_then(Value::as_object) else {
+            return;
+        };
+        for (name, value) in headers {
+            let pointer = crate::spec::yaml::pointer_push(headers_at, name);
+            let Some(value) = value.as_str() else { continue };
+            // A reference's value is known only at run time, where the same check runs.
+            let literal = if value.contains("${") { "" } else { value };
+            if let Some((part, problem)) = crate::http::header_problem(name, literal) {
+                let span = match part {
+                    "name" => self.document.spans.key(&pointer),
+                    _ => self.value_span(&pointer),
+                };
+                self.out.push(
+                    Diagnostic::new(
+                        Code::InvalidValue,
+                        span,
+                        format!("header `{}` cannot be sent", name.escape_debug()),
+                    )
+                    .label(problem),
+                );
+            }
+        }
+    }
+
+    fn firestore_collection(&mut self, pointer: &str) {
+        let Some(path) = self.str_at(pointer) else {
+            return;
+        };
+        if self.reference_in_name(pointer, path, "Firestore collection", Code::InvalidFirestoreName) {
+            return;
+        }
+        if let Some(rule) = crate::store::firestore::collection_problem(path) {
+            self.out.push(
+                Diagnostic::new(
+                    Code::InvalidFirestoreName,
+                    self.value_span(pointer),
+                    format!("invalid Firestore collection `{path}`"),
+                )
+                .label(rule),
+            );
+        }
+    }
+
+    /// Reports a `${…}` reference in the name at `pointer`: names are not resolved, so the store
+    /// would write to a table or collection literally called `${env:…}`. Says whether it did.
+    fn reference_in_name(&mut self, pointer: &str, name: &str, what: &str, code: Code) -> bool {
+        let Some(start) = name.find("${") else {
+            return false;
+        };
+        let end = name[start..].find('}').map_or(name.len(), |i| start + i + 1);
+        let span = self.inner_span(pointer, name, start..end);
+        self.out.push(
+            Diagnostic::new(code, span, format!("a {what} name cannot hold a reference"))
+                .label("names are not resolved")
+                .help(
+                    "write the name itself; the project comes from GCP_PROJECT or GOOGLE_CLOUD_PROJECT when \
+                     `project` is left out",
+                ),
+        );
+        true
+    }
 }
 
 #[cfg(test)]

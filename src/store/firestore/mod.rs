@@ -1,9 +1,11 @@
 //! `store_to_firestore`: one document per row in a Firestore collection (or the local document store).
 
+mod documents;
 pub mod gcp;
 mod id;
 
-pub use id::{Documents, IdError, generated_id};
+pub use documents::{Documents, IdError};
+pub use id::generated_id;
 use serde::{Deserialize, Serialize};
 
 use crate::spec::product::one_or_many;

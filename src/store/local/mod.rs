@@ -2,6 +2,7 @@
 //! Firestore, both under the data dir.
 
 pub mod documents;
+mod versions;
 pub mod warehouse;
 
 pub use crate::target::{documents_path, warehouse_dir};

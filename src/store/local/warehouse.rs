@@ -21,6 +21,7 @@ use datafusion::parquet::file::properties::WriterProperties;
 
 use tokio_util::sync::CancellationToken;
 
+use super::versions::{Unfinished, current_version, next_version, remove_versions, swap, sync_dir, version_number};
 use crate::store::bigquery::WriteMode;
 use crate::table::{Table, nullable};
 
@@ -72,7 +73,7 @@ pub fn table_path(warehouse: &Path, dataset: &str, table: &str) -> PathBuf {
     warehouse.join(dataset).join(table)
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WarehouseError + '_ {
+pub(super) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WarehouseError + '_ {
     move |source| WarehouseError::Io {
         path: path.display().to_string(),
         source,
@@ -225,21 +226,6 @@ fn read_error(path: &Path, message: impl std::fmt::Display) -> WarehouseError {
     }
 }
 
-/// The version folder the table's link points at, if the table exists.
-fn current_version(link: &Path) -> Result<Option<PathBuf>, WarehouseError> {
-    match fs::symlink_metadata(link) {
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(error) => Err(io(link)(error)),
-        Ok(meta) if meta.file_type().is_symlink() => {
-            let target = fs::read_link(link).map_err(io(link))?;
-            Ok(Some(link.parent().expect("a table has a dataset").join(target)))
-        }
-        Ok(_) => Err(WarehouseError::NotATable {
-            path: link.display().to_string(),
-        }),
-    }
-}
-
 /// The Parquet files of a version (or of a table's link), in name order.
 pub fn parts(dir: &Path) -> Result<Vec<PathBuf>, WarehouseError> {
     let mut found: Vec<PathBuf> = fs::read_dir(dir)
@@ -249,15 +235,6 @@ pub fn parts(dir: &Path) -> Result<Vec<PathBuf>, WarehouseError> {
         .collect();
     found.sort();
     Ok(found)
-}
-
-fn next_version(versions: &Path) -> Result<u64, WarehouseError> {
-    let highest = fs::read_dir(versions)
-        .map_err(io(versions))?
-        .filter_map(|entry| entry.ok())
-        .filter_map(|entry| entry.file_name().to_str()?.strip_prefix('v')?.parse::<u64>().ok())
-        .max();
-    Ok(highest.map_or(1, |n| n + 1))
 }
 
 fn part_schema(part: &Path) -> Result<SchemaRef, WarehouseError> {
@@ -428,58 +405,6 @@ pub fn write_parquet<W: std::io::Write + Send>(
         writer.write(batch)?;
     }
     writer.into_inner()
-}
-
-fn sync_dir(dir: &Path) {
-    if let Ok(handle) = File::open(dir) {
-        let _ = handle.sync_all();
-    }
-}
-
-/// Points `link` at `version` with one rename, so readers switch from one whole version to the next.
-fn swap(link: &Path, version: &Path) -> Result<(), WarehouseError> {
-    let dataset = link.parent().expect("a table has a dataset");
-    let relative = version
-        .strip_prefix(dataset)
-        .expect("versions live in the dataset folder");
-    let temp = dataset.join(format!(
-        ".{}.link-{}",
-        link.file_name().expect("tables have names").to_string_lossy(),
-        std::process::id()
-    ));
-    let _ = fs::remove_file(&temp);
-    std::os::unix::fs::symlink(relative, &temp).map_err(io(&temp))?;
-    fs::rename(&temp, link).map_err(io(link))?;
-    sync_dir(dataset);
-    Ok(())
-}
-
-/// A version folder being written: removed when dropped unless the write made it current.
-struct Unfinished<'a>(Option<&'a Path>);
-
-impl Drop for Unfinished<'_> {
-    fn drop(&mut self) {
-        if let Some(version) = self.0 {
-            let _ = fs::remove_dir_all(version);
-        }
-    }
-}
-
-/// The number of a version folder (`v000012` → 12).
-fn version_number(version: &Path) -> Option<u64> {
-    version.file_name()?.to_str()?.strip_prefix('v')?.parse().ok()
-}
-
-/// Removes the version folders whose number `unwanted` picks. After a write, those before the
-/// previous version go: the previous one stays, so a reader that listed its files just before the
-/// swap can still open them.
-fn remove_versions(versions: &Path, unwanted: impl Fn(u64) -> bool) {
-    let Ok(entries) = fs::read_dir(versions) else { return };
-    for entry in entries.filter_map(Result::ok) {
-        if version_number(&entry.path()).is_some_and(&unwanted) {
-            let _ = fs::remove_dir_all(entry.path());
-        }
-    }
 }
 
 /// The tables of the warehouse as (dataset, table, path).

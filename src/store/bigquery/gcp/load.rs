@@ -281,13 +281,8 @@ async fn upload(
 mod tests {
     use gcp_bigquery_client::model::field_type::FieldType;
 
+    use super::super::schema::tests::field;
     use super::*;
-
-    fn field(name: &str, t: FieldType) -> TableFieldSchema {
-        let mut f = TableFieldSchema::new(name, t);
-        f.mode = Some("NULLABLE".into());
-        f
-    }
 
     #[test]
     fn merge_sql() {

@@ -240,10 +240,11 @@ pub(super) fn ddl_type(field: &TableFieldSchema) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn field(name: &str, t: FieldType) -> TableFieldSchema {
+    /// A nullable field, as BigQuery describes one.
+    pub(in crate::store::bigquery::gcp) fn field(name: &str, t: FieldType) -> TableFieldSchema {
         let mut f = TableFieldSchema::new(name, t);
         f.mode = Some("NULLABLE".into());
         f
