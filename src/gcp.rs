@@ -7,7 +7,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use firestore::gcloud_sdk::{GoogleAuthHeaders, GoogleEnvironment};
+use gcloud_sdk::google_cloud_auth::credentials::{CacheableResource, Credentials, CredentialsProvider, EntityTag};
+use gcloud_sdk::google_cloud_auth::errors::CredentialsError;
+use gcloud_sdk::{GoogleAuthHeaders, GoogleEnvironment};
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 
 use crate::spec::{Call, Product};
 
@@ -16,7 +19,11 @@ pub struct Cloud {
     /// Tokens from the Application Default Credentials; `None` when every service in use is emulated.
     credentials: Option<Arc<GoogleAuthHeaders>>,
     /// `host:port` of the BigQuery emulator, from `BIGQUERY_EMULATOR_HOST`.
-    pub bigquery_emulator: Option<String>,
+    pub(crate) bigquery_emulator: Option<String>,
+    /// `host:port` of the Firestore emulator, from `FIRESTORE_EMULATOR_HOST`.
+    pub(crate) firestore_emulator: Option<String>,
+    /// The run's HTTP client, for the REST APIs.
+    pub(crate) http: reqwest::Client,
     /// The project of each store task, by task id.
     projects: HashMap<String, String>,
 }
@@ -51,7 +58,7 @@ fn emulator(name: &str) -> Option<String> {
 impl Cloud {
     /// Resolves every store's project and, unless all services in use are emulated, checks that
     /// the Application Default Credentials give a token.
-    pub async fn connect(product: &Product) -> Result<Cloud, CloudError> {
+    pub async fn connect(product: &Product, http: reqwest::Client) -> Result<Cloud, CloudError> {
         crate::http::install_crypto();
         let bigquery_emulator = emulator("BIGQUERY_EMULATOR_HOST");
         let firestore_emulator = emulator("FIRESTORE_EMULATOR_HOST");
@@ -97,10 +104,11 @@ impl Cloud {
             credentials.headers().await.map_err(|e| no_credentials(e.to_string()))?;
             Some(Arc::new(credentials))
         };
-        // The firestore crate reads FIRESTORE_EMULATOR_HOST itself.
         Ok(Cloud {
             credentials,
             bigquery_emulator,
+            firestore_emulator,
+            http,
             projects,
         })
     }
@@ -110,23 +118,68 @@ impl Cloud {
         self.projects.get(task).map(String::as_str)
     }
 
-    /// A bearer token for the Google APIs: "owner" for emulators, which accept any token.
-    pub async fn token(&self) -> Result<String, String> {
+    /// The `authorization` header for the Google APIs: the emulators' conventional
+    /// `Bearer owner` when every service in use is emulated.
+    pub(crate) async fn authorization(&self) -> Result<HeaderValue, TokenError> {
         let Some(credentials) = &self.credentials else {
-            return Ok("owner".to_owned());
+            return Ok(HeaderValue::from_static(EMULATOR_AUTHORIZATION));
         };
-        let headers = credentials.headers().await.map_err(|e| e.to_string())?;
-        let value = headers
-            .get(reqwest::header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .ok_or("the credentials gave no authorization header")?;
-        Ok(value.strip_prefix("Bearer ").unwrap_or(value).to_owned())
+        let headers = credentials.headers().await.map_err(TokenError::Refused)?;
+        headers.get(AUTHORIZATION).cloned().ok_or(TokenError::NoHeader)
+    }
+
+    /// The credentials for a gRPC client of a service at `emulator` (or the real one, when
+    /// `None`): the emulators are sent `Bearer owner`, which gives full access and looks up no
+    /// Google credentials.
+    pub(crate) fn grpc_credentials(&self, emulator: Option<&str>) -> Arc<GoogleAuthHeaders> {
+        match (&self.credentials, emulator) {
+            (Some(credentials), None) => credentials.clone(),
+            _ => Arc::new(GoogleAuthHeaders::from(Credentials::from(EmulatorCredentials {
+                tag: EntityTag::new(),
+            }))),
+        }
+    }
+}
+
+/// Why the credentials gave no token for a request.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TokenError {
+    #[error("the Google credentials gave no token: {0}")]
+    Refused(#[source] gcloud_sdk::error::Error),
+    #[error("the Google credentials gave no authorization header")]
+    NoHeader,
+}
+
+/// The token the emulators take for "the owner of the project".
+const EMULATOR_AUTHORIZATION: &str = "Bearer owner";
+
+/// Credentials that always serve [`EMULATOR_AUTHORIZATION`].
+#[derive(Debug)]
+struct EmulatorCredentials {
+    tag: EntityTag,
+}
+
+impl CredentialsProvider for EmulatorCredentials {
+    async fn headers(&self, extensions: http::Extensions) -> Result<CacheableResource<HeaderMap>, CredentialsError> {
+        if extensions.get::<EntityTag>() == Some(&self.tag) {
+            return Ok(CacheableResource::NotModified);
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, HeaderValue::from_static(EMULATOR_AUTHORIZATION));
+        Ok(CacheableResource::New {
+            entity_tag: self.tag.clone(),
+            data: headers,
+        })
+    }
+
+    async fn universe_domain(&self) -> Option<String> {
+        None
     }
 }
 
 /// gRPC codes worth another attempt: the service was unreachable, overloaded, or failed inside.
-pub fn retryable(code: firestore::gcloud_sdk::tonic::Code) -> bool {
-    use firestore::gcloud_sdk::tonic::Code;
+pub(crate) fn retryable(code: gcloud_sdk::tonic::Code) -> bool {
+    use gcloud_sdk::tonic::Code;
     matches!(
         code,
         Code::Cancelled
@@ -137,19 +190,4 @@ pub fn retryable(code: firestore::gcloud_sdk::tonic::Code) -> bool {
             | Code::Internal
             | Code::Unavailable
     )
-}
-
-/// The BigQuery client's view of [`Cloud::token`].
-#[derive(Clone)]
-pub struct Tokens(pub Arc<Cloud>);
-
-#[async_trait::async_trait]
-impl gcp_bigquery_client::auth::Authenticator for Tokens {
-    async fn access_token(&self) -> Result<String, gcp_bigquery_client::error::BQError> {
-        self.0.token().await.map_err(|message| {
-            gcp_bigquery_client::error::BQError::InvalidApplicationDefaultCredentialsAuthenticator(
-                std::io::Error::other(message),
-            )
-        })
-    }
 }

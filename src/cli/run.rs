@@ -182,7 +182,9 @@ pub fn execute(runtime: &Runtime, product: &Product, checked: &Checked, options:
     runtime.block_on(async {
         // Projects and credentials are checked before anything is extracted.
         let cloud = match options.target {
-            Target::Gcp => Some(std::sync::Arc::new(crate::gcp::Cloud::connect(product).await?)),
+            Target::Gcp => Some(std::sync::Arc::new(
+                crate::gcp::Cloud::connect(product, crate::http::client()).await?,
+            )),
             Target::Local => None,
         };
         Ok(run::run(product, source, options, cloud, runtime.stop.clone()).await)

@@ -162,12 +162,14 @@ pub enum Transport {
 }
 
 impl Transport {
-    pub fn live() -> Self {
-        Transport::Live(client())
+    /// Requests through `client`, the run's.
+    pub fn live(client: reqwest::Client) -> Self {
+        Transport::Live(client)
     }
 
-    pub fn record() -> Self {
-        Transport::Record(client(), Mutex::default())
+    /// Requests through `client`, each exchange kept to be written as a fixture.
+    pub fn record(client: reqwest::Client) -> Self {
+        Transport::Record(client, Mutex::default())
     }
 
     /// Sends `request`; `progress` hears the body's bytes as they arrive. A non-2xx status is an error.

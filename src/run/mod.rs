@@ -168,9 +168,15 @@ pub async fn run(
             now: options.logical.time,
         },
     );
+    // One HTTP client serves the run: extracts, the gcp target's REST calls and alerts.
+    let http = OnceLock::new();
+    if let Some(cloud) = &cloud {
+        let _ = http.set(cloud.http.clone());
+    }
+    let client = || http.get_or_init(crate::http::client).clone();
     let (transport, record_dir, replay) = match &options.http {
-        HttpMode::Live => (Transport::live(), None, false),
-        HttpMode::Record(dir) => (Transport::record(), Some(dir.clone()), false),
+        HttpMode::Live => (Transport::live(client()), None, false),
+        HttpMode::Record(dir) => (Transport::record(client()), Some(dir.clone()), false),
         HttpMode::Replay(dir) => (Transport::Replay(Fixtures::new(dir)), None, true),
     };
     let env = Env {
@@ -187,7 +193,7 @@ pub async fn run(
         replay,
         source,
         cloud,
-        http: OnceLock::new(),
+        http,
     };
     // The stop is logged once: as soon as it comes, or at the latest when the run ends.
     let stop_logged = Arc::new(std::sync::atomic::AtomicBool::new(false));

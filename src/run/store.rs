@@ -153,9 +153,9 @@ async fn write(
         }
         (Call::StoreToFirestore(store), Target::Gcp) => {
             let (_, rows) = input()?;
-            let (_, project) = cloud(task)?;
+            let (cloud, project) = cloud(task)?;
             let seed = format!("{}/{}", env.run_id, task.id);
-            let written = crate::store::firestore::gcp::write(project, store, &seed, rows, stop).await?;
+            let written = crate::store::firestore::gcp::write(cloud, project, store, &seed, rows, stop).await?;
             let destinations = destinations(call, env, project);
             env.log.info(
                 Some(task.id),

@@ -15,15 +15,18 @@ use datafusion::arrow::datatypes::{
     UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-use firestore::gcloud_sdk::google::firestore::v1::{
+use futures::StreamExt;
+use gcloud_sdk::google::firestore::v1::firestore_client::FirestoreClient;
+use gcloud_sdk::google::firestore::v1::{
     ArrayValue, BatchWriteRequest, Document, DocumentMask, MapValue, Value, Write, value::ValueType, write::Operation,
 };
-use firestore::gcloud_sdk::prost_types::Timestamp;
-use firestore::{FirestoreDb, FirestoreDbOptions};
-use futures::StreamExt;
+use gcloud_sdk::prost_types::Timestamp;
+use gcloud_sdk::tonic::{Code, Status};
+use gcloud_sdk::{GoogleApi, GoogleAuthMiddleware, GoogleAuthMiddlewareLayer};
 use tokio_util::sync::CancellationToken;
 
 use super::{Documents, IdError, StoreToFirestore};
+use crate::gcp::Cloud;
 use crate::run::error::TaskError;
 use crate::table::Table;
 
@@ -49,6 +52,7 @@ pub struct Written {
 /// Writes one document per row of `rows` into `store.collection` of `project`. `seed` (the run and
 /// the task) makes the ids of rows without key columns.
 pub async fn write(
+    cloud: &Cloud,
     project: &str,
     store: &StoreToFirestore,
     seed: &str,
@@ -62,10 +66,9 @@ pub async fn write(
     if named.rows.is_empty() {
         return Ok(Written::default());
     }
-    let db = FirestoreDb::with_options(FirestoreDbOptions::new(project.to_owned()))
-        .await
-        .map_err(|e| TaskError::transient(format!("cannot connect to Firestore: {e}")))?;
-    let parent = format!("{}/{}", db.get_documents_path(), store.collection);
+    let database = format!("projects/{project}/databases/(default)");
+    let db = connect(cloud, &database).await?;
+    let parent = format!("{database}/documents/{}", store.collection);
     // One write per document (Firestore refuses two writes to one document in a request): rows that
     // share a key are one document, the last of them, as on the local target. The writes are built a
     // request at a time, as the requests go out.
@@ -91,7 +94,6 @@ pub async fn write(
             })
             .collect()
     };
-    let database = db.get_database_path().clone();
     // Each request's answer comes with its number of writes, so a stop can say what was written.
     let send = |size: usize, writes: Result<Vec<Write>, TaskError>| {
         let (db, database) = (&db, &database);
@@ -206,14 +208,37 @@ fn chunk(writes: Vec<Write>, size: usize) -> Vec<Vec<Write>> {
     }
 }
 
+/// A Firestore client of the run's emulator or of the service, for `database`.
+async fn connect(cloud: &Cloud, database: &str) -> Result<Firestore, TaskError> {
+    let emulator = cloud.firestore_emulator.as_deref();
+    let url = match emulator {
+        Some(host) => format!("http://{host}"),
+        None => "https://firestore.googleapis.com".to_owned(),
+    };
+    let credentials = cloud.grpc_credentials(emulator);
+    let connect = async {
+        let layer = GoogleAuthMiddlewareLayer::new(credentials, Some(database.to_owned()))?;
+        GoogleApi::from_function_with_middleware(FirestoreClient::new, &url, layer).await
+    };
+    connect.await.map_err(|e| {
+        TaskError::transient(format!(
+            "cannot connect to Firestore at {url}: {}",
+            crate::run::error::chain(&e)
+        ))
+    })
+}
+
+/// The Firestore API, authenticated.
+type Firestore = GoogleApi<FirestoreClient<GoogleAuthMiddleware>>;
+
 /// Sends one `BatchWrite`; the writes that failed, with their status code and message.
-async fn batch_write(db: &FirestoreDb, database: &str, writes: Vec<Write>) -> Result<Vec<Failed>, TaskError> {
+async fn batch_write(db: &Firestore, database: &str, writes: Vec<Write>) -> Result<Vec<Failed>, TaskError> {
     let request = BatchWriteRequest {
         database: database.to_owned(),
         writes: writes.clone(),
         ..BatchWriteRequest::default()
     };
-    let answer = tokio::time::timeout(REQUEST_TIMEOUT, db.client().get().batch_write(request))
+    let answer = tokio::time::timeout(REQUEST_TIMEOUT, db.get().batch_write(request))
         .await
         .map_err(|_| {
             TaskError::transient(format!(
@@ -235,14 +260,14 @@ async fn batch_write(db: &FirestoreDb, database: &str, writes: Vec<Write>) -> Re
 
 /// Whether a write's status code is worth another attempt.
 fn retryable(code: i32) -> bool {
-    crate::gcp::retryable(firestore::gcloud_sdk::tonic::Code::from_i32(code))
+    crate::gcp::retryable(Code::from_i32(code))
 }
 
 fn code_name(code: i32) -> String {
-    format!("{:?}", firestore::gcloud_sdk::tonic::Code::from_i32(code))
+    format!("{:?}", Code::from_i32(code))
 }
 
-fn rpc_error(status: &firestore::gcloud_sdk::tonic::Status) -> TaskError {
+fn rpc_error(status: &Status) -> TaskError {
     let text = format!("Firestore BatchWrite failed: {:?}: {}", status.code(), status.message());
     if crate::gcp::retryable(status.code()) {
         TaskError::transient(text)

@@ -3,84 +3,175 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gcp_bigquery_client::Client;
-use gcp_bigquery_client::model::clustering::Clustering;
-use gcp_bigquery_client::model::dataset::Dataset;
-use gcp_bigquery_client::model::job::Job;
-use gcp_bigquery_client::model::job_configuration::JobConfiguration;
-use gcp_bigquery_client::model::job_configuration_query::JobConfigurationQuery;
-use gcp_bigquery_client::model::job_reference::JobReference;
-use gcp_bigquery_client::model::table::Table as BqTable;
-use gcp_bigquery_client::model::table_field_schema::TableFieldSchema;
-use gcp_bigquery_client::model::table_schema::TableSchema;
-use gcp_bigquery_client::model::time_partitioning::TimePartitioning;
+use reqwest::Method;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::error::{api_error, proto_text, status, transient_reason};
-use super::schema::{canonical, ddl_type, evolve, quote};
+use super::error::{ApiError, proto_text, transient_reason};
+use super::model::{FieldType, Job, Table as BqTable, TableFieldSchema};
+use super::schema::{ddl_type, evolve, quote};
 use super::{TableRef, Writer, job_id};
-use crate::gcp::{Cloud, Tokens};
+use crate::gcp::Cloud;
 use crate::run::error::TaskError;
 use crate::store::bigquery::StoreToBigquery;
 
 const API: &str = "https://bigquery.googleapis.com";
+/// The API calls other than the upload are small: a stalled one is given up on.
+const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The BigQuery API of `cloud`: the emulator's when `BIGQUERY_EMULATOR_HOST` is set.
+/// BigQuery's REST API for one write: the emulator's when `BIGQUERY_EMULATOR_HOST` is set.
 pub(super) struct Api {
-    pub(super) client: Client,
-    pub(super) http: reqwest::Client,
     pub(super) cloud: Arc<Cloud>,
     /// `https://bigquery.googleapis.com` or `http://<emulator>`.
-    pub(super) base: String,
+    base: String,
     /// HTTP requests made so far.
     pub(super) requests: u64,
 }
 
 impl Api {
-    pub(super) async fn new(cloud: &Arc<Cloud>) -> Result<Api, TaskError> {
+    pub(super) fn new(cloud: &Arc<Cloud>) -> Api {
         let base = match &cloud.bigquery_emulator {
             Some(host) => format!("http://{host}"),
             None => API.to_owned(),
         };
-        // The API calls other than the upload are small: a stalled one is given up on.
-        let calls = reqwest012::Client::builder()
-            .user_agent(concat!("dpf/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(120))
-            .build()
-            .map_err(|e| TaskError::permanent(format!("cannot set up the BigQuery client: {e}")))?;
-        let mut builder = gcp_bigquery_client::client_builder::ClientBuilder::new();
-        builder
-            .with_v2_base_url(format!("{base}/bigquery/v2"))
-            .with_client(calls);
-        let client = builder
-            .build_from_authenticator(Arc::new(Tokens(cloud.clone())))
-            .await
-            .map_err(|e| TaskError::permanent(format!("cannot set up the BigQuery client: {e}")))?;
-        Ok(Api {
-            client,
-            http: crate::http::client(),
+        Api {
             cloud: cloud.clone(),
             base,
             requests: 0,
-        })
+        }
+    }
+
+    /// The URL of `segments` below `/bigquery/v2/projects/` (`/upload/bigquery/v2/projects/` for
+    /// an upload), each segment percent-encoded.
+    pub(super) fn url(&self, upload: bool, segments: &[&str]) -> String {
+        let mut url = url::Url::parse(&self.base).expect("the BigQuery base URL is valid");
+        {
+            let mut path = url.path_segments_mut().expect("the BigQuery base URL has a path");
+            if upload {
+                path.push("upload");
+            }
+            path.extend(["bigquery", "v2", "projects"]).extend(segments);
+        }
+        url.into()
+    }
+
+    /// Sends `request` with the run's credentials; BigQuery's answer, or the error it answered with.
+    pub(super) async fn send<T: DeserializeOwned>(&mut self, request: reqwest::RequestBuilder) -> Result<T, ApiError> {
+        let authorization = self.cloud.authorization().await?;
+        self.requests += 1;
+        let response = request
+            .header(reqwest::header::AUTHORIZATION, authorization)
+            .send()
+            .await
+            .map_err(ApiError::Unreachable)?;
+        let code = response.status().as_u16();
+        let text = response.text().await.map_err(ApiError::Unreachable)?;
+        if !(200..300).contains(&code) {
+            return Err(ApiError::of_answer(code, &text));
+        }
+        // A deletion answers with nothing.
+        let text = if text.trim().is_empty() { "null" } else { &text };
+        serde_json::from_str(text).map_err(ApiError::Unexpected)
+    }
+
+    /// One API call of `method` on `segments` with the JSON `body`.
+    async fn call<T: DeserializeOwned>(
+        &mut self,
+        method: Method,
+        segments: &[&str],
+        query: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Result<T, ApiError> {
+        let mut request = self
+            .cloud
+            .http
+            .request(method, self.url(false, segments))
+            .query(query)
+            .timeout(CALL_TIMEOUT);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        self.send(request).await
+    }
+
+    async fn get<T: DeserializeOwned>(&mut self, segments: &[&str]) -> Result<T, ApiError> {
+        self.call(Method::GET, segments, &[], None).await
+    }
+
+    async fn post<T: DeserializeOwned>(&mut self, segments: &[&str], body: Value) -> Result<T, ApiError> {
+        self.call(Method::POST, segments, &[], Some(body)).await
+    }
+
+    /// The job `id` of `project`.
+    pub(super) async fn job(&mut self, project: &str, id: &str, location: Option<&str>) -> Result<Job, ApiError> {
+        let location: Vec<(&str, &str)> = location.map(|l| ("location", l)).into_iter().collect();
+        self.call(Method::GET, &[project, "jobs", id], &location, None).await
+    }
+
+    /// Creates `table` with `fields` and the table resource's `extra` settings; `Ok(false)` when it exists.
+    pub(super) async fn create_table(
+        &mut self,
+        table: TableRef<'_>,
+        fields: &[TableFieldSchema],
+        mut extra: Value,
+    ) -> Result<bool, ApiError> {
+        let TableRef {
+            project,
+            dataset,
+            table,
+        } = table;
+        extra["tableReference"] = json!({"projectId": project, "datasetId": dataset, "tableId": table});
+        extra["schema"] = json!({ "fields": fields });
+        match self
+            .post::<serde::de::IgnoredAny>(&[project, "datasets", dataset, "tables"], extra)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(error) if error.status() == Some(409) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Deletes `table`.
+    pub(super) async fn delete_table(&mut self, table: TableRef<'_>) -> Result<(), ApiError> {
+        let segments = [table.project, "datasets", table.dataset, "tables", table.table];
+        self.call::<serde::de::IgnoredAny>(Method::DELETE, &segments, &[], None)
+            .await
+            .map(|_| ())
+    }
+
+    /// Streams `rows` (insertAll's `rows`) into `table`.
+    pub(super) async fn insert_all(
+        &mut self,
+        table: TableRef<'_>,
+        rows: Vec<Value>,
+    ) -> Result<super::model::InsertAllResponse, ApiError> {
+        let segments = [
+            table.project,
+            "datasets",
+            table.dataset,
+            "tables",
+            table.table,
+            "insertAll",
+        ];
+        self.post(&segments, json!({ "rows": rows })).await
     }
 }
 
 /// Creates the dataset of `table` when it is missing.
 pub(super) async fn ensure_dataset(api: &mut Api, table: TableRef<'_>) -> Result<(), TaskError> {
     let TableRef { project, dataset, .. } = table;
-    api.requests += 1;
-    match api.client.dataset().get(project, dataset).await {
+    match api.get::<serde::de::IgnoredAny>(&[project, "datasets", dataset]).await {
         Ok(_) => return Ok(()),
-        Err(error) if status(&error) == Some(404) => {}
-        Err(error) => return Err(api_error(&format!("cannot read dataset {project}.{dataset}"), error)),
+        Err(error) if error.status() == Some(404) => {}
+        Err(error) => return Err(error.task(&format!("cannot read dataset {project}.{dataset}"))),
     }
-    api.requests += 1;
-    match api.client.dataset().create(Dataset::new(project, dataset)).await {
+    let created = json!({"datasetReference": {"projectId": project, "datasetId": dataset}});
+    match api.post::<serde::de::IgnoredAny>(&[project, "datasets"], created).await {
         // Another run may have created it since.
-        Err(error) if status(&error) != Some(409) => {
-            Err(api_error(&format!("cannot create dataset {project}.{dataset}"), error))
+        Err(error) if error.status() != Some(409) => {
+            Err(error.task(&format!("cannot create dataset {project}.{dataset}")))
         }
         _ => Ok(()),
     }
@@ -100,10 +191,10 @@ pub(super) async fn ensure_table(
         table: table_id,
     } = table;
     let name = table.to_string();
-    api.requests += 1;
-    match api.client.table().get(project, dataset, table_id, None).await {
+    let segments = [project, "datasets", dataset, "tables", table_id];
+    match api.get::<BqTable>(&segments).await {
         Ok(existing) => {
-            let theirs = existing.schema.fields.clone().unwrap_or_default();
+            let theirs = existing.schema.fields;
             let Some(evolved) = evolve(&name, &theirs, fields, "")? else {
                 return Ok(theirs);
             };
@@ -126,28 +217,21 @@ pub(super) async fn ensure_table(
                 finish(api, project, job, &what, writer.cancel).await?;
             }
             // Fields added inside existing records: only the tables API can add those.
-            let json = |f: &[TableFieldSchema]| serde_json::to_value(f).unwrap_or_default();
-            if json(&evolved[..theirs.len()]) != json(&theirs) {
-                let patch = BqTable {
-                    schema: TableSchema::new(evolved.clone()),
-                    ..BqTable::new(project, dataset, table_id, TableSchema::new(Vec::new()))
-                };
-                api.requests += 1;
-                api.client
-                    .table()
-                    .patch(project, dataset, table_id, patch)
+            if evolved[..theirs.len()] != theirs[..] {
+                let patch = json!({"schema": {"fields": evolved}});
+                api.call::<serde::de::IgnoredAny>(Method::PATCH, &segments, &[], Some(patch))
                     .await
-                    .map_err(|e| api_error(&format!("cannot add fields to the records of {name}"), e))?;
+                    .map_err(|e| e.task(&format!("cannot add fields to the records of {name}")))?;
             }
             Ok(evolved)
         }
-        Err(error) if status(&error) == Some(404) => {
-            let mut created = BqTable::new(project, dataset, table_id, TableSchema::new(fields.to_vec()));
+        Err(error) if error.status() == Some(404) => {
+            let mut settings = json!({});
             if let Some(column) = &store.partition_by {
                 let field = fields.iter().find(|f| &f.name == column);
-                match field.map(|f| canonical(&f.r#type)) {
-                    Some("DATE" | "TIMESTAMP" | "DATETIME") => {
-                        created = created.time_partitioning(TimePartitioning::per_day().field(column));
+                match field.map(|f| &f.field_type) {
+                    Some(FieldType::Date | FieldType::Timestamp | FieldType::Datetime) => {
+                        settings["timePartitioning"] = json!({"type": "DAY", "field": column});
                     }
                     Some(other) => {
                         return Err(TaskError::permanent(format!(
@@ -168,55 +252,33 @@ pub(super) async fn ensure_table(
                         "cluster_by: `{missing}` is not a column of the rows"
                     )));
                 }
-                created = created.clustering(Clustering {
-                    fields: Some(store.cluster_by.clone()),
-                });
+                settings["clustering"] = json!({ "fields": store.cluster_by });
             }
-            api.requests += 1;
-            match api.client.table().create(created).await {
-                Ok(_) => Ok(fields.to_vec()),
+            match api.create_table(table, fields, settings).await {
+                Ok(true) => Ok(fields.to_vec()),
                 // Created by another run in the meantime: take its schema into account.
-                Err(error) if status(&error) == Some(409) => {
-                    Box::pin(ensure_table(api, table, store, writer, fields)).await
-                }
-                Err(error) => Err(api_error(&format!("cannot create table {name}"), error)),
+                Ok(false) => Box::pin(ensure_table(api, table, store, writer, fields)).await,
+                Err(error) => Err(error.task(&format!("cannot create table {name}"))),
             }
         }
-        Err(error) => Err(api_error(&format!("cannot read table {name}"), error)),
+        Err(error) => Err(error.task(&format!("cannot read table {name}"))),
     }
 }
 
 /// Starts a standard-SQL query job with id `job_id`.
 pub(super) async fn query(api: &mut Api, project: &str, job_id: &str, sql: String) -> Result<Job, TaskError> {
-    let job = Job {
-        job_reference: Some(JobReference {
-            project_id: Some(project.to_owned()),
-            job_id: Some(job_id.to_owned()),
-            location: None,
-        }),
-        configuration: Some(JobConfiguration {
-            query: Some(JobConfigurationQuery {
-                query: sql,
-                use_legacy_sql: Some(false),
-                ..JobConfigurationQuery::default()
-            }),
-            ..JobConfiguration::default()
-        }),
-        ..Job::default()
-    };
-    api.requests += 1;
-    match api.client.job().insert(project, job).await {
+    let job = json!({
+        "jobReference": {"projectId": project, "jobId": job_id},
+        "configuration": {"query": {"query": sql, "useLegacySql": false}},
+    });
+    match api.post(&[project, "jobs"], job).await {
         Ok(job) => Ok(job),
         // A job with this id exists: another invocation of this run started it.
-        Err(error) if status(&error) == Some(409) => {
-            api.requests += 1;
-            api.client
-                .job()
-                .get_job(project, job_id, None)
-                .await
-                .map_err(|e| api_error(&format!("cannot look up job {job_id}"), e))
-        }
-        Err(error) => Err(api_error(&format!("cannot start query job {job_id}"), error)),
+        Err(error) if error.status() == Some(409) => api
+            .job(project, job_id, None)
+            .await
+            .map_err(|e| e.task(&format!("cannot look up job {job_id}"))),
+        Err(error) => Err(error.task(&format!("cannot start query job {job_id}"))),
     }
 }
 
@@ -229,8 +291,7 @@ pub(super) async fn wait(
 ) -> Result<Job, TaskError> {
     let mut delay = Duration::from_millis(200);
     loop {
-        let state = job.status.as_ref().and_then(|s| s.state.as_deref()).unwrap_or("DONE");
-        if state == "DONE" {
+        if job.done() {
             return Ok(job);
         }
         let Some(reference) = &job.job_reference else {
@@ -253,13 +314,10 @@ pub(super) async fn wait(
             _ = tokio::time::sleep(delay) => {}
         }
         delay = (delay * 2).min(Duration::from_secs(5));
-        api.requests += 1;
         job = api
-            .client
-            .job()
-            .get_job(project, &id, location.as_deref())
+            .job(project, &id, location.as_deref())
             .await
-            .map_err(|e| api_error(&format!("cannot follow job {id}"), e))?;
+            .map_err(|e| e.task(&format!("cannot follow job {id}")))?;
     }
 }
 
@@ -272,15 +330,14 @@ pub(super) async fn finish(
     cancel: &CancellationToken,
 ) -> Result<Job, TaskError> {
     let job = wait(api, project, job, cancel).await?;
-    let status = job.status.as_ref();
-    let Some(error) = status.and_then(|s| s.error_result.as_ref()) else {
+    let Some(error) = job.error() else {
         return Ok(job);
     };
     let mut message = proto_text(error);
-    let details: Vec<String> = status
-        .and_then(|s| s.errors.as_ref())
-        .into_iter()
-        .flatten()
+    let details: Vec<String> = job
+        .status
+        .iter()
+        .flat_map(|s| &s.errors)
         .filter(|e| e.message != error.message)
         .take(5)
         .map(proto_text)

@@ -1,16 +1,74 @@
 //! BigQuery's errors as task errors: transient or permanent, with BigQuery's reason and message.
 
-use gcp_bigquery_client::error::BQError;
-use gcp_bigquery_client::model::error_proto::ErrorProto;
-
+use super::model::{ErrorBody, ErrorProto};
+use crate::gcp::TokenError;
 use crate::run::error::TaskError;
 
-/// The HTTP status of an API error, when BigQuery answered with one.
-pub(super) fn status(error: &BQError) -> Option<i64> {
-    match error {
-        BQError::ResponseError { error } => Some(error.error.code),
-        BQError::RequestError(e) => e.status().map(|s| i64::from(s.as_u16())),
-        _ => None,
+/// Why a BigQuery API call failed.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ApiError {
+    /// BigQuery answered with an error status.
+    #[error("BigQuery answered {code}{}: {message}", reason.as_deref().map(|r| format!(" {r}")).unwrap_or_default())]
+    Status {
+        code: u16,
+        reason: Option<String>,
+        message: String,
+    },
+    #[error("cannot reach BigQuery: {}", crate::run::error::chain(.0))]
+    Unreachable(#[source] reqwest::Error),
+    #[error("BigQuery answered with something unexpected: {0}")]
+    Unexpected(#[source] serde_json::Error),
+    #[error(transparent)]
+    Token(#[from] TokenError),
+}
+
+impl ApiError {
+    /// The error of an answer with status `code` and body `body`.
+    pub(super) fn of_answer(code: u16, body: &str) -> ApiError {
+        let parsed: ErrorBody = serde_json::from_str(body).unwrap_or_default();
+        let error = parsed.error;
+        let reason = error
+            .errors
+            .into_iter()
+            .find_map(|e| e.reason)
+            .or(error.status)
+            .filter(|r| !r.is_empty());
+        let message = error.message.unwrap_or_else(|| {
+            let text = body.trim();
+            // An HTML or other long page says little; its start is enough.
+            text.char_indices()
+                .nth(300)
+                .map_or(text, |(at, _)| &text[..at])
+                .to_owned()
+        });
+        ApiError::Status { code, reason, message }
+    }
+
+    /// The HTTP status BigQuery answered with, if it answered.
+    pub(super) fn status(&self) -> Option<u16> {
+        match self {
+            ApiError::Status { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// The error as a task's: transient for 408, 429, 5xx, the retryable reasons and an
+    /// unreachable service; permanent otherwise. `what` says what dpf was doing.
+    pub(super) fn task(self, what: &str) -> TaskError {
+        let transient = match &self {
+            ApiError::Status { code, reason, .. } => {
+                crate::http::transient_status(*code) || reason.as_deref().is_some_and(transient_reason)
+            }
+            ApiError::Unreachable(_) | ApiError::Unexpected(_) => true,
+            ApiError::Token(TokenError::Refused(_)) => true,
+            ApiError::Token(TokenError::NoHeader) => false,
+        };
+        let message = format!("{what}: {self}");
+        if transient {
+            TaskError::transient(message)
+        } else {
+            TaskError::permanent(message)
+        }
     }
 }
 
@@ -20,44 +78,6 @@ pub(super) fn transient_reason(reason: &str) -> bool {
         reason,
         "backendError" | "internalError" | "rateLimitExceeded" | "jobBackendError" | "jobInternalError" | "timeout"
     )
-}
-
-/// Transient for 408, 429, 5xx and the retryable reasons; permanent otherwise.
-pub(super) fn classify(what: &str, code: i64, reason: Option<&str>, message: &str) -> TaskError {
-    let reason_text = reason.map(|r| format!(" {r}")).unwrap_or_default();
-    let text = format!("{what}: BigQuery answered {code}{reason_text}: {message}");
-    let status = u16::try_from(code).is_ok_and(crate::http::transient_status);
-    if status || reason.is_some_and(transient_reason) {
-        TaskError::transient(text)
-    } else {
-        TaskError::permanent(text)
-    }
-}
-
-pub(super) fn api_error(what: &str, error: BQError) -> TaskError {
-    match error {
-        BQError::ResponseError { error } => {
-            let reason = error
-                .error
-                .errors
-                .first()
-                .and_then(|e| e.get("reason"))
-                .map(String::as_str);
-            classify(what, error.error.code, reason, &error.error.message)
-        }
-        BQError::RequestError(e) => match e.status() {
-            Some(code) => classify(what, i64::from(code.as_u16()), None, &e.to_string()),
-            None => TaskError::transient(format!(
-                "{what}: cannot reach BigQuery: {}",
-                crate::run::error::chain(&e)
-            )),
-        },
-        other => TaskError::permanent(format!("{what}: {other}")),
-    }
-}
-
-pub(super) fn unreachable_error(what: &str, error: &reqwest::Error) -> TaskError {
-    TaskError::transient(format!("{what}: {}", crate::run::error::chain(error)))
 }
 
 /// BigQuery's reason, message and location of an error, as one line.
@@ -71,4 +91,26 @@ pub(super) fn proto_text(error: &ErrorProto) -> String {
         text.push_str(&format!(" at {location}"));
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_become_task_errors() {
+        let body = r#"{"error": {"code": 403, "message": "Access Denied", "status": "PERMISSION_DENIED",
+            "errors": [{"reason": "accessDenied", "message": "Access Denied"}]}}"#;
+        let error = ApiError::of_answer(403, body).task("cannot read table p.d.t");
+        assert_eq!(
+            error.message,
+            "cannot read table p.d.t: BigQuery answered 403 accessDenied: Access Denied"
+        );
+        assert!(!error.is_transient());
+        let busy = ApiError::of_answer(400, r#"{"error": {"errors": [{"reason": "rateLimitExceeded"}]}}"#);
+        assert!(busy.task("x").is_transient());
+        let page = ApiError::of_answer(502, "<html>Bad Gateway</html>");
+        assert_eq!(page.to_string(), "BigQuery answered 502: <html>Bad Gateway</html>");
+        assert!(page.task("x").is_transient());
+    }
 }

@@ -3,14 +3,10 @@
 
 use std::time::Duration;
 
-use gcp_bigquery_client::model::job::Job;
-use gcp_bigquery_client::model::table::Table as BqTable;
-use gcp_bigquery_client::model::table_field_schema::TableFieldSchema;
-use gcp_bigquery_client::model::table_schema::TableSchema;
 use tokio_util::sync::CancellationToken;
 
 use super::api::{Api, finish, query, wait};
-use super::error::{api_error, classify, status, unreachable_error};
+use super::model::{Job, TableFieldSchema};
 use super::schema::quote;
 use super::{TableRef, Writer, Written, job_id};
 use crate::run::error::TaskError;
@@ -63,25 +59,10 @@ pub(super) async fn load(
     };
     // The staging table expires after a day, so one left behind by a killed run goes by itself.
     let expires = chrono::Utc::now() + chrono::Duration::days(1);
-    let created = BqTable {
-        expiration_time: Some(expires.timestamp_millis().to_string()),
-        ..BqTable::new(
-            project,
-            staging.dataset,
-            staging.table,
-            TableSchema::new(fields.to_vec()),
-        )
-    };
-    api.requests += 1;
-    match api.client.table().create(created).await {
-        Err(error) if status(&error) != Some(409) => {
-            return Err(api_error(
-                &format!("cannot create the staging table {staging_name}"),
-                error,
-            ));
-        }
-        _ => {}
-    }
+    let settings = serde_json::json!({ "expirationTime": expires.timestamp_millis().to_string() });
+    api.create_table(staging, fields, settings)
+        .await
+        .map_err(|e| e.task(&format!("cannot create the staging table {staging_name}")))?;
     let loaded = async {
         let job = until_stopped(writer, upload(api, staging, None, "WRITE_TRUNCATE", fields, parquet)).await?;
         written.load_jobs += 1;
@@ -95,8 +76,7 @@ pub(super) async fn load(
     }
     .await;
     // The staging table goes also when the commit failed.
-    api.requests += 1;
-    let _ = api.client.table().delete(project, staging.dataset, staging.table).await;
+    let _ = api.delete_table(staging).await;
     loaded.map(|_| ())
 }
 
@@ -154,14 +134,13 @@ async fn previous(api: &mut Api, project: &str, base: &str, cancel: &Cancellatio
             1 => base.to_owned(),
             n => format!("{base}_{n}"),
         };
-        api.requests += 1;
-        let job = match api.client.job().get_job(project, &id, None).await {
+        let job = match api.job(project, &id, None).await {
             Ok(job) => job,
-            Err(error) if status(&error) == Some(404) => return Ok(Previous::Free(id)),
-            Err(error) => return Err(api_error(&format!("cannot look up job {id}"), error)),
+            Err(error) if error.status() == Some(404) => return Ok(Previous::Free(id)),
+            Err(error) => return Err(error.task(&format!("cannot look up job {id}"))),
         };
         let job = wait(api, project, job, cancel).await?;
-        if job.status.as_ref().is_some_and(|s| s.error_result.is_none()) {
+        if job.status.is_some() && job.error().is_none() {
             return Ok(Previous::Done(id));
         }
     }
@@ -221,66 +200,32 @@ async fn upload(
     body.extend_from_slice(&parquet);
     drop(parquet);
     body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    let url = format!(
-        "{}/upload/bigquery/v2/projects/{project}/jobs?uploadType=multipart",
-        api.base
-    );
-    let token = api
+    let request = api
         .cloud
-        .token()
-        .await
-        .map_err(|e| TaskError::permanent(format!("credentials: {e}")))?;
-    api.requests += 1;
-    let response = api
         .http
-        .post(&url)
-        .bearer_auth(token)
+        .post(api.url(true, &[project, "jobs"]))
+        .query(&[("uploadType", "multipart")])
         .header(
             reqwest::header::CONTENT_TYPE,
             format!("multipart/related; boundary={boundary}"),
         )
         .timeout(Duration::from_secs(30 * 60))
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| unreachable_error(&format!("cannot upload to BigQuery at {}", api.base), &e))?;
-    let code = response.status().as_u16();
-    let text = response
-        .text()
-        .await
-        .map_err(|e| unreachable_error("cannot read BigQuery's answer to the upload", &e))?;
-    if code == 409 {
+        .body(body);
+    let what = format!("the load job into {dataset}.{table}");
+    match (api.send(request).await, job_id) {
+        (Ok(job), _) => Ok(job),
         // Already exists: the job ran before; `finish` reads how it ended.
-        if let Some(id) = job_id {
-            api.requests += 1;
-            return api
-                .client
-                .job()
-                .get_job(project, id, None)
-                .await
-                .map_err(|e| api_error(&format!("cannot look up job {id}"), e));
-        }
+        (Err(error), Some(id)) if error.status() == Some(409) => api
+            .job(project, id, None)
+            .await
+            .map_err(|e| e.task(&format!("cannot look up job {id}"))),
+        (Err(error), _) => Err(error.task(&what)),
     }
-    if !(200..300).contains(&code) {
-        let error: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-        let error = &error["error"];
-        let reason = error["errors"][0]["reason"].as_str().or(error["status"].as_str());
-        let message = error["message"].as_str().unwrap_or(text.trim());
-        return Err(classify(
-            &format!("the load job into {dataset}.{table}"),
-            i64::from(code),
-            reason,
-            message,
-        ));
-    }
-    serde_json::from_str(&text)
-        .map_err(|e| TaskError::transient(format!("BigQuery answered the upload with something unexpected: {e}")))
 }
 
 #[cfg(test)]
 mod tests {
-    use gcp_bigquery_client::model::field_type::FieldType;
-
+    use super::super::model::FieldType;
     use super::super::schema::tests::field;
     use super::*;
 

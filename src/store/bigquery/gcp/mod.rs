@@ -15,6 +15,7 @@
 mod api;
 mod error;
 mod load;
+mod model;
 mod schema;
 mod stream;
 
@@ -90,7 +91,7 @@ pub async fn write(
         // An empty response has no columns: there is nothing to add, replace or merge.
         return Ok(written);
     }
-    let mut api = Api::new(cloud).await?;
+    let mut api = Api::new(cloud);
     for column in &store.key {
         if rows.schema.field_with_name(column).is_err() {
             return Err(TaskError::permanent(format!(

@@ -6,9 +6,8 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use gcp_bigquery_client::model::field_type::FieldType;
-use gcp_bigquery_client::model::table_field_schema::TableFieldSchema;
 
+use super::model::{FieldType, Mode, TableFieldSchema};
 use crate::run::error::TaskError;
 use crate::table::Table;
 
@@ -19,7 +18,7 @@ pub(super) fn schema_of(schema: &Schema) -> Result<Vec<TableFieldSchema>, TaskEr
 
 fn field_of(field: &Field) -> Result<TableFieldSchema, TaskError> {
     let name = field.name();
-    let mut out = match field.data_type() {
+    let out = match field.data_type() {
         DataType::List(item) | DataType::LargeList(item) | DataType::FixedSizeList(item, _) => {
             if matches!(
                 item.data_type(),
@@ -30,16 +29,15 @@ fn field_of(field: &Field) -> Result<TableFieldSchema, TaskError> {
                 )));
             }
             let mut inner = field_of(&Field::new(name, item.data_type().clone(), true))?;
-            inner.mode = Some("REPEATED".to_owned());
+            inner.mode = Mode::Repeated;
             return Ok(inner);
         }
-        DataType::Struct(children) => TableFieldSchema::record(
-            name,
-            children.iter().map(|child| field_of(child)).collect::<Result<_, _>>()?,
-        ),
+        DataType::Struct(children) => TableFieldSchema {
+            fields: children.iter().map(|child| field_of(child)).collect::<Result<_, _>>()?,
+            ..TableFieldSchema::new(name, FieldType::Record)
+        },
         other => TableFieldSchema::new(name, type_of(name, other)?),
     };
-    out.mode = Some("NULLABLE".to_owned());
     Ok(out)
 }
 
@@ -74,37 +72,15 @@ fn type_of(name: &str, data_type: &DataType) -> Result<FieldType, TaskError> {
     })
 }
 
-/// The canonical name of a BigQuery type (the API answers with either spelling).
-pub(super) fn canonical(field_type: &FieldType) -> &'static str {
-    match field_type {
-        FieldType::String => "STRING",
-        FieldType::Bytes => "BYTES",
-        FieldType::Integer | FieldType::Int64 => "INTEGER",
-        FieldType::Float | FieldType::Float64 => "FLOAT",
-        FieldType::Numeric => "NUMERIC",
-        FieldType::Bignumeric => "BIGNUMERIC",
-        FieldType::Boolean | FieldType::Bool => "BOOLEAN",
-        FieldType::Timestamp => "TIMESTAMP",
-        FieldType::Date => "DATE",
-        FieldType::Time => "TIME",
-        FieldType::Datetime => "DATETIME",
-        FieldType::Record | FieldType::Struct => "RECORD",
-        FieldType::Geography => "GEOGRAPHY",
-        FieldType::Json => "JSON",
-        FieldType::Interval => "INTERVAL",
-    }
-}
-
-fn mode(field: &TableFieldSchema) -> &str {
-    field.mode.as_deref().unwrap_or("NULLABLE")
-}
-
 /// Whether rows of type `ours` load into a column of type `theirs` without losing anything:
 /// the same type, or an integer into FLOAT, NUMERIC or BIGNUMERIC, or NUMERIC into BIGNUMERIC.
-fn loads_into(ours: &str, theirs: &str) -> bool {
+fn loads_into(ours: &FieldType, theirs: &FieldType) -> bool {
+    use FieldType::{Bignumeric, Float, Integer, Numeric};
     ours == theirs
-        || (ours == "INTEGER" && matches!(theirs, "FLOAT" | "NUMERIC" | "BIGNUMERIC"))
-        || (ours == "NUMERIC" && theirs == "BIGNUMERIC")
+        || matches!(
+            (ours, theirs),
+            (Integer, Float | Numeric | Bignumeric) | (Numeric, Bignumeric)
+        )
 }
 
 /// The table's schema with the columns of `ours` it lacks added, or the first column whose type or
@@ -126,35 +102,29 @@ pub(super) fn evolve(
             continue;
         };
         let existing = &theirs[at];
-        let (ours_type, theirs_type) = (canonical(&field.r#type), canonical(&existing.r#type));
+        let (ours_type, theirs_type) = (&field.field_type, &existing.field_type);
         if !loads_into(ours_type, theirs_type) {
             return Err(TaskError::permanent(format!(
                 "column `{column}` is {theirs_type} in {table} but the rows have {ours_type}; CAST it in SQL, \
                  or write to a new table"
             )));
         }
-        if (mode(field) == "REPEATED") != (mode(existing) == "REPEATED") {
+        if (field.mode == Mode::Repeated) != (existing.mode == Mode::Repeated) {
             return Err(TaskError::permanent(format!(
                 "column `{column}` is {} in {table} but the rows have it {}",
-                mode(existing),
-                mode(field)
+                existing.mode, field.mode
             )));
         }
-        if ours_type == "RECORD" {
-            let nested = evolve(
-                table,
-                existing.fields.as_deref().unwrap_or_default(),
-                field.fields.as_deref().unwrap_or_default(),
-                &format!("{column}."),
-            )?;
+        if *ours_type == FieldType::Record {
+            let nested = evolve(table, &existing.fields, &field.fields, &format!("{column}."))?;
             if let Some(nested) = nested {
-                evolved[at].fields = Some(nested);
+                evolved[at].fields = nested;
                 changed = true;
             }
         }
     }
     for existing in theirs {
-        if mode(existing) == "REQUIRED" && !ours.iter().any(|f| f.name.eq_ignore_ascii_case(&existing.name)) {
+        if existing.mode == Mode::Required && !ours.iter().any(|f| f.name.eq_ignore_ascii_case(&existing.name)) {
             return Err(TaskError::permanent(format!(
                 "column `{path}{}` is REQUIRED in {table} but the rows do not have it",
                 existing.name
@@ -169,11 +139,11 @@ pub(super) fn evolve(
 pub(super) fn conform(rows: &Table, table: &[TableFieldSchema]) -> Result<Table, TaskError> {
     let target = |field: &Field| -> DataType {
         let existing = table.iter().find(|t| t.name.eq_ignore_ascii_case(field.name()));
-        match (field.data_type(), existing.map(|t| canonical(&t.r#type))) {
+        match (field.data_type(), existing.map(|t| &t.field_type)) {
             (DataType::Timestamp(_, tz), _) => DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
-            (t, Some("FLOAT")) if t.is_integer() => DataType::Float64,
-            (t, Some("NUMERIC")) if t.is_integer() => DataType::Decimal128(38, 9),
-            (t, Some("BIGNUMERIC")) if t.is_integer() || matches!(t, DataType::Decimal128(..)) => {
+            (t, Some(FieldType::Float)) if t.is_integer() => DataType::Float64,
+            (t, Some(FieldType::Numeric)) if t.is_integer() => DataType::Decimal128(38, 9),
+            (t, Some(FieldType::Bignumeric)) if t.is_integer() || matches!(t, DataType::Decimal128(..)) => {
                 DataType::Decimal256(76, 38)
             }
             (t, _) => t.clone(),
@@ -217,22 +187,18 @@ pub(super) fn quote(name: &str) -> String {
 
 /// The type of `field` in BigQuery's DDL.
 pub(super) fn ddl_type(field: &TableFieldSchema) -> String {
-    let base = match canonical(&field.r#type) {
-        "INTEGER" => "INT64".to_owned(),
-        "FLOAT" => "FLOAT64".to_owned(),
-        "BOOLEAN" => "BOOL".to_owned(),
-        "RECORD" => {
+    let base = match &field.field_type {
+        FieldType::Record => {
             let children: Vec<String> = field
                 .fields
                 .iter()
-                .flatten()
                 .map(|child| format!("{} {}", quote(&child.name), ddl_type(child)))
                 .collect();
             format!("STRUCT<{}>", children.join(", "))
         }
-        other => other.to_owned(),
+        other => other.ddl_name().to_owned(),
     };
-    if mode(field) == "REPEATED" {
+    if field.mode == Mode::Repeated {
         format!("ARRAY<{base}>")
     } else {
         base
@@ -245,9 +211,7 @@ pub(super) mod tests {
 
     /// A nullable field, as BigQuery describes one.
     pub(in crate::store::bigquery::gcp) fn field(name: &str, t: FieldType) -> TableFieldSchema {
-        let mut f = TableFieldSchema::new(name, t);
-        f.mode = Some("NULLABLE".into());
-        f
+        TableFieldSchema::new(name, t)
     }
 
     #[test]
@@ -268,7 +232,10 @@ pub(super) mod tests {
             ),
         ]);
         let fields = schema_of(&schema).unwrap();
-        let types: Vec<(&str, &str)> = fields.iter().map(|f| (canonical(&f.r#type), mode(f))).collect();
+        let types: Vec<(&str, &str)> = fields
+            .iter()
+            .map(|f| (f.field_type.as_str(), f.mode.as_str()))
+            .collect();
         assert_eq!(
             types,
             [
@@ -293,7 +260,7 @@ pub(super) mod tests {
 
     #[test]
     fn schema_evolution() {
-        let theirs = vec![field("a", FieldType::Int64), field("b", FieldType::Float)];
+        let theirs = vec![field("a", FieldType::Integer), field("b", FieldType::Float)];
         let same = vec![field("A", FieldType::Integer), field("b", FieldType::Integer)];
         assert!(evolve("t", &theirs, &same, "").unwrap().is_none());
         let more = vec![field("a", FieldType::Integer), field("c", FieldType::String)];
@@ -309,7 +276,7 @@ pub(super) mod tests {
             "column `b` is FLOAT in p.d.t but the rows have STRING; CAST it in SQL, or write to a new table"
         );
         let mut required = field("r", FieldType::String);
-        required.mode = Some("REQUIRED".into());
+        required.mode = Mode::Required;
         assert!(
             evolve("t", &[required], &more, "")
                 .unwrap_err()

@@ -1,11 +1,9 @@
 //! `method: streaming`: `tabledata.insertAll` in batches under its limits, each row with an
 //! `insertId`.
 
-use gcp_bigquery_client::model::table_data_insert_all_request::TableDataInsertAllRequest;
-use gcp_bigquery_client::model::table_data_insert_all_request_rows::TableDataInsertAllRequestRows;
+use serde_json::{Value, json};
 
 use super::api::Api;
-use super::error::api_error;
 use super::{TableRef, Writer, Written, job_id};
 use crate::run::error::TaskError;
 use crate::store::bigquery::{StoreToBigquery, WriteMode};
@@ -30,7 +28,7 @@ pub(super) async fn stream(
         ));
     }
     let job_id = job_id(writer.run_id, writer.task);
-    let mut request = TableDataInsertAllRequest::new();
+    let mut request: Vec<Value> = Vec::new();
     let mut size = 0;
     let mut first = 0;
     let mut index = 0;
@@ -50,14 +48,9 @@ pub(super) async fn stream(
                 written.bytes += size as u64;
                 (size, first) = (0, index);
             }
-            let value: serde_json::Value = serde_json::from_str(line)
+            let value: Value = serde_json::from_str(line)
                 .map_err(|e| TaskError::permanent(format!("cannot turn the rows into JSON: {e}")))?;
-            request
-                .add_rows(vec![TableDataInsertAllRequestRows {
-                    insert_id: Some(format!("{job_id}_{index}")),
-                    json: value,
-                }])
-                .map_err(|e| TaskError::permanent(e.to_string()))?;
+            request.push(json!({"insertId": format!("{job_id}_{index}"), "json": value}));
             size += line.len() + 64;
             index += 1;
         }
@@ -71,20 +64,12 @@ pub(super) async fn stream(
 }
 
 /// One insertAll request; `first` is the index of its first row among all the task's rows.
-async fn insert(
-    api: &mut Api,
-    table: TableRef<'_>,
-    request: TableDataInsertAllRequest,
-    first: usize,
-) -> Result<(), TaskError> {
-    api.requests += 1;
+async fn insert(api: &mut Api, table: TableRef<'_>, request: Vec<Value>, first: usize) -> Result<(), TaskError> {
     let response = api
-        .client
-        .tabledata()
-        .insert_all(table.project, table.dataset, table.table, request)
+        .insert_all(table, request)
         .await
-        .map_err(|e| api_error(&format!("cannot stream rows into {}.{}", table.dataset, table.table), e))?;
-    let errors = response.insert_errors.unwrap_or_default();
+        .map_err(|e| e.task(&format!("cannot stream rows into {}.{}", table.dataset, table.table)))?;
+    let errors = response.insert_errors;
     if errors.is_empty() {
         return Ok(());
     }
@@ -92,10 +77,9 @@ async fn insert(
     let invalid: Vec<String> = errors
         .iter()
         .flat_map(|row| {
-            let at = first + row.index.unwrap_or(0).max(0) as usize;
+            let at = first + row.index;
             row.errors
                 .iter()
-                .flatten()
                 .filter(|e| e.reason.as_deref() != Some("stopped"))
                 .map(move |e| {
                     let field = e
