@@ -7,8 +7,8 @@ use datafusion::arrow::json::ArrayWriter;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::receipt::{RunStatus, Trigger};
 use crate::run::Outcome;
-use crate::run::receipt::{RunStatus, Trigger};
 
 /// One test of a product: a replayed run and its expectations.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -120,8 +120,8 @@ async fn check_values(outcome: &Outcome, check: &ValueCheck) -> Result<(), Strin
         .tables
         .get(&check.task)
         .ok_or_else(|| "the task yielded no rows (it did not run, or it is not an extract or transform)".to_owned())?;
-    let session = crate::run::session();
-    crate::run::register(&session, &check.task, table).map_err(|e| e.to_string())?;
+    let session = crate::transform::sql::session();
+    crate::transform::sql::register(&session, &check.task, table).map_err(|e| e.to_string())?;
     let sql = format!("SELECT * FROM \"{}\" WHERE {}", check.task, check.condition);
     let found = crate::transform::sql::run(&session, &sql)
         .await

@@ -1,21 +1,30 @@
 //! dpf runs declarative data products: one YAML file per product, one chain of
 //! extract → transform → store → alert per invocation.
+//!
+//! The binary is [`cli::main`]. The product format ([`spec`]), its checks ([`validate`]), the
+//! plan ([`plan`]) and the targets ([`target`]) are public for the integration tests; everything
+//! else is the crate's own.
 
-pub mod alert;
-pub mod atomic;
+mod alert;
+mod atomic;
 pub mod cli;
-pub mod diagnostic;
-pub mod expectation;
-pub mod export;
-pub mod extract;
-pub mod gcp;
-pub mod http;
+mod component;
+mod diagnostic;
+mod error;
+mod expectation;
+mod export;
+mod extract;
+mod gcp;
+mod http;
+mod log;
 pub mod plan;
-pub mod run;
-pub mod secrets;
+mod receipt;
+mod retry;
+mod run;
+mod secrets;
 pub mod spec;
-pub mod store;
-pub mod table;
+mod store;
+mod table;
 pub mod target;
-pub mod transform;
+mod transform;
 pub mod validate;

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::run::error::TaskError;
-use crate::run::retry::{self, OnStop, Policy};
+use crate::error::TaskError;
+use crate::retry::{self, OnStop, Policy};
 
 /// Three attempts per delivery, about 500 ms and then 1 s apart, before a transient failure is reported.
 const POLICY: Policy = Policy {

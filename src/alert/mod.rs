@@ -12,8 +12,52 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::component::{Done, Input, Services, Slot};
+use crate::error::TaskError;
 use crate::spec::product::one_or_many;
 use crate::target::Target;
+use crate::transform::sql::Locator;
+
+/// A `send_alerts` task, built for its run.
+pub(crate) struct Alert<'a> {
+    task: &'a str,
+    params: SendAlerts,
+    cx: send::Context<'a>,
+    locator: Locator<'a>,
+}
+
+impl<'a> Alert<'a> {
+    pub(crate) fn new(params: SendAlerts, slot: Slot<'a>, services: &'a Services) -> Alert<'a> {
+        Alert {
+            task: slot.id,
+            params,
+            cx: send::Context::of(services, &services.cancel),
+            locator: slot.locator(services),
+        }
+    }
+
+    /// Sends the alert about the rows of its input (or the run summary of the tasks so far).
+    pub(crate) async fn run(&self, input: &Input<'_>) -> Result<Done, TaskError> {
+        let locate = |sql: &str, message: &str, position| self.locator.error_at("when", sql, message, position);
+        let read = input.reads.first().map(String::as_str);
+        let sent = send::send_alert(
+            &self.cx,
+            self.task,
+            &self.params,
+            read,
+            input.tables,
+            input.so_far,
+            locate,
+        )
+        .await?;
+        Ok(Done {
+            rows: Some(sent.rows),
+            destinations: sent.alerts.iter().map(|a| a.destination.clone()).collect(),
+            alerts: sent.alerts,
+            ..Done::default()
+        })
+    }
+}
 
 /// Parameters of `send_alerts`.
 #[derive(Debug, Clone, Deserialize, Serialize)]

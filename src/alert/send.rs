@@ -11,9 +11,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::deliver::Via;
 use super::{Channel, SendAlerts, message, outbox};
-use crate::run::TaskError;
-use crate::run::log::Log;
-use crate::run::receipt::{AlertReceipt, TaskReceipt, TaskStatus, Trigger};
+use crate::component::Services;
+use crate::error::TaskError;
+use crate::log::Log;
+use crate::receipt::{AlertReceipt, TaskReceipt, TaskStatus, Trigger};
 use crate::secrets::{Mode, Secrets};
 use crate::spec::{Call, Product};
 use crate::table::{Cell, RowsBuilder, Table};
@@ -35,7 +36,22 @@ pub struct Context<'a> {
     pub http: &'a OnceLock<reqwest::Client>,
 }
 
-impl Context<'_> {
+impl<'a> Context<'a> {
+    /// What alerts see of the run that `services` serve; `cancel` stops their deliveries.
+    pub(crate) fn of(services: &'a Services, cancel: &'a CancellationToken) -> Context<'a> {
+        Context {
+            product: &services.product,
+            run_id: &services.run_id,
+            target: services.target,
+            data_dir: &services.data_dir,
+            secrets: &services.secrets,
+            session: &services.session,
+            log: &services.log,
+            cancel,
+            http: &services.http,
+        }
+    }
+
     fn via(&self) -> Via<'_> {
         Via {
             client: self.http.get_or_init(crate::http::client),
@@ -238,7 +254,7 @@ async fn deliver(
 
 /// A reference that could not be resolved: transient when Secret Manager may answer later.
 fn secret_error(error: &crate::secrets::SecretError) -> TaskError {
-    let message = crate::run::error::chain(error);
+    let message = crate::error::chain(error);
     if error.is_transient() {
         TaskError::transient(message)
     } else {

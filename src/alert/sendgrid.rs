@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::deliver::{Post, Via, post};
 use super::message::Message;
-use crate::run::error::TaskError;
+use crate::error::TaskError;
 
 /// The environment variable that overrides SendGrid's API base URL (tests point it at a local server).
 pub const URL_VAR: &str = "SENDGRID_API_URL";

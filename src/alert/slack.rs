@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::deliver::{Post, Via, post};
 use super::message::Message;
-use crate::run::error::TaskError;
+use crate::error::TaskError;
 
 /// Slack's limit on the text of one section block.
 const SECTION_TEXT: usize = 3000;

@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 
+use crate::log::LogFormat;
 use crate::plan::logical;
-use crate::run::log::LogFormat;
-use crate::run::receipt::RunStatus;
+use crate::receipt::RunStatus;
 use crate::run::{HttpMode, Options};
 
 use super::plan::{find, invalid};

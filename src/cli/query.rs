@@ -39,7 +39,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     let warehouse = warehouse_dir(&data_dir);
     let tables = warehouse::tables(&warehouse);
     let result = runtime.block_on(async {
-        let session = crate::run::session();
+        let session = crate::transform::sql::session();
         for (dataset, table, path) in &tables {
             let catalog = session.catalog("datafusion").expect("the default catalog exists");
             if catalog.schema(dataset).is_none() {

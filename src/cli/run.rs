@@ -7,9 +7,9 @@ use chrono::{DateTime, Utc};
 
 use anyhow::Context as _;
 
+use crate::log::LogFormat;
 use crate::plan::logical::Logical;
-use crate::run::log::LogFormat;
-use crate::run::receipt::RunStatus;
+use crate::receipt::RunStatus;
 use crate::run::{self, HttpMode, Options, Outcome};
 use crate::spec::Product;
 use crate::target::Target;

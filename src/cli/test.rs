@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 
-use crate::run::log::LogFormat;
+use crate::log::LogFormat;
 use crate::run::{HttpMode, Options};
 use crate::target::Target;
 use crate::validate::check_paths;

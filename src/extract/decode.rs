@@ -28,8 +28,6 @@ pub enum DecodeError {
     RecordsMissing { path: String, fields: String },
     #[error("`{path}` in the response is {found}, not an array of records or an object of columns")]
     NotRecords { path: String, found: &'static str },
-    #[error("record {record} is {found}, not an object")]
-    NotObject { record: usize, found: &'static str },
     #[error(
         "the columns of `{path}` have different lengths: `{first}` has {first_len} values, `{other}` has {other_len}"
     )]

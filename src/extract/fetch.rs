@@ -8,10 +8,12 @@ use base64::Engine as _;
 use serde_json::Value;
 use url::Url;
 
+use super::Context;
 use super::decode::{self, Page, Shape};
 use super::http::{Auth, ExtractHttp, KeyLocation, Pagination};
+use crate::error::TaskError;
 use crate::http::{Request, Response};
-use crate::run::{Task, TaskError, retry};
+use crate::retry;
 use crate::table::{RowsBuilder, Table};
 
 /// What an extract yields.
@@ -36,7 +38,7 @@ struct Requests {
 }
 
 impl Requests {
-    fn new(params: &ExtractHttp, task: &Task<'_>) -> Result<Self, TaskError> {
+    fn new(params: &ExtractHttp, cx: &Context<'_>) -> Result<Self, TaskError> {
         let mut headers: Vec<(String, String)> = params
             .headers
             .iter()
@@ -69,11 +71,11 @@ impl Requests {
             for (name, value) in &headers {
                 let credential = name == "authorization" || key_name.is_some_and(|n| n.eq_ignore_ascii_case(name));
                 if credential && literal(value) {
-                    task.env.secrets.add_redaction(value, "[credentials]");
+                    cx.secrets.add_redaction(value, "[credentials]");
                 }
             }
             if let Some((_, key)) = query_key.as_ref().filter(|(_, key)| literal(key)) {
-                task.env.secrets.add_redaction(key, "[credentials]");
+                cx.secrets.add_redaction(key, "[credentials]");
             }
         }
         Ok(Requests {
@@ -150,8 +152,8 @@ enum Next {
 
 /// Fetches every page. `attempts` ends as the attempts of the request that needed the most, also when
 /// the extract fails.
-pub async fn fetch(params: &ExtractHttp, task: &Task<'_>, attempts: &mut u32) -> Result<Extracted, TaskError> {
-    let requests = Requests::new(params, task)?;
+pub(crate) async fn fetch(params: &ExtractHttp, cx: &Context<'_>, attempts: &mut u32) -> Result<Extracted, TaskError> {
+    let requests = Requests::new(params, cx)?;
     let base = parse_url(&params.url)?;
     let mut query = query_pairs(params);
     let pagination = params.pagination.as_ref();
@@ -174,8 +176,8 @@ pub async fn fetch(params: &ExtractHttp, task: &Task<'_>, attempts: &mut u32) ->
         }
     }
     let mut url = with_query(&base, &query);
-    let mut builder = RowsBuilder::stopping_on(task.env.cancel.clone());
-    let mut progress = task.env.log.progress(task.id);
+    let mut builder = RowsBuilder::stopping_on(cx.cancel.clone());
+    let mut progress = cx.log.progress(cx.task);
     let (mut pages, mut bytes) = (0usize, 0usize);
     *attempts = 1;
     let max_pages = pagination.map_or(1, |p| p.max_pages().max(1));
@@ -184,7 +186,7 @@ pub async fn fetch(params: &ExtractHttp, task: &Task<'_>, attempts: &mut u32) ->
     loop {
         pages += 1;
         let request = requests.request(url.clone());
-        let (response, tries) = send(task, &request, pages, &mut bytes, &mut progress, builder.rows()).await;
+        let (response, tries) = send(cx, &request, pages, &mut bytes, &mut progress, builder.rows()).await;
         *attempts = (*attempts).max(tries);
         let mut response = response.map_err(|error| on_page(error, pages, pagination.is_some()))?;
         builder.start_page(pages);
@@ -212,7 +214,7 @@ pub async fn fetch(params: &ExtractHttp, task: &Task<'_>, attempts: &mut u32) ->
                 if let Some(page) = fetched.get(next.as_str()) {
                     return Err(TaskError::permanent(format!(
                         "page {pages} points back to page {page} ({}): the API's pagination loops",
-                        task.env.secrets.redact(next.as_str())
+                        cx.secrets.redact(next.as_str())
                     )));
                 }
                 fetched.insert(next.to_string(), pages + 1);
@@ -220,11 +222,11 @@ pub async fn fetch(params: &ExtractHttp, task: &Task<'_>, attempts: &mut u32) ->
             }
         }
     }
-    if let Some(dir) = &task.env.record_dir {
-        let exchanges = task.env.transport.take_recorded(task.id);
-        let path = crate::http::fixtures::save(dir, task.id, exchanges).map_err(|e| TaskError::caused(&e))?;
-        task.env.log.info(
-            Some(task.id),
+    if let Some(dir) = cx.record_dir {
+        let exchanges = cx.transport.take_recorded(cx.task);
+        let path = crate::http::fixtures::save(dir, cx.task, exchanges).map_err(|e| TaskError::caused(&e))?;
+        cx.log.info(
+            Some(cx.task),
             None,
             format!("recorded {pages} responses in {}", path.display()),
         );
@@ -246,17 +248,16 @@ fn on_page(error: TaskError, page: usize, paginated: bool) -> TaskError {
 
 /// One request with the task's retries; returns the response and the attempts it took.
 async fn send(
-    task: &Task<'_>,
+    cx: &Context<'_>,
     request: &Request,
     page: usize,
     bytes: &mut usize,
-    progress: &mut crate::run::log::Progress,
+    progress: &mut crate::log::Progress,
     rows: usize,
 ) -> (Result<Response, TaskError>, u32) {
-    let env = task.env;
     let log_retry = |retrying: retry::Retrying<'_>| {
-        env.log.warn(
-            Some(task.id),
+        cx.log.warn(
+            Some(cx.task),
             Some(retrying.attempt),
             format!(
                 "request {} of page {page} failed ({}); attempt {} of {} in {:.1} s",
@@ -271,7 +272,7 @@ async fn send(
     let received = std::cell::Cell::new(0usize);
     let before = *bytes;
     let progress = std::cell::RefCell::new(progress);
-    let result = retry::run(task.policy, &env.cancel, retry::OnStop::Drop, log_retry, |_| {
+    let result = retry::run(cx.policy, cx.cancel, retry::OnStop::Drop, log_retry, |_| {
         received.set(0);
         let (received, progress) = (&received, &progress);
         async move {
@@ -279,8 +280,8 @@ async fn send(
                 received.set(received.get() + n);
                 progress.borrow_mut().update(page, rows, before + received.get());
             };
-            env.transport
-                .send(task.id, request, &env.secrets, &mut on_bytes)
+            cx.transport
+                .send(cx.task, request, cx.secrets, &mut on_bytes)
                 .await
                 .map_err(TaskError::from)
         }

@@ -1,13 +1,9 @@
 //! `dpf run`: executes a product's plan once. Stages run in order; the tasks of a stage run
 //! concurrently; a failed task stops the tasks that need it; every store commits atomically.
 
-pub mod error;
-pub mod lock;
-pub mod log;
-pub mod receipt;
-pub mod retry;
-mod store;
+pub(crate) mod lock;
 mod task;
+mod whole;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -15,23 +11,21 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use chrono::{SecondsFormat, Utc};
-use datafusion::datasource::MemTable;
-use datafusion::prelude::{SessionConfig, SessionContext};
 use tokio_util::sync::CancellationToken;
 
 use crate::alert::send;
+use crate::component::Services;
+use crate::error::{ErrorKind, TaskError};
 use crate::http::{Fixtures, Transport};
+use crate::log::{Log, LogFormat};
 use crate::plan::logical::Logical;
 use crate::plan::{self, template};
+use crate::receipt::{self, Receipt, RunStatus, TaskReceipt, TaskStatus};
 use crate::secrets::Secrets;
 use crate::spec::SourceFile;
 use crate::spec::{Call, Product};
 use crate::table::Table;
 use crate::target::Target;
-pub use error::{ErrorKind, TaskError};
-use log::{Log, LogFormat};
-use receipt::{AlertReceipt, Receipt, RunStatus, TaskReceipt, TaskStatus};
-use retry::Policy;
 
 /// Where HTTP requests go.
 #[derive(Debug, Clone)]
@@ -54,74 +48,10 @@ pub struct Options {
     pub timeout: Option<Duration>,
 }
 
-/// What the tasks of one run share.
-pub struct Env {
-    pub product: String,
-    pub run_id: String,
-    pub target: Target,
-    pub data_dir: PathBuf,
-    pub transport: Transport,
-    pub secrets: Secrets,
-    pub session: SessionContext,
-    pub log: Log,
-    pub cancel: CancellationToken,
-    pub record_dir: Option<PathBuf>,
-    pub replay: bool,
-    pub source: SourceFile,
-    /// Google Cloud access on the gcp target.
-    pub cloud: Option<Arc<crate::gcp::Cloud>>,
-    /// The run's client for alert deliveries, made at the first.
-    pub http: OnceLock<reqwest::Client>,
-}
-
-/// One task of a run, as its component sees it.
-pub struct Task<'a> {
-    pub env: &'a Env,
-    pub id: &'a str,
-    pub index: usize,
-    pub policy: Policy,
-}
-
 /// How a run ended, with the rows each data-producing task yielded.
 pub struct Outcome {
     pub receipt: Receipt,
     pub tables: HashMap<String, Table>,
-}
-
-/// What a task did, for its receipt.
-#[derive(Default)]
-struct Done {
-    table: Option<Table>,
-    rows: Option<u64>,
-    bytes: Option<u64>,
-    pages: Option<u64>,
-    destinations: Vec<String>,
-    alerts: Vec<AlertReceipt>,
-}
-
-/// A DataFusion session for transforms and alert conditions: SQL positions kept for error messages,
-/// plain `Utf8` text so stored column types stay stable.
-pub fn session() -> SessionContext {
-    let mut config = SessionConfig::new().with_information_schema(false);
-    let options = config.options_mut();
-    options.sql_parser.collect_spans = true;
-    options.sql_parser.map_string_types_to_utf8view = false;
-    options.execution.parquet.schema_force_view_types = false;
-    SessionContext::new_with_config(config)
-}
-
-/// Registers `table` in `session` under `name`, spread over the session's partitions.
-pub fn register(session: &SessionContext, name: &str, table: &Table) -> Result<(), TaskError> {
-    let partitions = session.copied_config().target_partitions().max(1);
-    let mut split: Vec<Vec<_>> = vec![Vec::new(); partitions.min(table.batches.len()).max(1)];
-    for (i, batch) in table.batches.iter().enumerate() {
-        let slot = i % split.len();
-        split[slot].push(batch.clone());
-    }
-    let memory = MemTable::try_new(table.schema.clone(), split)?;
-    session.deregister_table(name)?;
-    session.register_table(name, Arc::new(memory))?;
-    Ok(())
 }
 
 /// `call` with the templates in its params rendered for `logical`.
@@ -179,14 +109,14 @@ pub async fn run(
         HttpMode::Record(dir) => (Transport::record(client()), Some(dir.clone()), false),
         HttpMode::Replay(dir) => (Transport::Replay(Fixtures::new(dir)), None, true),
     };
-    let env = Env {
+    let env = Services {
         product: product.name.clone(),
         run_id: run_id.clone(),
         target: options.target,
         data_dir: options.data_dir.clone(),
         transport,
         secrets,
-        session: session(),
+        session: crate::transform::sql::session(),
         log,
         cancel,
         record_dir,
@@ -301,7 +231,7 @@ pub async fn run(
             let logical = &options.logical;
             async move {
                 match render(&product.tasks[i].call, logical) {
-                    Ok(call) => (i, task::run_task(env, &call, step, i, tables, summary).await),
+                    Ok(call) => (i, task::run_task(env, call, step, i, tables, summary).await),
                     Err(error) => (i, (Err(error), 1, Duration::ZERO)),
                 }
             }
@@ -321,9 +251,9 @@ pub async fn run(
                     receipt.destinations = done.destinations;
                     alerts.extend(done.alerts);
                     if let Some(table) = done.table {
-                        if let Err(error) = register(&env.session, &id, &table) {
+                        if let Err(error) = crate::transform::sql::register(&env.session, &id, &table) {
                             receipt.status = TaskStatus::Failed;
-                            receipt.error = Some(error.message);
+                            receipt.error = Some(error.strip_backtrace());
                             receipt.error_kind = Some(ErrorKind::Permanent);
                             continue;
                         }
@@ -365,7 +295,7 @@ pub async fn run(
         status,
         RunStatus::Failed | RunStatus::FailedTransient | RunStatus::TimedOut
     ) {
-        alerts.extend(send::failure_alerts(&alert_context(&env, &signals), product, &receipts).await);
+        alerts.extend(send::failure_alerts(&send::Context::of(&env, &signals), product, &receipts).await);
     }
     let receipt = Receipt {
         version: receipt::VERSION,
@@ -396,25 +326,10 @@ pub async fn run(
     Outcome { receipt, tables }
 }
 
-/// What alerts see of the run; `cancel` stops their deliveries.
-fn alert_context<'a>(env: &'a Env, cancel: &'a CancellationToken) -> send::Context<'a> {
-    send::Context {
-        product: &env.product,
-        run_id: &env.run_id,
-        target: env.target,
-        data_dir: &env.data_dir,
-        secrets: &env.secrets,
-        session: &env.session,
-        log: &env.log,
-        cancel,
-        http: &env.http,
-    }
-}
-
 /// (task id, text) of every string in the params of the tasks that will read references, and the
 /// references alert tasks read beyond their params. Extracts keep their references as text when
 /// replaying, so theirs are left out then.
-fn references_of(product: &Product, env: &Env) -> Vec<(String, String)> {
+fn references_of(product: &Product, env: &Services) -> Vec<(String, String)> {
     let mut texts = Vec::new();
     for task in &product.tasks {
         let extract = matches!(task.call, Call::ExtractHttp(_) | Call::ExtractWeather(_));

@@ -3,8 +3,9 @@
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
+use datafusion::datasource::MemTable;
 use datafusion::error::DataFusionError;
-use datafusion::prelude::SessionContext;
+use datafusion::prelude::{SessionConfig, SessionContext};
 
 use serde::{Deserialize, Serialize};
 
@@ -13,6 +14,7 @@ use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::Token;
 
+use crate::error::TaskError;
 use crate::spec::yaml::content_offset;
 use crate::spec::{LineColumn, SourceFile};
 use crate::table::Table;
@@ -131,7 +133,6 @@ pub fn tables(statements: &[Statement]) -> Vec<TableRef> {
         .collect()
 }
 
-/// Splits sqlparser's "… at Line: L, Column: C" into a message and a position.
 /// Runs `query` over the tables registered in `session` (one per upstream task, named by its id).
 pub async fn run(session: &SessionContext, query: &str) -> Result<Table, DataFusionError> {
     let frame = session.sql(query).await?;
@@ -172,6 +173,69 @@ pub fn explain(error: &DataFusionError, sql: &str) -> (String, Option<(usize, us
     (message, None)
 }
 
+/// A DataFusion session for transforms and alert conditions: SQL positions kept for error messages,
+/// plain `Utf8` text so stored column types stay stable.
+pub(crate) fn session() -> SessionContext {
+    let mut config = SessionConfig::new().with_information_schema(false);
+    let options = config.options_mut();
+    options.sql_parser.collect_spans = true;
+    options.sql_parser.map_string_types_to_utf8view = false;
+    options.execution.parquet.schema_force_view_types = false;
+    SessionContext::new_with_config(config)
+}
+
+/// Registers `table` in `session` under `name`, spread over the session's partitions.
+pub(crate) fn register(session: &SessionContext, name: &str, table: &Table) -> Result<(), DataFusionError> {
+    let partitions = session.copied_config().target_partitions().max(1);
+    let mut split: Vec<Vec<_>> = vec![Vec::new(); partitions.min(table.batches.len()).max(1)];
+    for (i, batch) in table.batches.iter().enumerate() {
+        let slot = i % split.len();
+        split[slot].push(batch.clone());
+    }
+    let memory = MemTable::try_new(table.schema.clone(), split)?;
+    session.deregister_table(name)?;
+    session.register_table(name, Arc::new(memory))?;
+    Ok(())
+}
+
+/// Places errors in the SQL text of one task's params at their line and column in the product file.
+#[derive(Clone, Copy)]
+pub(crate) struct Locator<'a> {
+    pub(crate) source: &'a SourceFile,
+    /// The task's index in `tasks:`.
+    pub(crate) index: usize,
+}
+
+impl Locator<'_> {
+    /// A DataFusion error in the SQL text `sql` of param `field`, placed where DataFusion says.
+    pub(crate) fn error(&self, field: &str, sql: &str, error: &DataFusionError) -> TaskError {
+        let (message, position) = explain(error, sql);
+        self.error_at(field, sql, &message, position)
+    }
+
+    /// `message`, placed at `position` (line, column) inside the SQL text `sql` of param `field`
+    /// when known.
+    pub(crate) fn error_at(
+        &self,
+        field: &str,
+        sql: &str,
+        message: &str,
+        position: Option<(usize, usize)>,
+    ) -> TaskError {
+        let pointer = format!("/tasks/{}/params/{field}", self.index);
+        let located = position.and_then(|(line, column)| locate(self.source, &pointer, sql, line, column));
+        match located {
+            Some(at) => TaskError::permanent(format!(
+                "{}:{}:{}: {message}",
+                self.source.path().display(),
+                at.line,
+                at.column
+            )),
+            None => TaskError::permanent(format!("`{field}`: {message}")),
+        }
+    }
+}
+
 /// The position in the product file of `line`:`column` inside the SQL string at `pointer`.
 pub fn locate(source: &SourceFile, pointer: &str, sql: &str, line: usize, column: usize) -> Option<LineColumn> {
     let (document, _) = crate::spec::yaml::load(source);
@@ -179,6 +243,7 @@ pub fn locate(source: &SourceFile, pointer: &str, sql: &str, line: usize, column
     Some(source.line_column(content_offset(source, &node, sql, line, column)))
 }
 
+/// Splits sqlparser's "… at Line: L, Column: C" into a message and a position.
 fn sql_error(error: ParserError, sql: &str) -> SqlError {
     let text = match error {
         ParserError::TokenizerError(text) | ParserError::ParserError(text) => text,

@@ -5,10 +5,10 @@
 use serde_json::{Value, json};
 
 use crate::gcp::{gcp, new_project};
-use crate::run::{Workspace, receipt, task, task_error};
+
 use crate::secret_manager::{Answer, SecretManager};
 use crate::server::{Reply, Seen, Server};
-use crate::util::{CANARY, Run, dpf};
+use crate::util::{CANARY, Run, Workspace, dpf, items_product, receipt, task, task_error};
 
 /// A SendGrid stand-in: records each request and answers 202, as SendGrid does.
 fn sendgrid() -> Server {
@@ -80,7 +80,7 @@ fn a_gcp_run_whose_alert_holds_sends_one_email_with_its_rows_using_the_key_from_
 
 /// An items product on the gcp target whose extract sends `token` as a bearer token, then stores
 /// the rows in `shop.items`, followed by `alert` (YAML list items).
-fn items_product(url: &str, token: &str, alert: &str) -> String {
+fn alerting_product(url: &str, token: &str, alert: &str) -> String {
     let tasks = format!(
         "  - id: to_warehouse
     function: store_to_bigquery
@@ -88,14 +88,14 @@ fn items_product(url: &str, token: &str, alert: &str) -> String {
 {alert}"
     );
     let auth = format!("      auth: {{ type: bearer, token: \"{token}\" }}");
-    crate::run::items_product(url, 1, &auth, &tasks)
+    items_product(url, 1, &auth, &tasks)
 }
 
 const ITEMS: &str = r#"[{"id": 1, "name": "<script>alert(1)</script>", "price": 2.5}]"#;
 
 fn refused(ws: &Workspace, project: &str, token: &str, code: i32, env: &[(&str, &str)]) -> Run {
     let server = Server::start(|_, _| Reply::json(ITEMS));
-    let file = ws.product("items_product", &items_product(&server.url, token, ""));
+    let file = ws.product("items_product", &alerting_product(&server.url, token, ""));
     let mut command = gcp(ws.run(&file), project);
     for (key, value) in env {
         command = command.env(key, value);
@@ -153,7 +153,7 @@ fn a_full_secret_name_is_read_from_secret_manager_on_the_local_target_too() {
     let ws = Workspace::new();
     let file = ws.product(
         "items_product",
-        &items_product(&server.url, &format!("${{secret:{name}}}"), ""),
+        &alerting_product(&server.url, &format!("${{secret:{name}}}"), ""),
     );
     ws.run(&file).env("DPF_SECRET_MANAGER_URL", &secrets.url).expect(0);
     assert_eq!(
@@ -191,7 +191,7 @@ fn an_alert_goes_to_sendgrid_and_to_slack_as_block_kit() {
     ]);
     let server = Server::start(|_, _| Reply::json(ITEMS));
     let ws = Workspace::new();
-    let file = ws.product("items_product", &items_product(&server.url, "", ALERT));
+    let file = ws.product("items_product", &alerting_product(&server.url, "", ALERT));
     let run = gcp(ws.run(&file), &project)
         .env("DPF_SECRET_MANAGER_URL", &secrets.url)
         .env("SENDGRID_API_URL", &mail.url)
@@ -260,7 +260,7 @@ fn a_sendgrid_refusal_is_a_permanent_error_with_sendgrids_message() {
     let alert = ALERT
         .replace("channels: [email, slack]", "channels: [email]")
         .replace("      slack_webhook: ${secret:SLACK_WEBHOOK_URL}\n", "");
-    let file = ws.product("items_product", &items_product(&server.url, "", &alert));
+    let file = ws.product("items_product", &alerting_product(&server.url, "", &alert));
     let run = gcp(ws.run(&file), &project)
         .env("SENDGRID_API_URL", &mail.url)
         .expect(1);
@@ -388,7 +388,7 @@ fn a_failed_gcp_run_tells_the_on_failure_recipients_by_email() {
     let mail = sendgrid();
     let server = Server::start(|_, _| Reply::status(400, "no such endpoint"));
     let ws = Workspace::new();
-    let file = ws.product("items_product", &items_product(&server.url, "", ON_FAILURE));
+    let file = ws.product("items_product", &alerting_product(&server.url, "", ON_FAILURE));
     let run = gcp(ws.run(&file), &project)
         .env("SENDGRID_API_URL", &mail.url)
         .expect(1);
@@ -418,7 +418,7 @@ fn a_sendgrid_answer_worth_retrying_is_tried_again_within_the_attempt() {
     let alert = ALERT
         .replace("channels: [email, slack]", "channels: [email]")
         .replace("      slack_webhook: ${secret:SLACK_WEBHOOK_URL}\n", "");
-    let file = ws.product("items_product", &items_product(&server.url, "", &alert));
+    let file = ws.product("items_product", &alerting_product(&server.url, "", &alert));
     let run = gcp(ws.run(&file), &project)
         .env("SENDGRID_API_URL", &mail.url)
         .expect(0);
@@ -435,7 +435,7 @@ fn a_stop_cuts_short_the_wait_of_a_failure_alert() {
     let mail = Server::start(|_, _| Reply::status(503, "busy").header("Retry-After", "120"));
     let server = Server::start(|_, _| Reply::status(400, "no such endpoint"));
     let ws = Workspace::new();
-    let file = ws.product("items_product", &items_product(&server.url, "", ON_FAILURE));
+    let file = ws.product("items_product", &alerting_product(&server.url, "", ON_FAILURE));
     let child = gcp(ws.run(&file), &project).env("SENDGRID_API_URL", &mail.url).spawn();
     while mail.seen().is_empty() {
         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -457,7 +457,7 @@ fn a_timed_out_gcp_run_still_tells_the_on_failure_recipients() {
     let mail = sendgrid();
     let server = Server::start(|_, _| Reply::json(ITEMS).delay(std::time::Duration::from_secs(20)));
     let ws = Workspace::new();
-    let file = ws.product("items_product", &items_product(&server.url, "", ON_FAILURE));
+    let file = ws.product("items_product", &alerting_product(&server.url, "", ON_FAILURE));
     let run = gcp(ws.run(&file).args(["--timeout", "1s"]), &project)
         .env("SENDGRID_API_URL", &mail.url)
         .expect(75);

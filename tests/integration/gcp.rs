@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use serde_json::{Value, json};
 
 use crate::products::replay_command;
-use crate::run::{Workspace, receipt, task, task_error};
+
 use crate::secret_manager::{Answer, SecretManager};
 use crate::server::{Reply, Server};
-use crate::util::{Dpf, dpf};
+use crate::util::{Dpf, Workspace, dpf, items_product, receipt, records, task, task_error};
 
 /// The emulators' addresses, from the environment `scripts/test` sets up.
 struct Emulators {
@@ -284,7 +284,7 @@ fn the_sales_product_stores_the_same_rows_as_on_the_local_target() {
 
 /// A product that extracts from `url` and stores the rows in `shop.items` with `write`, and in
 /// the Firestore collection `items` (ids from `id`, or generated when `key` is empty).
-fn items_product(url: &str, write: &str, method: &str, key: &str) -> String {
+fn stores_product(url: &str, write: &str, method: &str, key: &str) -> String {
     let stores = format!(
         "  - id: to_warehouse
     function: store_to_bigquery
@@ -294,7 +294,7 @@ fn items_product(url: &str, write: &str, method: &str, key: &str) -> String {
     params: {{ collection: items{key} }}
 "
     );
-    crate::run::items_product(url, 1, "", &stores)
+    items_product(url, 1, "", &stores)
 }
 
 /// The gcp run of `file` for the tick at midnight of January `day`, 2025, expected to exit `code`.
@@ -310,9 +310,7 @@ fn serve(pages: Vec<Value>) -> Server {
 }
 
 fn items(first: usize, count: usize) -> Value {
-    (first..first + count)
-        .map(|i| json!({"id": i, "name": format!("item {i}"), "price": i as f64 * 1.5}))
-        .collect()
+    Value::Array(records(first, count))
 }
 
 fn ids(project: &str) -> Vec<i64> {
@@ -331,7 +329,7 @@ fn append_loads_each_run_once_and_replace_replaces() {
     let project = new_project("append");
     let server = serve(vec![items(0, 3), items(0, 3), items(10, 2)]);
     let ws = Workspace::new();
-    let file = ws.product("items_product", &items_product(&server.url, "append", "load", ""));
+    let file = ws.product("items_product", &stores_product(&server.url, "append", "load", ""));
     // The same run twice: the second finds its load done and adds nothing, and the generated
     // document ids of the second attempt are those of the first.
     run_on(&ws, &file, &project, 1, 0);
@@ -348,7 +346,7 @@ fn append_loads_each_run_once_and_replace_replaces() {
     let server = serve(vec![items(0, 3), items(5, 2)]);
     let file = ws.product(
         "items_product",
-        &items_product(&server.url, "replace", "load", ", key: id"),
+        &stores_product(&server.url, "replace", "load", ", key: id"),
     );
     run_on(&ws, &file, &project, 1, 0);
     run_on(&ws, &file, &project, 2, 0);
@@ -366,7 +364,7 @@ fn streaming_inserts_append_rows() {
     let ws = Workspace::new();
     let file = ws.product(
         "items_product",
-        &items_product(&server.url, "append", "streaming", ", key: id"),
+        &stores_product(&server.url, "append", "streaming", ", key: id"),
     );
     let run = receipt(&gcp(ws.run(&file), &project).expect(0));
     assert_eq!(task(&run, "to_warehouse")["rows"], 4);
@@ -386,7 +384,7 @@ fn a_new_column_is_added_and_a_changed_type_is_refused() {
     let ws = Workspace::new();
     let file = ws.product(
         "items_product",
-        &items_product(&server.url, "merge", "load", ", key: id"),
+        &stores_product(&server.url, "merge", "load", ", key: id"),
     );
     run_on(&ws, &file, &project, 1, 0);
     run_on(&ws, &file, &project, 2, 0);
@@ -414,7 +412,7 @@ fn emulators_that_are_down_are_retried_then_the_run_exits_75() {
     let ws = Workspace::new();
     let file = ws.product(
         "items_product",
-        &items_product(&server.url, "append", "load", ", key: id"),
+        &stores_product(&server.url, "append", "load", ", key: id"),
     );
     // Port 9 (discard) has no listener on these machines.
     let run = ws
@@ -463,7 +461,7 @@ fn plan_shows_the_fully_qualified_destinations() {
 fn refused_before_extracting(env: &[(&str, &str)]) -> crate::util::Run {
     let server = serve(vec![items(0, 2)]);
     let ws = Workspace::new();
-    let file = ws.product("items_product", &items_product(&server.url, "append", "load", ""));
+    let file = ws.product("items_product", &stores_product(&server.url, "append", "load", ""));
     let mut command = ws
         .run(&file)
         .args(["--target", "gcp"])
@@ -560,7 +558,7 @@ fn keys_that_look_alike_are_distinct_documents_on_both_targets() {
     let stores =
         "  - id: to_documents\n    function: store_to_firestore\n    params: { collection: items, key: [a, b] }\n";
     let ws = Workspace::new();
-    let file = ws.product("items_product", &crate::run::items_product(&server.url, 1, "", stores));
+    let file = ws.product("items_product", &items_product(&server.url, 1, "", stores));
     let check = |run: &crate::util::Run| {
         assert_eq!(task(&receipt(run), "to_documents")["rows"], 7, "{run}");
         assert!(run.stderr.contains("1 row(s) had the key of an earlier row"), "{run}");
@@ -618,7 +616,7 @@ fn plan_receipt_summary_and_logs_name_each_destination_alike() {
     params: { recipient: ops@example.com }
 ";
     let ws = Workspace::new();
-    let file = ws.product("items_product", &crate::run::items_product(&server.url, 1, "", tasks));
+    let file = ws.product("items_product", &items_product(&server.url, 1, "", tasks));
     let project = new_project("destinations");
     for remote in [false, true] {
         let on_target = |command: Dpf| if remote { gcp(command, &project) } else { command };

@@ -3,8 +3,8 @@
 
 use serde_json::{Value, json};
 
-use crate::run::{Workspace, receipt, task};
 use crate::util::{Dpf, dpf, root};
+use crate::util::{Workspace, receipt, task};
 
 /// `dpf run PRODUCT --replay` into the workspace's data dir, with a JSON receipt and no logs.
 pub fn replay_command(ws: &Workspace, product: &str) -> Dpf {

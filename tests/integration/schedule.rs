@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::run::{Workspace, receipt};
 use crate::server::{Reply, Server};
+use crate::util::{Workspace, receipt};
 use crate::util::{dpf, root};
 
 /// A product on a 6-hourly schedule that asks its API for exactly its data interval.

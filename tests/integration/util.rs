@@ -1,8 +1,12 @@
-//! Runs the real binary with a cleared environment and reports everything on failure.
+//! What the integration tests share: the real binary run with a cleared environment (everything
+//! reported on failure), a workspace with a product and a data dir, the receipt's parts, and one
+//! product builder with its records.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use serde_json::{Value, json};
 
 /// The repository root, where `products/` and `tests/corpus/` live.
 pub fn root() -> PathBuf {
@@ -146,4 +150,101 @@ impl Child {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A temporary folder with a product file and a data dir.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    pub fn new() -> Self {
+        Workspace {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.path().join("data")
+    }
+
+    /// Writes `products/<name>.yaml`.
+    pub fn product(&self, name: &str, yaml: &str) -> PathBuf {
+        let path = self.path().join("products").join(format!("{name}.yaml"));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, yaml).unwrap();
+        path
+    }
+
+    /// `dpf run FILE` with this workspace's data dir, a JSON receipt on stdout and JSON logs.
+    pub fn run(&self, product: &Path) -> Dpf {
+        dpf().current_dir(self.path()).args([
+            "run".as_ref(),
+            product.as_os_str(),
+            "--data-dir".as_ref(),
+            self.data().as_os_str(),
+            "--format".as_ref(),
+            "json".as_ref(),
+            "--log-format".as_ref(),
+            "json".as_ref(),
+        ])
+    }
+
+    pub fn query(&self, sql: &str) -> Vec<Value> {
+        let run = dpf()
+            .args(["query", sql, "--format", "json", "--data-dir"])
+            .args([self.data()])
+            .expect(0);
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}\n{run}"))
+    }
+}
+
+pub fn receipt(run: &Run) -> Value {
+    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("no receipt on stdout: {e}\n{run}"))
+}
+
+pub fn task<'a>(receipt: &'a Value, id: &str) -> &'a Value {
+    receipt["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == id)
+        .unwrap_or_else(|| panic!("no task {id} in {receipt:#}"))
+}
+
+/// The error of task `id` in the receipt of `run`.
+pub fn task_error(run: &Run, id: &str) -> String {
+    let receipt = receipt(run);
+    task(&receipt, id)["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("task {id} has no error\n{run}"))
+        .to_owned()
+}
+
+/// `items_product`: a task `extract_items` that extracts from `url`/items with `params` (YAML lines
+/// indented for `params:`), then `tasks` (YAML list items), retried `retries` times at once.
+pub fn items_product(url: &str, retries: u32, params: &str, tasks: &str) -> String {
+    format!(
+        r#"name: items_product
+retries: {retries}
+retry_delay_minutes: 0.0005
+tasks:
+  - id: extract_items
+    function: extract_http
+    params:
+      url: {url}/items
+{params}
+{tasks}"#
+    )
+}
+
+/// `count` records with ids from `first`.
+pub fn records(first: usize, count: usize) -> Vec<Value> {
+    (first..first + count)
+        .map(|i| json!({"id": i, "name": format!("item {i}"), "price": i as f64 * 1.5}))
+        .collect()
 }

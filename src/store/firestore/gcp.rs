@@ -26,8 +26,8 @@ use gcloud_sdk::{GoogleApi, GoogleAuthMiddleware, GoogleAuthMiddlewareLayer};
 use tokio_util::sync::CancellationToken;
 
 use super::{Documents, IdError, StoreToFirestore};
+use crate::error::TaskError;
 use crate::gcp::Cloud;
-use crate::run::error::TaskError;
 use crate::table::Table;
 
 /// Firestore's limit of writes per `BatchWrite`.
@@ -223,7 +223,7 @@ async fn connect(cloud: &Cloud, database: &str) -> Result<Firestore, TaskError> 
     connect.await.map_err(|e| {
         TaskError::transient(format!(
             "cannot connect to Firestore at {url}: {}",
-            crate::run::error::chain(&e)
+            crate::error::chain(&e)
         ))
     })
 }

@@ -5,7 +5,6 @@ pub mod gcp;
 mod id;
 
 pub use documents::{Documents, IdError};
-pub use id::generated_id;
 use serde::{Deserialize, Serialize};
 
 use crate::spec::product::one_or_many;

@@ -55,7 +55,7 @@ pub fn open(path: &Path) -> Result<Connection, DocumentError> {
 
 /// Upserts one document per row into `collection`; with `merge`, only the written fields change (a
 /// null is written as null, as Firestore does). Rows without key columns get ids from `seed` and
-/// their position (see [`generated_id`](crate::store::firestore::generated_id)); rows that share a
+/// their position (see `store::firestore::id::generated_id`); rows that share a
 /// key are one document, the last of them. One transaction: if `stop` is cancelled before the
 /// commit, nothing is written.
 pub fn write(

@@ -64,8 +64,6 @@ pub enum WarehouseError {
 pub struct Written {
     pub rows: usize,
     pub bytes: u64,
-    pub table_rows: usize,
-    pub path: PathBuf,
 }
 
 /// Where the table `dataset.table` lives under `warehouse`.
@@ -103,12 +101,7 @@ pub fn write(
     let name = format!("{}.{}", target.dataset, target.table);
     if rows.schema.fields().is_empty() {
         // An empty response has no columns: there is nothing to add, replace or merge.
-        return Ok(Written {
-            rows: 0,
-            bytes: 0,
-            table_rows: 0,
-            path: link,
-        });
+        return Ok(Written { rows: 0, bytes: 0 });
     }
     if mode == WriteMode::Merge && key.is_empty() {
         return Err(WarehouseError::NoKey { table: name });
@@ -165,7 +158,7 @@ pub fn write(
     // However the write fails (a full disk, a stop), the half-written version goes with it.
     let mut unfinished = Unfinished(Some(&version));
     let part = version.join(format!("part-{}.parquet", target.run_id));
-    let (kept, table_rows) = match mode {
+    let kept = match mode {
         WriteMode::Append => {
             let existing_parts: Vec<&PathBuf> = existing_parts
                 .iter()
@@ -177,10 +170,9 @@ pub fn write(
                     .or_else(|_| fs::copy(old, &target).map(drop))
                     .map_err(io(&target))?;
             }
-            let old_rows: usize = existing_parts.iter().map(|p| part_rows(p)).sum::<Result<_, _>>()?;
-            (new_rows, old_rows + rows.rows())
+            new_rows
         }
-        WriteMode::Replace => (new_rows, rows.rows()),
+        WriteMode::Replace => new_rows,
         WriteMode::Merge => {
             let old = existing_parts
                 .iter()
@@ -190,9 +182,7 @@ pub fn write(
                 .flatten()
                 .collect::<Vec<_>>();
             let old = align(&schema, &old).map_err(|message| write_error(&link, message))?;
-            let merged = merge(&schema, key, old, new_rows).map_err(|message| write_error(&link, message))?;
-            let count = merged.iter().map(RecordBatch::num_rows).sum();
-            (merged, count)
+            merge(&schema, key, old, new_rows).map_err(|message| write_error(&link, message))?
         }
     };
     let bytes = write_part(&part, &name, &schema, &kept, stop)?;
@@ -207,8 +197,6 @@ pub fn write(
     Ok(Written {
         rows: rows.rows(),
         bytes,
-        table_rows,
-        path: link,
     })
 }
 
@@ -243,32 +231,12 @@ fn part_schema(part: &Path) -> Result<SchemaRef, WarehouseError> {
     Ok(builder.schema().clone())
 }
 
-fn part_rows(part: &Path) -> Result<usize, WarehouseError> {
-    let file = File::open(part).map_err(io(part))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| read_error(part, e))?;
-    Ok(builder.metadata().file_metadata().num_rows() as usize)
-}
-
 fn read_part(part: &Path) -> Result<Vec<RecordBatch>, WarehouseError> {
     let file = File::open(part).map_err(io(part))?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
         .and_then(|b| b.with_batch_size(64 * 1024).build())
         .map_err(|e| read_error(part, e))?;
     reader.collect::<Result<Vec<_>, _>>().map_err(|e| read_error(part, e))
-}
-
-/// Every part of the table at `link`, read into memory.
-pub fn read(link: &Path) -> Result<Table, WarehouseError> {
-    let mut batches = Vec::new();
-    let mut schema = None;
-    for part in parts(link)? {
-        let read = read_part(&part)?;
-        schema.get_or_insert_with(|| read.first().map(RecordBatch::schema));
-        batches.extend(read);
-    }
-    let schema = schema.flatten().unwrap_or_else(|| Arc::new(Schema::empty()));
-    let batches = align(&schema, &batches).map_err(|message| read_error(link, message))?;
-    Ok(Table::new(schema, batches))
 }
 
 fn is_text(kind: &DataType) -> bool {

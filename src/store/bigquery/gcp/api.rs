@@ -12,8 +12,8 @@ use super::error::{ApiError, proto_text, transient_reason};
 use super::model::{FieldType, Job, Table as BqTable, TableFieldSchema};
 use super::schema::{ddl_type, evolve, quote};
 use super::{TableRef, Writer, job_id};
+use crate::error::TaskError;
 use crate::gcp::Cloud;
-use crate::run::error::TaskError;
 use crate::store::bigquery::StoreToBigquery;
 
 const API: &str = "https://bigquery.googleapis.com";

@@ -1,8 +1,8 @@
 //! BigQuery's errors as task errors: transient or permanent, with BigQuery's reason and message.
 
 use super::model::{ErrorBody, ErrorProto};
+use crate::error::TaskError;
 use crate::gcp::TokenError;
-use crate::run::error::TaskError;
 
 /// Why a BigQuery API call failed.
 #[derive(Debug, thiserror::Error)]
@@ -14,7 +14,7 @@ pub(super) enum ApiError {
         reason: Option<String>,
         message: String,
     },
-    #[error("cannot reach BigQuery: {}", crate::run::error::chain(.0))]
+    #[error("cannot reach BigQuery: {}", crate::error::chain(.0))]
     Unreachable(#[source] reqwest::Error),
     #[error("BigQuery answered with something unexpected: {0}")]
     Unexpected(#[source] serde_json::Error),

@@ -9,7 +9,7 @@ use super::api::{Api, finish, query, wait};
 use super::model::{Job, TableFieldSchema};
 use super::schema::quote;
 use super::{TableRef, Writer, Written, job_id};
-use crate::run::error::TaskError;
+use crate::error::TaskError;
 use crate::store::bigquery::{StoreToBigquery, WriteMode};
 use crate::table::Table;
 

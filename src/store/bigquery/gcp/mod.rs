@@ -29,8 +29,8 @@ use self::load::load;
 use self::schema::{conform, schema_of};
 use self::stream::stream;
 use super::{LoadMethod, StoreToBigquery, WriteMode};
+use crate::error::TaskError;
 use crate::gcp::Cloud;
-use crate::run::error::TaskError;
 use crate::table::Table;
 
 /// What a write did, for the receipt.

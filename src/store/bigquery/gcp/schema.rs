@@ -8,7 +8,7 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use super::model::{FieldType, Mode, TableFieldSchema};
-use crate::run::error::TaskError;
+use crate::error::TaskError;
 use crate::table::Table;
 
 /// BigQuery fields for an Arrow schema.

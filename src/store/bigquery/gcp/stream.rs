@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use super::api::Api;
 use super::{TableRef, Writer, Written, job_id};
-use crate::run::error::TaskError;
+use crate::error::TaskError;
 use crate::store::bigquery::{StoreToBigquery, WriteMode};
 use crate::table::Table;
 

@@ -169,7 +169,7 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.set_message(format!(
                 "page {pages} · {rows} rows · {}",
-                crate::run::receipt::human_bytes(bytes as u64)
+                crate::receipt::human_bytes(bytes as u64)
             ));
         }
     }

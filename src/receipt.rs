@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use crate::alert::Channel;
 
-use super::ErrorKind;
+use crate::error::ErrorKind;
 use crate::target::Target;
 
 /// The version of the receipt's JSON form; fields are only added within a version.

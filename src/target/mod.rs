@@ -1,9 +1,16 @@
-//! Where a product's stores and alerts write.
+//! Where a product's stores and alerts write. What differs between the targets lives in one
+//! module each: [`local`] (the data dir) and [`gcp`] (Google Cloud): their stores, and the names
+//! of their destinations, which [`Destination`] gives the plan, the receipt, the run summary and
+//! the logs alike.
+
+pub(crate) mod gcp;
+pub(crate) mod local;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::alert::Channel;
+use crate::log::Log;
 use crate::spec::Call;
 
 /// The closed set of targets.
@@ -169,6 +176,19 @@ impl fmt::Display for Destination {
             Destination::SendGrid => f.write_str("sendgrid:v3/mail/send"),
             Destination::SlackWebhook => f.write_str("slack:webhook"),
         }
+    }
+}
+
+/// Warns that `repeated` rows of task `task` shared a document id with an earlier row of the write.
+pub(crate) fn repeated_keys(log: &Log, task: &str, repeated: usize) {
+    if repeated > 0 {
+        log.warn(
+            Some(task),
+            None,
+            format!(
+                "{repeated} row(s) had the key of an earlier row; each key is one document, holding the last of its rows"
+            ),
+        );
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::TaskError;
+use crate::error::TaskError;
 
 /// No single wait is longer: a scheduled job that needs more should fail (75) and let the scheduler retry.
 pub const MAX_DELAY: Duration = Duration::from_secs(30 * 60);

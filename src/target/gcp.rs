@@ -1,0 +1,110 @@
+//! The gcp target's stores: BigQuery and Firestore, in the project each store resolves to.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{Destination, Target};
+use crate::component::{Done, Services, Slot};
+use crate::error::TaskError;
+use crate::gcp::Cloud;
+use crate::log::Log;
+use crate::spec::Call;
+use crate::store::{StoreToBigquery, StoreToFirestore, bigquery, firestore};
+use crate::table::Table;
+
+/// A store task on the gcp target, built for its run.
+pub(crate) struct Store<'a> {
+    kind: Kind,
+    cloud: &'a Arc<Cloud>,
+    project: String,
+    task: &'a str,
+    run_id: &'a str,
+    log: &'a Log,
+    destinations: Vec<String>,
+}
+
+enum Kind {
+    BigQuery(StoreToBigquery),
+    Firestore(StoreToFirestore),
+}
+
+impl<'a> Store<'a> {
+    /// `call`, a store, as task `slot` of the run `services` serve, in the project the run
+    /// resolved for it.
+    pub(crate) fn new(call: Call, slot: Slot<'a>, services: &'a Services) -> Result<Store<'a>, TaskError> {
+        let cloud = services
+            .cloud
+            .as_ref()
+            .ok_or_else(|| TaskError::permanent("the gcp target was not connected"))?;
+        let project = cloud
+            .project(slot.id)
+            .ok_or_else(|| TaskError::permanent(format!("no Google Cloud project for `{}`", slot.id)))?
+            .to_owned();
+        let destinations = Destination::of(&call, Target::Gcp, &services.data_dir, |_| project.clone())
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let kind = match call {
+            Call::StoreToBigquery(store) => Kind::BigQuery(store),
+            Call::StoreToFirestore(store) => Kind::Firestore(store),
+            _ => return Err(TaskError::permanent("only stores write to the gcp target's stores")),
+        };
+        Ok(Store {
+            kind,
+            cloud,
+            project,
+            task: slot.id,
+            run_id: &services.run_id,
+            log: &services.log,
+            destinations,
+        })
+    }
+
+    /// Writes `rows`; `stop` is checked before anything commits.
+    pub(crate) async fn write(&self, rows: &Table, stop: &CancellationToken) -> Result<Done, TaskError> {
+        let destination = self.destinations.join("; ");
+        match &self.kind {
+            Kind::BigQuery(store) => {
+                let writer = bigquery::gcp::Writer {
+                    run_id: self.run_id,
+                    task: self.task,
+                    cancel: stop,
+                };
+                let written = bigquery::gcp::write(self.cloud, &self.project, store, &writer, rows).await?;
+                let line = match &written.already_loaded {
+                    Some(job) => format!("already loaded into {destination} by job {job}; nothing to do"),
+                    None => format!(
+                        "{} rows ({} bytes) into {destination} with {} load job(s), {} requests",
+                        written.rows, written.bytes, written.load_jobs, written.requests
+                    ),
+                };
+                self.log.info(Some(self.task), None, line);
+                Ok(Done {
+                    rows: Some(written.rows),
+                    bytes: Some(written.bytes),
+                    destinations: self.destinations.clone(),
+                    ..Done::default()
+                })
+            }
+            Kind::Firestore(store) => {
+                let seed = format!("{}/{}", self.run_id, self.task);
+                let written = firestore::gcp::write(self.cloud, &self.project, store, &seed, rows, stop).await?;
+                self.log.info(
+                    Some(self.task),
+                    None,
+                    format!(
+                        "{} documents into {destination} with {} BatchWrite requests",
+                        written.documents, written.requests
+                    ),
+                );
+                super::repeated_keys(self.log, self.task, written.repeated);
+                Ok(Done {
+                    rows: Some(written.documents),
+                    destinations: self.destinations.clone(),
+                    ..Done::default()
+                })
+            }
+        }
+    }
+}
