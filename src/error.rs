@@ -7,7 +7,7 @@ use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ErrorKind {
+pub(crate) enum ErrorKind {
     Transient,
     Permanent,
     Interrupted,
@@ -15,28 +15,28 @@ pub enum ErrorKind {
 
 /// A task's failure: its kind and a message that already holds its causes.
 #[derive(Debug, Clone)]
-pub struct TaskError {
+pub(crate) struct TaskError {
     pub kind: ErrorKind,
     pub message: String,
     pub retry_after: Option<Duration>,
 }
 
 impl TaskError {
-    pub fn permanent(message: impl fmt::Display) -> Self {
+    pub(crate) fn permanent(message: impl fmt::Display) -> Self {
         Self::new(ErrorKind::Permanent, message)
     }
 
-    pub fn transient(message: impl fmt::Display) -> Self {
+    pub(crate) fn transient(message: impl fmt::Display) -> Self {
         Self::new(ErrorKind::Transient, message)
     }
 
     /// Stopped by SIGINT, SIGTERM or `--timeout` before anything of the task was committed.
-    pub fn interrupted() -> Self {
+    pub(crate) fn interrupted() -> Self {
         Self::stopped("stopped before anything of it was committed")
     }
 
     /// Stopped by SIGINT, SIGTERM or `--timeout`; `message` says what was and was not committed.
-    pub fn stopped(message: impl fmt::Display) -> Self {
+    pub(crate) fn stopped(message: impl fmt::Display) -> Self {
         Self::new(ErrorKind::Interrupted, message)
     }
 
@@ -49,16 +49,16 @@ impl TaskError {
     }
 
     /// A permanent error whose message is `error` with its causes.
-    pub fn caused(error: &(dyn std::error::Error + 'static)) -> Self {
+    pub(crate) fn caused(error: &(dyn std::error::Error + 'static)) -> Self {
         Self::permanent(chain(error))
     }
 
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         self.kind == ErrorKind::Transient
     }
 
     /// The same error, said to have happened while doing `what`.
-    pub fn context(mut self, what: impl fmt::Display) -> Self {
+    pub(crate) fn context(mut self, what: impl fmt::Display) -> Self {
         self.message = format!("{what}: {}", self.message);
         self
     }
@@ -92,7 +92,7 @@ impl From<datafusion::error::DataFusionError> for TaskError {
 }
 
 /// `error` and its causes, joined with `: `, each said once.
-pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut message = error.to_string();
     let mut cause = error.source();
     while let Some(next) = cause {

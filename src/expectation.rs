@@ -61,7 +61,7 @@ pub struct ValueCheck {
 }
 
 /// What did not hold, one line each; empty when the test passes.
-pub async fn check(outcome: &Outcome, expect: &Expect) -> Vec<String> {
+pub(crate) async fn check(outcome: &Outcome, expect: &Expect) -> Vec<String> {
     let receipt = &outcome.receipt;
     let mut failures = Vec::new();
     let succeeded = receipt.status == RunStatus::Succeeded;

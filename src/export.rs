@@ -6,7 +6,7 @@ use crate::spec::Product;
 
 /// Where and how the exported schedules run dpf.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// The container image (Kubernetes, Cloud Run).
     pub image: String,
     /// The target the scheduled runs use.
@@ -25,11 +25,11 @@ pub struct Settings {
 const CLOUD_RUN_MAX_RETRIES: u32 = 10;
 
 /// The exit codes no retry can change: a permanent failure, an invalid product, an overlapping run.
-pub const NOT_RETRIED: [u8; 3] = [1, 2, 3];
+pub(crate) const NOT_RETRIED: [u8; 3] = [1, 2, 3];
 
 /// A name Kubernetes and Cloud Run accept (DNS-1123 label, at most 52 characters so that the jobs a
 /// CronJob creates stay within 63), from a product name.
-pub fn job_name(product: &str) -> String {
+pub(crate) fn job_name(product: &str) -> String {
     let mut name: String = format!("dpf-{product}")
         .chars()
         .map(|c| {
@@ -70,7 +70,7 @@ fn unscheduled_note(products: &[&Product], comment: &str) -> String {
 }
 
 /// `text` as one shell word: as is when it is plain, else single-quoted.
-pub fn quote_shell(text: &str) -> String {
+pub(crate) fn quote_shell(text: &str) -> String {
     if text
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-' | ':' | '=' | '+' | '@' | ','))
@@ -83,7 +83,7 @@ pub fn quote_shell(text: &str) -> String {
 
 /// crontab lines: one per product, logs appended to a file per product. dpf's run lock keeps a slow
 /// run from overlapping the next (the late one exits 3 at once).
-pub fn crontab(products: &[&Product], settings: &Settings) -> String {
+pub(crate) fn crontab(products: &[&Product], settings: &Settings) -> String {
     let mut out = String::from(
         "# dpf schedules for crontab: install with `crontab FILE` (or append to an existing crontab).\n\
          # A run still going when its next tick comes keeps its lock: the new one exits 3 and runs nothing.\n\
@@ -114,7 +114,7 @@ fn yaml_string(text: &str) -> String {
 }
 
 /// Kubernetes CronJobs (batch/v1), one YAML document per product.
-pub fn kubernetes(products: &[&Product], settings: &Settings) -> String {
+pub(crate) fn kubernetes(products: &[&Product], settings: &Settings) -> String {
     let mut out = String::from("# dpf schedules as Kubernetes CronJobs: apply with `kubectl apply -f FILE`.\n");
     out.push_str(&unscheduled_note(products, "#"));
     let codes: Vec<String> = NOT_RETRIED.iter().map(u8::to_string).collect();
@@ -191,7 +191,7 @@ spec:
 
 /// A shell script of gcloud commands: a Cloud Run Job per product and the Cloud Scheduler job that
 /// starts it on the product's schedule.
-pub fn cloud_run(products: &[&Product], settings: &Settings) -> String {
+pub(crate) fn cloud_run(products: &[&Product], settings: &Settings) -> String {
     let mut out = format!(
         r#"#!/bin/sh
 # dpf schedules on Google Cloud: a Cloud Run Job per product, started by a Cloud Scheduler job.

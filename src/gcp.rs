@@ -15,7 +15,7 @@ use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use crate::spec::{Call, Product};
 
 /// What the gcp target's stores share for one run.
-pub struct Cloud {
+pub(crate) struct Cloud {
     /// Tokens from the Application Default Credentials; `None` when every service in use is emulated.
     credentials: Option<Arc<GoogleAuthHeaders>>,
     /// `host:port` of the BigQuery emulator, from `BIGQUERY_EMULATOR_HOST`.
@@ -29,7 +29,7 @@ pub struct Cloud {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum CloudError {
+pub(crate) enum CloudError {
     #[error(
         "task `{task}`: no Google Cloud project: set `project:` in its params, or GCP_PROJECT or \
          GOOGLE_CLOUD_PROJECT, or use credentials that name a project"
@@ -58,7 +58,7 @@ fn emulator(name: &str) -> Option<String> {
 impl Cloud {
     /// Resolves every store's project and, unless all services in use are emulated, checks that
     /// the Application Default Credentials give a token.
-    pub async fn connect(product: &Product, http: reqwest::Client) -> Result<Cloud, CloudError> {
+    pub(crate) async fn connect(product: &Product, http: reqwest::Client) -> Result<Cloud, CloudError> {
         crate::http::install_crypto();
         let bigquery_emulator = emulator("BIGQUERY_EMULATOR_HOST");
         let firestore_emulator = emulator("FIRESTORE_EMULATOR_HOST");
@@ -114,7 +114,7 @@ impl Cloud {
     }
 
     /// The project of store task `task`.
-    pub fn project(&self, task: &str) -> Option<&str> {
+    pub(crate) fn project(&self, task: &str) -> Option<&str> {
         self.projects.get(task).map(String::as_str)
     }
 

@@ -13,7 +13,7 @@ use serde_json::json;
 use crate::secrets::Secrets;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     /// `human` on a terminal, `json` otherwise.
     Auto,
     Human,
@@ -23,7 +23,7 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Severity {
+pub(crate) enum Severity {
     Info,
     Warning,
     Error,
@@ -41,7 +41,7 @@ impl Severity {
 
 /// The logger of one run.
 #[derive(Clone)]
-pub struct Log {
+pub(crate) struct Log {
     inner: Arc<Inner>,
 }
 
@@ -54,7 +54,7 @@ struct Inner {
 }
 
 impl Log {
-    pub fn new(format: LogFormat, product: &str, run_id: &str, secrets: Secrets) -> Self {
+    pub(crate) fn new(format: LogFormat, product: &str, run_id: &str, secrets: Secrets) -> Self {
         let terminal = std::io::stderr().is_terminal();
         let format = match format {
             LogFormat::Auto if terminal => LogFormat::Human,
@@ -75,15 +75,15 @@ impl Log {
         }
     }
 
-    pub fn info(&self, task: Option<&str>, attempt: Option<u32>, message: impl fmt::Display) {
+    pub(crate) fn info(&self, task: Option<&str>, attempt: Option<u32>, message: impl fmt::Display) {
         self.write(Severity::Info, task, attempt, &message.to_string());
     }
 
-    pub fn warn(&self, task: Option<&str>, attempt: Option<u32>, message: impl fmt::Display) {
+    pub(crate) fn warn(&self, task: Option<&str>, attempt: Option<u32>, message: impl fmt::Display) {
         self.write(Severity::Warning, task, attempt, &message.to_string());
     }
 
-    pub fn error(&self, task: Option<&str>, attempt: Option<u32>, message: impl fmt::Display) {
+    pub(crate) fn error(&self, task: Option<&str>, attempt: Option<u32>, message: impl fmt::Display) {
         self.write(Severity::Error, task, attempt, &message.to_string());
     }
 
@@ -134,7 +134,7 @@ impl Log {
     }
 
     /// Progress of a long extract: a bar on a terminal, once it has taken more than a moment.
-    pub fn progress(&self, task: &str) -> Progress {
+    pub(crate) fn progress(&self, task: &str) -> Progress {
         Progress {
             bars: self.inner.bars.clone(),
             task: task.to_owned(),
@@ -145,7 +145,7 @@ impl Log {
 }
 
 /// A progress bar that appears only when an extract is slow enough to watch.
-pub struct Progress {
+pub(crate) struct Progress {
     bars: Option<MultiProgress>,
     task: String,
     started: Instant,
@@ -155,7 +155,7 @@ pub struct Progress {
 const SHOW_AFTER: Duration = Duration::from_millis(700);
 
 impl Progress {
-    pub fn update(&mut self, pages: usize, rows: usize, bytes: usize) {
+    pub(crate) fn update(&mut self, pages: usize, rows: usize, bytes: usize) {
         let Some(bars) = &self.bars else { return };
         if self.bar.is_none() && self.started.elapsed() > SHOW_AFTER {
             let bar = bars.add(ProgressBar::new_spinner());

@@ -8,10 +8,10 @@ use crate::error::ErrorKind;
 use crate::target::Target;
 
 /// The version of the receipt's JSON form; fields are only added within a version.
-pub const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 1;
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Receipt {
+pub(crate) struct Receipt {
     pub version: u32,
     pub run_id: String,
     pub product: String,
@@ -34,7 +34,7 @@ pub struct Receipt {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum RunStatus {
+pub(crate) enum RunStatus {
     Succeeded,
     /// A task failed permanently.
     Failed,
@@ -47,7 +47,7 @@ pub enum RunStatus {
 
 impl RunStatus {
     /// The exit code the scheduler sees.
-    pub fn exit_code(self) -> u8 {
+    pub(crate) fn exit_code(self) -> u8 {
         match self {
             RunStatus::Succeeded => 0,
             RunStatus::Failed => 1,
@@ -59,7 +59,7 @@ impl RunStatus {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum TaskStatus {
+pub(crate) enum TaskStatus {
     Succeeded,
     Failed,
     /// Not run because a task it needs failed.
@@ -70,7 +70,7 @@ pub enum TaskStatus {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct TaskReceipt {
+pub(crate) struct TaskReceipt {
     pub id: String,
     pub function: crate::spec::Function,
     pub status: TaskStatus,
@@ -95,7 +95,7 @@ pub struct TaskReceipt {
 /// Why an alert was sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Trigger {
+pub(crate) enum Trigger {
     /// Its `when` held for some rows.
     Condition,
     /// No `when`: a summary after a successful run.
@@ -105,7 +105,7 @@ pub enum Trigger {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct AlertReceipt {
+pub(crate) struct AlertReceipt {
     pub task: String,
     pub trigger: Trigger,
     pub channel: Channel,
@@ -120,7 +120,7 @@ pub struct AlertReceipt {
 }
 
 /// `1.2 MB`-style sizes for people.
-pub fn human_bytes(bytes: u64) -> String {
+pub(crate) fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["B", "KB", "MB", "GB"];
     let mut value = bytes as f64;
     let mut unit = 0;
@@ -137,7 +137,7 @@ pub fn human_bytes(bytes: u64) -> String {
 
 impl Receipt {
     /// A few lines for a person: the outcome, each task, each alert.
-    pub fn render_text(&self) -> String {
+    pub(crate) fn render_text(&self) -> String {
         let mut out = format!(
             "run {} of {} {} in {} ms (exit {})\n",
             self.run_id,

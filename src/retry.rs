@@ -9,16 +9,16 @@ use tokio_util::sync::CancellationToken;
 use crate::error::TaskError;
 
 /// No single wait is longer: a scheduled job that needs more should fail (75) and let the scheduler retry.
-pub const MAX_DELAY: Duration = Duration::from_secs(30 * 60);
+pub(crate) const MAX_DELAY: Duration = Duration::from_secs(30 * 60);
 
 #[derive(Debug, Clone, Copy)]
-pub struct Policy {
+pub(crate) struct Policy {
     pub retries: u32,
     pub first_delay: Duration,
 }
 
 impl Policy {
-    pub fn new(retries: u32, delay_minutes: f64) -> Self {
+    pub(crate) fn new(retries: u32, delay_minutes: f64) -> Self {
         Policy {
             retries,
             first_delay: Duration::from_secs_f64((delay_minutes * 60.0).clamp(0.0, MAX_DELAY.as_secs_f64())),
@@ -27,7 +27,7 @@ impl Policy {
 
     /// The wait before attempt `attempt + 1` (attempts count from 1): the first delay doubled per
     /// attempt, capped, with up to a quarter taken off at random so that many runs do not retry in step.
-    pub fn delay(&self, attempt: u32) -> Duration {
+    pub(crate) fn delay(&self, attempt: u32) -> Duration {
         let exponential = self
             .first_delay
             .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)))
@@ -37,7 +37,7 @@ impl Policy {
 }
 
 /// What a retried operation reports between attempts.
-pub struct Retrying<'a> {
+pub(crate) struct Retrying<'a> {
     pub attempt: u32,
     pub of: u32,
     pub error: &'a TaskError,
@@ -46,7 +46,7 @@ pub struct Retrying<'a> {
 
 /// What a stop does to an attempt under way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnStop {
+pub(crate) enum OnStop {
     /// The attempt is dropped: it commits nothing (requests, queries).
     Drop,
     /// The attempt sees the stop itself and is awaited, so what it committed is known (stores).
@@ -55,7 +55,7 @@ pub enum OnStop {
 
 /// Runs `operation` until it succeeds, fails permanently, runs out of attempts or is cancelled.
 /// Returns the result and the number of attempts made.
-pub async fn run<T, F, Fut>(
+pub(crate) async fn run<T, F, Fut>(
     policy: Policy,
     cancel: &CancellationToken,
     on_stop: OnStop,

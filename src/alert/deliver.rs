@@ -20,12 +20,12 @@ const POLICY: Policy = Policy {
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// How deliveries go out: the run's client, and the stop that ends them.
-pub struct Via<'a> {
+pub(crate) struct Via<'a> {
     pub client: &'a reqwest::Client,
     pub cancel: &'a CancellationToken,
 }
 
-pub struct Post<'a> {
+pub(crate) struct Post<'a> {
     /// Who is called, for messages.
     pub service: &'a str,
     pub url: String,
@@ -36,7 +36,11 @@ pub struct Post<'a> {
 }
 
 /// Sends `request`; `refusal(status, body)` words a permanent refusal.
-pub async fn post(via: &Via<'_>, request: &Post<'_>, refusal: impl Fn(u16, &str) -> String) -> Result<(), TaskError> {
+pub(crate) async fn post(
+    via: &Via<'_>,
+    request: &Post<'_>,
+    refusal: impl Fn(u16, &str) -> String,
+) -> Result<(), TaskError> {
     let (result, attempts) = retry::run(
         POLICY,
         via.cancel,

@@ -9,14 +9,14 @@ use crate::table::Table;
 
 /// An alert ready to send.
 #[derive(Debug, Clone)]
-pub struct Message {
+pub(crate) struct Message {
     pub subject: String,
     pub text: String,
     pub html: String,
 }
 
 /// Values for `{product}`, `{count}`, `{run_id}`, `{task}` and `{target}` in a subject template.
-pub struct Fields<'a> {
+pub(crate) struct Fields<'a> {
     pub product: &'a str,
     pub task: &'a str,
     pub run_id: &'a str,
@@ -24,7 +24,7 @@ pub struct Fields<'a> {
     pub count: usize,
 }
 
-pub fn subject(template: &str, fields: &Fields<'_>) -> String {
+pub(crate) fn subject(template: &str, fields: &Fields<'_>) -> String {
     template
         .replace("{product}", fields.product)
         .replace("{count}", &fields.count.to_string())
@@ -34,7 +34,7 @@ pub fn subject(template: &str, fields: &Fields<'_>) -> String {
 }
 
 /// An alert whose condition held: the first `shown` matching rows of `count`.
-pub fn matches(subject: String, condition: &str, fields: &Fields<'_>, rows: &Table, shown: usize) -> Message {
+pub(crate) fn matches(subject: String, condition: &str, fields: &Fields<'_>, rows: &Table, shown: usize) -> Message {
     let intro = format!(
         "{} rows of run {} of {} match `{condition}` (alert task {}).",
         fields.count, fields.run_id, fields.product, fields.task
@@ -44,7 +44,7 @@ pub fn matches(subject: String, condition: &str, fields: &Fields<'_>, rows: &Tab
 }
 
 /// A run summary: one row per task.
-pub fn summary(subject: String, intro: &str, tasks: &Table) -> Message {
+pub(crate) fn summary(subject: String, intro: &str, tasks: &Table) -> Message {
     build(subject, intro, None, tasks)
 }
 
@@ -109,7 +109,7 @@ fn html_table(batches: &[RecordBatch]) -> String {
 }
 
 /// Text made safe to place inside HTML.
-pub fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

@@ -1,12 +1,12 @@
 //! `send_alerts`: e-mail (SendGrid) and Slack messages when a condition over rows holds, after
 //! every run, or on failure.
 
-pub mod deliver;
-pub mod message;
-pub mod outbox;
-pub mod send;
-pub mod sendgrid;
-pub mod slack;
+pub(crate) mod deliver;
+pub(crate) mod message;
+pub(crate) mod outbox;
+pub(crate) mod send;
+pub(crate) mod sendgrid;
+pub(crate) mod slack;
 
 use std::collections::BTreeMap;
 
@@ -137,7 +137,7 @@ impl SendAlerts {
 }
 
 /// Where the SendGrid API key comes from unless `sendgrid_api_key` says otherwise.
-pub const DEFAULT_SENDGRID_KEY: &str = "${secret:SENDGRID_API_KEY}";
+pub(crate) const DEFAULT_SENDGRID_KEY: &str = "${secret:SENDGRID_API_KEY}";
 
 fn default_channels() -> Vec<Channel> {
     vec![Channel::Email]

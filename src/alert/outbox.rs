@@ -8,10 +8,10 @@ use lettre::message::{Mailbox, MultiPart};
 
 use super::message::Message;
 
-pub const DEFAULT_FROM: &str = "dpf <dpf@localhost>";
+pub(crate) const DEFAULT_FROM: &str = "dpf <dpf@localhost>";
 
 #[derive(Debug, thiserror::Error)]
-pub enum OutboxError {
+pub(crate) enum OutboxError {
     #[error("`{address}` is not an e-mail address")]
     Address {
         address: String,
@@ -43,7 +43,7 @@ fn file_name(product: &str, task: &str, extension: &str) -> String {
 }
 
 /// Writes `message` as an e-mail; returns the file.
-pub fn email(
+pub(crate) fn email(
     outbox: &Path,
     product: &str,
     task: &str,
@@ -77,7 +77,7 @@ pub fn email(
 }
 
 /// Writes `message` as the JSON body a Slack incoming webhook would receive; returns the file.
-pub fn slack(outbox: &Path, product: &str, task: &str, message: &Message) -> Result<PathBuf, OutboxError> {
+pub(crate) fn slack(outbox: &Path, product: &str, task: &str, message: &Message) -> Result<PathBuf, OutboxError> {
     let body = serde_json::json!({
         "text": message.subject,
         "blocks": [

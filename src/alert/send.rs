@@ -21,7 +21,7 @@ use crate::table::{Cell, RowsBuilder, Table};
 use crate::target::{Destination, Target};
 
 /// What sending alerts needs of a run.
-pub struct Context<'a> {
+pub(crate) struct Context<'a> {
     pub product: &'a str,
     pub run_id: &'a str,
     pub target: Target,
@@ -61,7 +61,7 @@ impl<'a> Context<'a> {
 }
 
 /// What an alert task sent: the rows its message is about, and a receipt per channel.
-pub struct Sent {
+pub(crate) struct Sent {
     pub rows: u64,
     pub alerts: Vec<AlertReceipt>,
 }
@@ -69,7 +69,7 @@ pub struct Sent {
 /// Runs alert task `task`: with a condition over its `input`, a message about the matching rows
 /// (none when no row matches); without one, a summary of the run's tasks `so_far`. `locate(sql,
 /// message, position)` words an error in the `when` SQL text at its place in the product file.
-pub async fn send_alert(
+pub(crate) async fn send_alert(
     cx: &Context<'_>,
     task: &str,
     alert: &SendAlerts,
@@ -283,7 +283,7 @@ fn tasks_table(receipts: &[TaskReceipt]) -> Table {
 }
 
 /// Messages to the `on_failure` recipients of every alert task, after a failed run.
-pub async fn failure_alerts(cx: &Context<'_>, product: &Product, receipts: &[TaskReceipt]) -> Vec<AlertReceipt> {
+pub(crate) async fn failure_alerts(cx: &Context<'_>, product: &Product, receipts: &[TaskReceipt]) -> Vec<AlertReceipt> {
     let failed: Vec<&TaskReceipt> = receipts.iter().filter(|r| r.status == TaskStatus::Failed).collect();
     let mut sent = Vec::new();
     for task in &product.tasks {

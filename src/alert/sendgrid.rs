@@ -9,11 +9,11 @@ use super::message::Message;
 use crate::error::TaskError;
 
 /// The environment variable that overrides SendGrid's API base URL (tests point it at a local server).
-pub const URL_VAR: &str = "SENDGRID_API_URL";
+pub(crate) const URL_VAR: &str = "SENDGRID_API_URL";
 const API: &str = "https://api.sendgrid.com";
 
 /// One e-mail: who sends it to whom, what it says, and the run it comes from.
-pub struct Email<'a> {
+pub(crate) struct Email<'a> {
     pub from: &'a str,
     pub to: &'a [String],
     pub cc: &'a [String],
@@ -24,7 +24,7 @@ pub struct Email<'a> {
 }
 
 /// The API endpoint, from [`URL_VAR`] or SendGrid's own.
-pub fn endpoint() -> String {
+pub(crate) fn endpoint() -> String {
     let base = std::env::var(URL_VAR)
         .ok()
         .filter(|u| !u.trim().is_empty())
@@ -33,7 +33,7 @@ pub fn endpoint() -> String {
 }
 
 /// The request body in SendGrid's v3 shape: the plain text first, then the HTML.
-pub fn body(email: &Email<'_>) -> Value {
+pub(crate) fn body(email: &Email<'_>) -> Value {
     let addresses = |list: &[String]| list.iter().map(|a| address(a)).collect::<Vec<_>>();
     let mut personalization = json!({ "to": addresses(email.to) });
     if !email.cc.is_empty() {
@@ -70,7 +70,7 @@ fn address(text: &str) -> Value {
 
 /// Sends `email` with API key `key`. 429 and 5xx are tried again a few times; any other refusal is
 /// permanent and carries SendGrid's own message.
-pub async fn send(via: &Via<'_>, key: &str, email: &Email<'_>) -> Result<(), TaskError> {
+pub(crate) async fn send(via: &Via<'_>, key: &str, email: &Email<'_>) -> Result<(), TaskError> {
     let request = Post {
         service: "SendGrid",
         url: endpoint(),

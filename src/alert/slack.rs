@@ -13,7 +13,7 @@ const SECTION_TEXT: usize = 3000;
 
 /// The webhook payload: a header with the subject, then the message's text (the rows as a
 /// preformatted table), cut to what a section holds. `text` is the notification's fallback.
-pub fn payload(message: &Message) -> Value {
+pub(crate) fn payload(message: &Message) -> Value {
     let header: String = message.subject.chars().take(150).collect();
     let mut blocks = vec![json!({"type": "header", "text": {"type": "plain_text", "text": header}})];
     let (intro, table) = message.text.split_once("\n\n").unwrap_or((message.text.as_str(), ""));
@@ -42,7 +42,7 @@ fn cut(text: &str, limit: usize) -> String {
 }
 
 /// Posts `message` to the incoming webhook `url`.
-pub async fn send(via: &Via<'_>, url: &str, message: &Message) -> Result<(), TaskError> {
+pub(crate) async fn send(via: &Via<'_>, url: &str, message: &Message) -> Result<(), TaskError> {
     let request = Post {
         service: "Slack",
         url: url.to_owned(),

@@ -14,7 +14,7 @@ use super::run::{default_fixtures, execute, exit, lock};
 use super::{Exit, ProductArgs, print};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(super) struct Args {
     #[command(flatten)]
     product: ProductArgs,
     /// The first tick to run (RFC 3339); never earlier than the product's `start_date`.
@@ -57,7 +57,7 @@ fn resume_command(tick: DateTime<Utc>) -> String {
         .join(" ")
 }
 
-pub fn run(args: Args) -> anyhow::Result<Exit> {
+pub(super) fn run(args: Args) -> anyhow::Result<Exit> {
     let runtime = super::runtime::Runtime::new(true)?;
     let checked = find(&args.product.product, &args.product.products.products)?;
     let Some(product) = &checked.product else {

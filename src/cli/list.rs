@@ -10,7 +10,7 @@ use super::plan::Format;
 use super::{Exit, ProductsArgs, print};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(super) struct Args {
     #[command(flatten)]
     products: ProductsArgs,
     #[arg(long, value_enum, default_value_t = Format::Text)]
@@ -29,7 +29,7 @@ struct Entry {
     valid: bool,
 }
 
-pub fn run(args: Args) -> anyhow::Result<Exit> {
+pub(super) fn run(args: Args) -> anyhow::Result<Exit> {
     let checked = check_paths(std::slice::from_ref(&args.products.products))?;
     let now = Utc::now();
     let entries: Vec<Entry> = checked

@@ -14,13 +14,13 @@ use super::{Exit, ProductArgs, print};
 
 /// Output format of `plan` and `list`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
+pub(super) enum Format {
     Text,
     Json,
 }
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(super) struct Args {
     #[command(flatten)]
     product: ProductArgs,
     /// Output format; the JSON form is stable (see the README).
@@ -32,7 +32,7 @@ pub struct Args {
     at: Option<DateTime<Utc>>,
 }
 
-pub fn run(args: Args) -> anyhow::Result<Exit> {
+pub(super) fn run(args: Args) -> anyhow::Result<Exit> {
     let checked = find(&args.product.product, &args.product.products.products)?;
     let Some(product) = &checked.product else {
         return Ok(invalid(&checked));
@@ -55,7 +55,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
 
 /// A product that does not validate: its diagnostics go to stderr, and the exit says "invalid
 /// configuration".
-pub fn invalid(checked: &Checked) -> Exit {
+pub(super) fn invalid(checked: &Checked) -> Exit {
     let summary = Summary {
         files: 1,
         invalid: 1,
@@ -72,7 +72,7 @@ pub fn invalid(checked: &Checked) -> Exit {
 }
 
 /// Finds a product by file path or by name in `products`.
-pub fn find(product: &str, products: &Path) -> anyhow::Result<Checked> {
+pub(super) fn find(product: &str, products: &Path) -> anyhow::Result<Checked> {
     let as_path = Path::new(product);
     let looks_like_path = product.ends_with(".yaml") || product.ends_with(".yml") || product.contains('/');
     if looks_like_path || as_path.is_file() {

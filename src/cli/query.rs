@@ -16,14 +16,14 @@ use crate::store::local::{warehouse, warehouse_dir};
 use super::{Exit, print};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
+pub(super) enum Format {
     Table,
     Csv,
     Json,
 }
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(super) struct Args {
     /// The query, e.g. "SELECT * FROM weather_data.weather_records LIMIT 10".
     sql: String,
     /// Data dir of the local target [env: DPF_DATA_DIR] [default: .dpf]
@@ -33,7 +33,7 @@ pub struct Args {
     format: Format,
 }
 
-pub fn run(args: Args) -> anyhow::Result<Exit> {
+pub(super) fn run(args: Args) -> anyhow::Result<Exit> {
     let data_dir = crate::target::data_dir(args.data_dir.as_deref());
     let runtime = super::runtime::Runtime::new(false)?;
     let warehouse = warehouse_dir(&data_dir);

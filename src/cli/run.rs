@@ -20,7 +20,7 @@ use super::runtime::Runtime;
 use super::{Exit, ProductArgs, print};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(super) struct Args {
     #[command(flatten)]
     product: ProductArgs,
     /// Serve HTTP requests from the product's recorded fixtures instead of the network.
@@ -50,7 +50,7 @@ pub struct Args {
 }
 
 /// `90`, `90s`, `30m`, `2h`, `1h30m`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
     let invalid = || format!("`{text}` is not a duration: write e.g. 90s, 30m, 2h or 1h30m");
     if let Ok(seconds) = text.parse::<f64>() {
         return Duration::try_from_secs_f64(seconds).map_err(|_| invalid());
@@ -81,7 +81,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// The logical time of a run of `product` at `at` (default: now).
-pub fn logical(product: &Product, at: Option<DateTime<Utc>>) -> anyhow::Result<Logical> {
+pub(super) fn logical(product: &Product, at: Option<DateTime<Utc>>) -> anyhow::Result<Logical> {
     crate::plan::logical::at(
         &product.name,
         product.schedule.as_deref(),
@@ -92,14 +92,14 @@ pub fn logical(product: &Product, at: Option<DateTime<Utc>>) -> anyhow::Result<L
 }
 
 /// The fixtures of `product` by default: `fixtures/<name>/` beside its file.
-pub fn default_fixtures(file: &Path, product: &Product) -> PathBuf {
+pub(super) fn default_fixtures(file: &Path, product: &Product) -> PathBuf {
     file.parent()
         .unwrap_or(Path::new("."))
         .join("fixtures")
         .join(&product.name)
 }
 
-pub fn run(args: Args) -> anyhow::Result<Exit> {
+pub(super) fn run(args: Args) -> anyhow::Result<Exit> {
     let runtime = Runtime::new(true)?;
     let checked = find(&args.product.product, &args.product.products.products)?;
     let Some(product) = &checked.product else {
@@ -155,7 +155,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
 }
 
 /// The exit code of a run that ended with `status`.
-pub fn exit(status: RunStatus) -> Exit {
+pub(super) fn exit(status: RunStatus) -> Exit {
     match status {
         RunStatus::Succeeded => Exit::Success,
         RunStatus::Failed => Exit::Failure,
@@ -165,7 +165,7 @@ pub fn exit(status: RunStatus) -> Exit {
 }
 
 /// The run lock of `product`; `None` (said on stderr) when another run holds it.
-pub fn lock(data_dir: &Path, product: &Product) -> anyhow::Result<Option<crate::run::lock::RunLock>> {
+pub(super) fn lock(data_dir: &Path, product: &Product) -> anyhow::Result<Option<crate::run::lock::RunLock>> {
     match crate::run::lock::acquire(data_dir, &product.name) {
         Ok(lock) => Ok(Some(lock)),
         Err(error @ crate::run::lock::LockError::Busy { .. }) => {
@@ -177,7 +177,12 @@ pub fn lock(data_dir: &Path, product: &Product) -> anyhow::Result<Option<crate::
 }
 
 /// Runs `product` on `runtime`, stopping cleanly when its stop token is cancelled (SIGINT, SIGTERM).
-pub fn execute(runtime: &Runtime, product: &Product, checked: &Checked, options: Options) -> anyhow::Result<Outcome> {
+pub(super) fn execute(
+    runtime: &Runtime,
+    product: &Product,
+    checked: &Checked,
+    options: Options,
+) -> anyhow::Result<Outcome> {
     let source = checked.source.clone();
     runtime.block_on(async {
         // Projects and credentials are checked before anything is extracted.

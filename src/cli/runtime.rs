@@ -7,7 +7,7 @@ use std::future::Future;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-pub struct Runtime {
+pub(super) struct Runtime {
     runtime: tokio::runtime::Runtime,
     /// Cancelled by SIGINT or SIGTERM (when caught).
     pub stop: CancellationToken,
@@ -15,7 +15,7 @@ pub struct Runtime {
 
 impl Runtime {
     /// A multi-thread runtime; with `signals`, SIGINT and SIGTERM cancel [`Runtime::stop`].
-    pub fn new(signals: bool) -> anyhow::Result<Self> {
+    pub(super) fn new(signals: bool) -> anyhow::Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -49,7 +49,7 @@ impl Runtime {
         Ok(Runtime { runtime, stop })
     }
 
-    pub fn block_on<F: Future>(&self, future: F) -> F::Output {
+    pub(super) fn block_on<F: Future>(&self, future: F) -> F::Output {
         self.runtime.block_on(future)
     }
 }

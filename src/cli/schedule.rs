@@ -11,20 +11,20 @@ use crate::validate::check_paths;
 use super::{Exit, print};
 
 #[derive(Debug, clap::Subcommand)]
-pub enum Command {
+pub(super) enum Command {
     /// Print every product's schedule as crontab lines, Kubernetes CronJobs or Cloud Run Jobs.
     Export(ExportArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
+pub(super) enum Format {
     Crontab,
     Kubernetes,
     CloudRun,
 }
 
 #[derive(Debug, clap::Args)]
-pub struct ExportArgs {
+pub(super) struct ExportArgs {
     #[arg(long, value_enum)]
     format: Format,
     /// Product files or folders [default: products].
@@ -49,7 +49,7 @@ pub struct ExportArgs {
     region: String,
 }
 
-pub fn run(command: Command) -> anyhow::Result<Exit> {
+pub(super) fn run(command: Command) -> anyhow::Result<Exit> {
     let Command::Export(args) = command;
     let paths = if args.paths.is_empty() {
         vec![PathBuf::from("products")]

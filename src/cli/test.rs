@@ -15,7 +15,7 @@ use super::run::{default_fixtures, execute};
 use super::{Exit, print};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(super) struct Args {
     /// Product files or folders [default: products].
     paths: Vec<PathBuf>,
     /// Show each run's log lines on stderr.
@@ -23,7 +23,7 @@ pub struct Args {
     verbose: bool,
 }
 
-pub fn run(args: Args) -> anyhow::Result<Exit> {
+pub(super) fn run(args: Args) -> anyhow::Result<Exit> {
     let runtime = super::runtime::Runtime::new(false)?;
     let paths = if args.paths.is_empty() {
         vec![PathBuf::from("products")]

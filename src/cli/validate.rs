@@ -9,7 +9,7 @@ use crate::validate::check_paths;
 use super::{Color, Exit, print};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(super) struct Args {
     /// Product files or folders (searched recursively for *.yaml and *.yml).
     #[arg(value_name = "PATH", default_value = "products")]
     paths: Vec<PathBuf>,
@@ -24,7 +24,7 @@ pub struct Args {
     color: Color,
 }
 
-pub fn run(args: Args) -> anyhow::Result<Exit> {
+pub(super) fn run(args: Args) -> anyhow::Result<Exit> {
     let checked = check_paths(&args.paths)?;
     if checked.is_empty() {
         anyhow::bail!(

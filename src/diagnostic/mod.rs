@@ -1,7 +1,7 @@
 //! Problems found in a user's product files: data with a code, a span and a message, rendered by
 //! one of the renderers in [`render`].
 
-pub mod render;
+pub(crate) mod render;
 
 use crate::spec::{SourceFile, Span};
 
@@ -177,7 +177,7 @@ impl Diagnostic {
 }
 
 /// The candidate closest to `given`, if it is close enough to be a likely typo.
-pub fn closest<'a>(given: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub(crate) fn closest<'a>(given: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let given_lower = given.to_ascii_lowercase();
     candidates
         .into_iter()
@@ -192,7 +192,7 @@ pub fn closest<'a>(given: &str, candidates: impl IntoIterator<Item = &'a str>) -
 
 /// The diagnostics of one file, with the source they point into.
 #[derive(Debug)]
-pub struct FileDiagnostics<'a> {
+pub(crate) struct FileDiagnostics<'a> {
     pub source: &'a SourceFile,
     pub diagnostics: &'a [Diagnostic],
 }

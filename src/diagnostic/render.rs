@@ -8,7 +8,7 @@ use super::{Diagnostic, FileDiagnostics, Severity};
 
 /// How `dpf validate` prints what it found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     /// Source snippets with carets, for people.
     Human,
     /// One JSON document (see the README for its fields).
@@ -19,7 +19,7 @@ pub enum Format {
 
 /// Counts shown in the summary line and the JSON output.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct Summary {
+pub(crate) struct Summary {
     pub files: usize,
     pub invalid: usize,
     pub errors: usize,
@@ -27,7 +27,7 @@ pub struct Summary {
 }
 
 /// Renders every diagnostic as a source snippet with carets; colours only when asked.
-pub fn human(files: &[FileDiagnostics<'_>], summary: Summary, color: bool) -> String {
+pub(crate) fn human(files: &[FileDiagnostics<'_>], summary: Summary, color: bool) -> String {
     let renderer = if color { Renderer::styled() } else { Renderer::plain() };
     let mut out = String::new();
     for file in files {
@@ -114,7 +114,7 @@ struct JsonReport<'a> {
 }
 
 /// Renders all diagnostics as one JSON document.
-pub fn json(files: &[FileDiagnostics<'_>], summary: Summary) -> serde_json::Result<String> {
+pub(crate) fn json(files: &[FileDiagnostics<'_>], summary: Summary) -> serde_json::Result<String> {
     let diagnostics = files
         .iter()
         .flat_map(|file| {
@@ -149,7 +149,7 @@ pub fn json(files: &[FileDiagnostics<'_>], summary: Summary) -> serde_json::Resu
 }
 
 /// Renders diagnostics as GitHub Actions workflow commands, which annotate the pull request.
-pub fn github(files: &[FileDiagnostics<'_>]) -> String {
+pub(crate) fn github(files: &[FileDiagnostics<'_>]) -> String {
     let mut out = String::new();
     for file in files {
         for d in file.diagnostics {

@@ -15,7 +15,7 @@ use crate::table::{Cell, RowsBuilder, TypeConflict};
 
 /// What a body could not give.
 #[derive(Debug, thiserror::Error)]
-pub enum DecodeError {
+pub(crate) enum DecodeError {
     #[error("the response body is empty; expected {0}")]
     Empty(&'static str),
     #[error("{}", json_message(.0))]
@@ -55,13 +55,13 @@ fn json_message(error: &serde_json::Error) -> String {
 
 /// A decoded page: how many records it held and the values found at the requested paths.
 #[derive(Debug)]
-pub struct Page {
+pub(crate) struct Page {
     pub records: usize,
     pub found: Vec<Option<Value>>,
 }
 
 /// What to take out of each response.
-pub struct Shape<'a> {
+pub(crate) struct Shape<'a> {
     pub format: Format,
     pub records: Option<&'a str>,
     pub include: &'a [String],
@@ -71,7 +71,7 @@ pub struct Shape<'a> {
 
 /// Decodes `body` into `builder`. The body is dropped as soon as the records are out of it, before
 /// `include` fields are copied onto every row, so a large page is not held twice.
-pub fn decode(body: Vec<u8>, shape: &Shape<'_>, builder: &mut RowsBuilder) -> Result<Page, DecodeError> {
+pub(crate) fn decode(body: Vec<u8>, shape: &Shape<'_>, builder: &mut RowsBuilder) -> Result<Page, DecodeError> {
     let first = builder.rows();
     let result = match shape.format {
         Format::Json => json(&body, shape, builder),

@@ -17,7 +17,7 @@ use crate::retry;
 use crate::table::{RowsBuilder, Table};
 
 /// What an extract yields.
-pub struct Extracted {
+pub(crate) struct Extracted {
     pub table: Table,
     pub pages: usize,
     pub bytes: usize,
@@ -370,7 +370,7 @@ fn next_page(
 }
 
 /// The `rel="next"` target of an RFC 8288 `Link` header.
-pub fn next_link(header: &str) -> Option<String> {
+pub(crate) fn next_link(header: &str) -> Option<String> {
     let mut rest = header;
     while let Some(open) = rest.find('<') {
         let close = open + rest[open..].find('>')?;

@@ -6,7 +6,7 @@ use std::io::Write;
 use flate2::write::MultiGzDecoder;
 
 /// Default of `max_response_mb`: the decoded bytes one response may hold.
-pub const DEFAULT_MAX_MB: u64 = 512;
+pub(crate) const DEFAULT_MAX_MB: u64 = 512;
 /// A compressed body may expand this many times over (gzip's own limit is about 1,030)…
 const MAX_RATIO: usize = 500;
 /// …once it has expanded past this many bytes: small bodies of repeated values compress well.
@@ -18,7 +18,7 @@ const STEP: usize = 4096;
 
 /// Why a body was refused.
 #[derive(Debug, thiserror::Error)]
-pub enum BodyError {
+pub(crate) enum BodyError {
     #[error("it holds more than {limit_mb} MB once decoded (`max_response_mb: {limit_mb}`)")]
     TooLarge { limit_mb: u64 },
     #[error(
@@ -31,7 +31,7 @@ pub enum BodyError {
 }
 
 /// A body being received.
-pub struct Body {
+pub(super) struct Body {
     decoded: Decoded,
     /// Bytes received, before decompression.
     received: usize,
@@ -47,7 +47,7 @@ enum Decoded {
 impl Body {
     /// An empty body of at most `limit_mb` decoded megabytes (10⁶ bytes); `gzip` when the response
     /// says `Content-Encoding: gzip`. `expected` bytes are reserved up front, within the limit.
-    pub fn new(gzip: bool, limit_mb: u64, expected: usize) -> Self {
+    pub(super) fn new(gzip: bool, limit_mb: u64, expected: usize) -> Self {
         let limit = usize::try_from(limit_mb.saturating_mul(1_000_000)).unwrap_or(usize::MAX);
         let buffer = Vec::with_capacity(expected.min(limit).min(RESERVE));
         Body {
@@ -63,7 +63,7 @@ impl Body {
     }
 
     /// Whether a body announced as `length` bytes is refused before it is read.
-    pub fn refuses(&self, length: u64) -> Result<(), BodyError> {
+    pub(super) fn refuses(&self, length: u64) -> Result<(), BodyError> {
         match self.decoded {
             Decoded::Plain(_) if length > self.limit as u64 => Err(self.too_large()),
             _ => Ok(()),
@@ -71,7 +71,7 @@ impl Body {
     }
 
     /// Takes the next received bytes; returns how many decoded bytes they added.
-    pub fn push(&mut self, chunk: &[u8]) -> Result<usize, BodyError> {
+    pub(super) fn push(&mut self, chunk: &[u8]) -> Result<usize, BodyError> {
         let before = self.len();
         for step in chunk.chunks(STEP) {
             self.received += step.len();
@@ -88,7 +88,7 @@ impl Body {
     }
 
     /// The whole decoded body (empty when nothing came, even if it was said to be gzip).
-    pub fn finish(self) -> Result<Vec<u8>, BodyError> {
+    pub(super) fn finish(self) -> Result<Vec<u8>, BodyError> {
         match self.decoded {
             Decoded::Plain(buffer) => Ok(buffer),
             Decoded::Gzip(_) if self.received == 0 => Ok(Vec::new()),
@@ -98,7 +98,7 @@ impl Body {
 
     /// What could be decoded, for an error response's excerpt: a body that broke off, ran over its
     /// limit or is not valid gzip still says something.
-    pub fn excerpt(self) -> Vec<u8> {
+    pub(super) fn excerpt(self) -> Vec<u8> {
         match self.decoded {
             Decoded::Plain(buffer) => buffer,
             Decoded::Gzip(decoder) => {

@@ -17,7 +17,7 @@ const VERSION: u32 = 1;
 const KEPT_HEADERS: [&str; 2] = ["content-type", "link"];
 
 #[derive(Debug, thiserror::Error)]
-pub enum FixtureError {
+pub(crate) enum FixtureError {
     #[error("no recorded responses for task `{task}`: {} does not exist; record them with `dpf run PRODUCT --record`", path.display())]
     Missing { task: String, path: PathBuf },
     #[error("cannot read the fixtures in {}", path.display())]
@@ -60,7 +60,7 @@ struct File {
 /// One request and its response.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Exchange {
+pub(crate) struct Exchange {
     /// Method, URL (query decoded and sorted) and body, as [`super::Request::key`] writes them.
     pub request: String,
     pub status: u16,
@@ -76,7 +76,7 @@ pub struct Exchange {
 
 impl Exchange {
     /// The exchange with every secret value replaced by its reference.
-    pub fn new(request: String, response: &Response, secrets: &Secrets) -> Self {
+    pub(crate) fn new(request: String, response: &Response, secrets: &Secrets) -> Self {
         let headers = response
             .headers
             .iter()
@@ -113,7 +113,7 @@ impl Exchange {
 /// Recorded responses, served by request; a request asked again gets the next recording of it, and
 /// the last one again once they are used up.
 #[derive(Debug, Default)]
-pub struct Fixtures {
+pub(crate) struct Fixtures {
     dir: PathBuf,
     tasks: Mutex<HashMap<String, TaskFixtures>>,
 }
@@ -126,7 +126,7 @@ struct TaskFixtures {
 }
 
 impl Fixtures {
-    pub fn new(dir: &Path) -> Self {
+    pub(crate) fn new(dir: &Path) -> Self {
         Fixtures {
             dir: dir.to_path_buf(),
             tasks: Mutex::default(),
@@ -134,7 +134,7 @@ impl Fixtures {
     }
 
     /// Loads the fixtures of `task`, so that [`Fixtures::take`] serves them.
-    pub fn load(&self, task: &str) -> Result<(), FixtureError> {
+    pub(crate) fn load(&self, task: &str) -> Result<(), FixtureError> {
         let path = path(&self.dir, task);
         let text = std::fs::read_to_string(&path).map_err(|source| match source.kind() {
             std::io::ErrorKind::NotFound => FixtureError::Missing {
@@ -169,7 +169,7 @@ impl Fixtures {
     }
 
     /// The recorded response to `request` for `task`.
-    pub fn take_for(&self, task: &str, request: &str) -> Result<Response, FixtureError> {
+    pub(crate) fn take_for(&self, task: &str, request: &str) -> Result<Response, FixtureError> {
         let mut tasks = self.tasks.lock().expect("fixtures lock");
         let fixtures = tasks.get_mut(task).expect("fixtures are loaded before the task runs");
         match fixtures.responses.get_mut(request) {
@@ -195,7 +195,7 @@ impl Fixtures {
 }
 
 /// Writes the exchanges of `task` into `dir`, replacing what was recorded before.
-pub fn save(dir: &Path, task: &str, exchanges: Vec<Exchange>) -> Result<PathBuf, FixtureError> {
+pub(crate) fn save(dir: &Path, task: &str, exchanges: Vec<Exchange>) -> Result<PathBuf, FixtureError> {
     let path = path(dir, task);
     let file = File {
         version: VERSION,

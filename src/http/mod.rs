@@ -2,7 +2,7 @@
 //! fixtures with no network at all.
 
 mod body;
-pub mod fixtures;
+pub(crate) mod fixtures;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -11,12 +11,12 @@ use std::time::Duration;
 use url::Url;
 
 use crate::secrets::Secrets;
-pub use body::{BodyError, DEFAULT_MAX_MB};
-pub use fixtures::{Exchange, Fixtures};
+pub(crate) use body::{BodyError, DEFAULT_MAX_MB};
+pub(crate) use fixtures::{Exchange, Fixtures};
 
 /// One request, as the extract means it.
 #[derive(Debug, Clone)]
-pub struct Request {
+pub(crate) struct Request {
     pub method: &'static str,
     pub url: Url,
     pub headers: Vec<(String, String)>,
@@ -29,7 +29,7 @@ pub struct Request {
 impl Request {
     /// The request's identity in fixtures: method, URL with decoded and sorted query, body; secrets
     /// replaced by their references. Headers are left out: they carry credentials, not identity.
-    pub fn key(&self, secrets: &Secrets) -> String {
+    pub(crate) fn key(&self, secrets: &Secrets) -> String {
         let mut pairs: Vec<(String, String)> = self.url.query_pairs().into_owned().collect();
         pairs.sort();
         let mut key = format!(
@@ -58,14 +58,14 @@ fn percent_decoded(path: &str) -> String {
 
 /// A response: status, headers (names in lower case) and the decoded body.
 #[derive(Debug, Clone)]
-pub struct Response {
+pub(crate) struct Response {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
 impl Response {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -74,7 +74,7 @@ impl Response {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum HttpError {
+pub(crate) enum HttpError {
     #[error("cannot send the request to {url}")]
     Request {
         url: String,
@@ -123,13 +123,13 @@ pub enum HttpError {
 }
 
 /// Whether an HTTP status is worth another attempt: 408, 429 or a server error.
-pub fn transient_status(status: u16) -> bool {
+pub(crate) fn transient_status(status: u16) -> bool {
     matches!(status, 408 | 429 | 500..=599)
 }
 
 impl HttpError {
     /// Worth another attempt: the network, a timeout, 408, 429 or a server error.
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         match self {
             HttpError::Connect { .. }
             | HttpError::Timeout { .. }
@@ -145,7 +145,7 @@ impl HttpError {
         }
     }
 
-    pub fn retry_after(&self) -> Option<Duration> {
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
         match self {
             HttpError::Status { retry_after, .. } => *retry_after,
             _ => None,
@@ -154,7 +154,7 @@ impl HttpError {
 }
 
 /// Where requests go.
-pub enum Transport {
+pub(crate) enum Transport {
     Live(reqwest::Client),
     /// Live, and every successful exchange kept to be written as fixtures.
     Record(reqwest::Client, Mutex<HashMap<String, Vec<Exchange>>>),
@@ -163,17 +163,17 @@ pub enum Transport {
 
 impl Transport {
     /// Requests through `client`, the run's.
-    pub fn live(client: reqwest::Client) -> Self {
+    pub(crate) fn live(client: reqwest::Client) -> Self {
         Transport::Live(client)
     }
 
     /// Requests through `client`, each exchange kept to be written as a fixture.
-    pub fn record(client: reqwest::Client) -> Self {
+    pub(crate) fn record(client: reqwest::Client) -> Self {
         Transport::Record(client, Mutex::default())
     }
 
     /// Sends `request`; `progress` hears the body's bytes as they arrive. A non-2xx status is an error.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         task: &str,
         request: &Request,
@@ -207,7 +207,7 @@ impl Transport {
     }
 
     /// The exchanges of `task` recorded so far (none unless recording).
-    pub fn take_recorded(&self, task: &str) -> Vec<Exchange> {
+    pub(crate) fn take_recorded(&self, task: &str) -> Vec<Exchange> {
         match self {
             Transport::Record(_, exchanges) => exchanges
                 .lock()
@@ -225,7 +225,7 @@ pub(crate) fn install_crypto() {
 }
 
 /// `text` as an `http` or `https` URL; `dpf validate` checks literal ones with it.
-pub fn http_url(text: &str) -> Result<Url, String> {
+pub(crate) fn http_url(text: &str) -> Result<Url, String> {
     let url = Url::parse(text).map_err(|error| format!("`{text}` is not a valid URL: {error}"))?;
     match url.scheme() {
         "http" | "https" => Ok(url),
@@ -238,7 +238,7 @@ const MAX_REDIRECTS: usize = 10;
 
 /// Why a header cannot be sent as it is, if it cannot: checked before any request goes out, and
 /// by `dpf validate` for the headers a product writes out.
-pub fn header_problem(name: &str, value: &str) -> Option<(&'static str, &'static str)> {
+pub(crate) fn header_problem(name: &str, value: &str) -> Option<(&'static str, &'static str)> {
     if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
         return Some(("name", "header names are letters, digits and !#$%&'*+-.^_`|~"));
     }
@@ -432,7 +432,7 @@ fn status_error(request: &Request, response: &Response, secrets: &Secrets) -> Ht
 }
 
 /// `Retry-After` as seconds or an HTTP date.
-pub fn retry_after(value: &str) -> Option<Duration> {
+pub(crate) fn retry_after(value: &str) -> Option<Duration> {
     let value = value.trim();
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(Duration::from_secs(seconds));

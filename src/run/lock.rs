@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 
 /// Held while a run goes on.
 #[derive(Debug)]
-pub struct RunLock {
+pub(crate) struct RunLock {
     _file: File,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum LockError {
+pub(crate) enum LockError {
     #[error(
         "another run of `{product}` is still going on (it holds {}); this one does not start",
         path.display()
@@ -26,7 +26,7 @@ pub enum LockError {
 }
 
 /// Takes the lock of `product` in `data_dir`, or says who has it.
-pub fn acquire(data_dir: &Path, product: &str) -> Result<RunLock, LockError> {
+pub(crate) fn acquire(data_dir: &Path, product: &str) -> Result<RunLock, LockError> {
     let dir = data_dir.join("locks");
     let path = dir.join(format!("{product}.lock"));
     let io = |source| LockError::Io {

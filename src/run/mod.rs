@@ -29,7 +29,7 @@ use crate::target::Target;
 
 /// Where HTTP requests go.
 #[derive(Debug, Clone)]
-pub enum HttpMode {
+pub(crate) enum HttpMode {
     Live,
     /// Live, and each extract's exchanges saved into this folder.
     Record(PathBuf),
@@ -37,7 +37,7 @@ pub enum HttpMode {
     Replay(PathBuf),
 }
 
-pub struct Options {
+pub(crate) struct Options {
     pub target: Target,
     pub data_dir: PathBuf,
     pub http: HttpMode,
@@ -49,7 +49,7 @@ pub struct Options {
 }
 
 /// How a run ended, with the rows each data-producing task yielded.
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub receipt: Receipt,
     pub tables: HashMap<String, Table>,
 }
@@ -62,7 +62,7 @@ fn render(call: &Call, logical: &Logical) -> Result<Call, TaskError> {
 }
 
 /// Runs `product` once. Never panics on bad input: every failure ends up in the receipt.
-pub async fn run(
+pub(crate) async fn run(
     product: &Product,
     source: SourceFile,
     options: Options,

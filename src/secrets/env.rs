@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 /// The variables of the `.env` file at `path`; none when it does not exist.
-pub fn read(path: &Path) -> HashMap<String, String> {
+pub(super) fn read(path: &Path) -> HashMap<String, String> {
     std::fs::read_to_string(path)
         .map(|text| parse(&text))
         .unwrap_or_default()

@@ -11,22 +11,22 @@ use gcloud_sdk::tonic::Code;
 use gcloud_sdk::{GoogleApi, GoogleAuthMiddleware};
 
 /// The environment variable that overrides Secret Manager's endpoint.
-pub const URL_VAR: &str = "DPF_SECRET_MANAGER_URL";
+pub(crate) const URL_VAR: &str = "DPF_SECRET_MANAGER_URL";
 const API: &str = "https://secretmanager.googleapis.com";
 
 /// Why a secret could not be read; `transient` when trying again later may help.
 #[derive(Debug)]
-pub struct AccessError {
+pub(crate) struct AccessError {
     pub message: String,
     pub transient: bool,
 }
 
-pub struct SecretManager {
+pub(crate) struct SecretManager {
     api: GoogleApi<SecretManagerServiceClient<GoogleAuthMiddleware>>,
 }
 
 impl SecretManager {
-    pub async fn connect() -> Result<SecretManager, AccessError> {
+    pub(crate) async fn connect() -> Result<SecretManager, AccessError> {
         crate::http::install_crypto();
         let url = std::env::var(URL_VAR)
             .ok()
@@ -47,7 +47,7 @@ impl SecretManager {
 
     /// The payload of secret version `name` (`projects/P/secrets/S/versions/V`) as text, without a
     /// trailing line break.
-    pub async fn access(&self, name: &str) -> Result<String, AccessError> {
+    pub(crate) async fn access(&self, name: &str) -> Result<String, AccessError> {
         let request = AccessSecretVersionRequest { name: name.to_owned() };
         let response = self
             .api

@@ -3,7 +3,7 @@
 //! [`Secrets::redact`], which puts the reference back in place of its value.
 
 mod env;
-pub mod gcp;
+pub(crate) mod gcp;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -17,7 +17,7 @@ use crate::spec::reference::{Reference, references};
 const MIN_REDACTED_LEN: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
-pub enum SecretError {
+pub(crate) enum SecretError {
     #[error(
         "`{reference}` is not set: on the local target it is read from the environment variable `{name}` \
          or from `.env` in the working directory"
@@ -49,7 +49,7 @@ pub enum SecretError {
 
 /// How references turn into text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// Their values, from the environment, `.env` or files.
     Values,
     /// Their own text (`${secret:NAME}`): what recorded fixtures hold, so replay needs no credentials.
@@ -58,7 +58,7 @@ pub enum Mode {
 
 /// The references of one run and what they resolved to.
 #[derive(Debug, Clone, Default)]
-pub struct Secrets {
+pub(crate) struct Secrets {
     inner: Arc<Mutex<Resolved>>,
 }
 
@@ -75,12 +75,12 @@ struct Resolved {
 }
 
 impl Secrets {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Secrets that read `${secret:NAME}` from Secret Manager, in the product's project.
-    pub fn from_secret_manager() -> Self {
+    pub(crate) fn from_secret_manager() -> Self {
         let secrets = Self::default();
         secrets.inner.lock().expect("secrets lock").manager = true;
         secrets
@@ -89,7 +89,7 @@ impl Secrets {
     /// Resolves every reference in `texts` (task id, text) now, reading the Secret Manager ones
     /// concurrently, so that a missing or unreadable one fails the run before any task runs. The first
     /// failure comes with the task whose text holds it.
-    pub async fn prefetch(&self, texts: &[(String, String)]) -> Result<(), (String, SecretError)> {
+    pub(crate) async fn prefetch(&self, texts: &[(String, String)]) -> Result<(), (String, SecretError)> {
         let mut wanted: Vec<(String, String, String)> = Vec::new(); // (task, written, name)
         for (task, text) in texts {
             let found = references(text).map_err(|e| (task.clone(), SecretError::Malformed(e.message)))?;
@@ -158,7 +158,7 @@ impl Secrets {
     }
 
     /// `text` with each reference replaced (and `$${` unescaped).
-    pub fn resolve(&self, text: &str, mode: Mode) -> Result<String, SecretError> {
+    pub(crate) fn resolve(&self, text: &str, mode: Mode) -> Result<String, SecretError> {
         let found = references(text).map_err(|error| SecretError::Malformed(error.message))?;
         let mut out = String::with_capacity(text.len());
         let mut at = 0;
@@ -176,7 +176,7 @@ impl Secrets {
     }
 
     /// Every string inside `value` resolved.
-    pub fn resolve_json(&self, value: &Value, mode: Mode) -> Result<Value, SecretError> {
+    pub(crate) fn resolve_json(&self, value: &Value, mode: Mode) -> Result<Value, SecretError> {
         crate::spec::map_strings(value, &mut |text| self.resolve(text, mode))
     }
 
@@ -208,7 +208,7 @@ impl Secrets {
     }
 
     /// Registers a value derived from secrets (an `Authorization` header, say) to be redacted as `shown`.
-    pub fn add_redaction(&self, value: &str, shown: &str) {
+    pub(crate) fn add_redaction(&self, value: &str, shown: &str) {
         self.inner
             .lock()
             .expect("secrets lock")
@@ -216,7 +216,7 @@ impl Secrets {
     }
 
     /// `text` with every resolved value replaced by the reference it came from.
-    pub fn redact(&self, text: &str) -> String {
+    pub(crate) fn redact(&self, text: &str) -> String {
         let resolved = self.inner.lock().expect("secrets lock");
         let mut out = text.to_owned();
         for (value, shown) in &resolved.redactions {
@@ -248,7 +248,7 @@ fn redact_everywhere(text: &str) -> String {
 
 /// Makes panic messages pass through redaction before they are printed: a secret in a value that
 /// reaches a panic is shown as its reference, like everywhere else.
-pub fn redact_panics() {
+pub(crate) fn redact_panics() {
     std::panic::set_hook(Box::new(|info| {
         let payload = info
             .payload()
@@ -299,7 +299,7 @@ fn manager_error(written: &str, error: gcp::AccessError) -> SecretError {
 
 impl SecretError {
     /// Whether trying again later may help: Secret Manager was unreachable or overloaded.
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         matches!(self, SecretError::Manager { transient: true, .. })
     }
 }

@@ -1,8 +1,8 @@
 //! Store functions: tasks that write rows to BigQuery and Firestore (or their local stand-ins).
 
-pub mod bigquery;
-pub mod firestore;
-pub mod local;
+pub(crate) mod bigquery;
+pub(crate) mod firestore;
+pub(crate) mod local;
 
-pub use bigquery::StoreToBigquery;
-pub use firestore::StoreToFirestore;
+pub(crate) use bigquery::StoreToBigquery;
+pub(crate) use firestore::StoreToFirestore;

@@ -16,7 +16,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
 /// One value of a record, before it lands in a column.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Cell<'a> {
+pub(crate) enum Cell<'a> {
     Null,
     Bool(bool),
     Int(i64),
@@ -29,7 +29,7 @@ pub enum Cell<'a> {
 impl Cell<'_> {
     /// A CSV field: empty is null; integers, decimals and booleans are typed when the text is their
     /// canonical form (so `02134` stays text); anything else is text.
-    pub fn from_text(text: &str) -> Cell<'_> {
+    pub(crate) fn from_text(text: &str) -> Cell<'_> {
         if text.is_empty() {
             return Cell::Null;
         }
@@ -53,7 +53,7 @@ impl Cell<'_> {
     }
 
     /// The same value, owning its text.
-    pub fn into_owned(self) -> Cell<'static> {
+    pub(crate) fn into_owned(self) -> Cell<'static> {
         match self {
             Cell::Null => Cell::Null,
             Cell::Bool(v) => Cell::Bool(v),
@@ -77,7 +77,7 @@ impl Cell<'_> {
 
 /// A field that changed type between records or pages.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TypeConflict {
+pub(crate) struct TypeConflict {
     pub field: String,
     pub was: &'static str,
     pub found: &'static str,
@@ -315,7 +315,7 @@ fn with_nulls<B>(mut builder: B, nulls: usize, append: fn(&mut B, usize)) -> B {
 
 /// Builds one table out of records that arrive page by page, row-wise or column-wise.
 #[derive(Default)]
-pub struct RowsBuilder {
+pub(crate) struct RowsBuilder {
     columns: Vec<Column>,
     index: HashMap<String, usize>,
     rows: usize,
@@ -328,15 +328,15 @@ pub struct RowsBuilder {
 }
 
 /// Values decoded between two looks at the stop token: a few milliseconds of work.
-pub const STOP_EVERY: usize = 16 * 1024;
+pub(crate) const STOP_EVERY: usize = 16 * 1024;
 
 impl RowsBuilder {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// A builder whose decoders give up once `stop` is cancelled.
-    pub fn stopping_on(stop: tokio_util::sync::CancellationToken) -> Self {
+    pub(crate) fn stopping_on(stop: tokio_util::sync::CancellationToken) -> Self {
         RowsBuilder {
             stop: Some(stop),
             ..Self::default()
@@ -344,33 +344,33 @@ impl RowsBuilder {
     }
 
     /// The token decoding watches, for loops that hold the builder borrowed.
-    pub fn stop_token(&self) -> Option<tokio_util::sync::CancellationToken> {
+    pub(crate) fn stop_token(&self) -> Option<tokio_util::sync::CancellationToken> {
         self.stop.clone()
     }
 
     /// Whether decoding should give up now.
-    pub fn stopped(&self) -> bool {
+    pub(crate) fn stopped(&self) -> bool {
         self.stop.as_ref().is_some_and(|stop| stop.is_cancelled())
     }
 
-    pub fn rows(&self) -> usize {
+    pub(crate) fn rows(&self) -> usize {
         self.rows
     }
 
     /// Starts a page: later messages name it.
-    pub fn start_page(&mut self, page: usize) {
+    pub(crate) fn start_page(&mut self, page: usize) {
         self.page = page;
         self.record = 0;
     }
 
     /// Keeps `conflict` for [`RowsBuilder::take_conflict`]: a parser that can only report text
     /// errors leaves the typed one here.
-    pub fn stash(&mut self, conflict: TypeConflict) {
+    pub(crate) fn stash(&mut self, conflict: TypeConflict) {
         self.conflict = Some(conflict);
     }
 
     /// The conflict stashed by the last failed push, if any.
-    pub fn take_conflict(&mut self) -> Option<TypeConflict> {
+    pub(crate) fn take_conflict(&mut self) -> Option<TypeConflict> {
         self.conflict.take()
     }
 
@@ -421,7 +421,7 @@ impl RowsBuilder {
     }
 
     /// Appends one record, field by field.
-    pub fn push_record<'c>(
+    pub(crate) fn push_record<'c>(
         &mut self,
         fields: impl IntoIterator<Item = (&'c str, Cell<'c>)>,
     ) -> Result<(), TypeConflict> {
@@ -439,7 +439,7 @@ impl RowsBuilder {
     }
 
     /// A record written field by field through [`RecordWriter`].
-    pub fn record(&mut self) -> RecordWriter<'_> {
+    pub(crate) fn record(&mut self) -> RecordWriter<'_> {
         RecordWriter {
             row: self.rows,
             position: 0,
@@ -449,7 +449,7 @@ impl RowsBuilder {
 
     /// Appends values to column `name` in rows `first..`, for column-wise records (one array per field).
     /// `expected` is how many values (and text bytes at most) are coming, when known.
-    pub fn column_writer(&mut self, name: &str, first: usize, expected: (usize, usize)) -> ColumnWriter<'_> {
+    pub(crate) fn column_writer(&mut self, name: &str, first: usize, expected: (usize, usize)) -> ColumnWriter<'_> {
         let position = self.column(name, usize::MAX);
         self.columns[position].expected = expected;
         ColumnWriter {
@@ -460,13 +460,13 @@ impl RowsBuilder {
     }
 
     /// Ends a batch of column-wise records of `rows` rows that started at row `first`.
-    pub fn end_columns(&mut self, first: usize, rows: usize) {
+    pub(crate) fn end_columns(&mut self, first: usize, rows: usize) {
         self.rows = first + rows;
         self.record += rows;
     }
 
     /// Sets column `name` to `cell` in rows `first..self.rows()` (top-level fields copied into each row).
-    pub fn fill(&mut self, name: &str, first: usize, cell: &Cell<'_>) -> Result<(), TypeConflict> {
+    pub(crate) fn fill(&mut self, name: &str, first: usize, cell: &Cell<'_>) -> Result<(), TypeConflict> {
         let end = self.rows;
         let saved = self.record;
         for row in first..end {
@@ -478,7 +478,7 @@ impl RowsBuilder {
     }
 
     /// The rows so far as one record batch; the builder is left empty.
-    pub fn finish(&mut self) -> RecordBatch {
+    pub(crate) fn finish(&mut self) -> RecordBatch {
         let rows = self.rows;
         let (fields, arrays): (Vec<Field>, Vec<ArrayRef>) =
             self.columns.iter_mut().map(|column| column.finish(rows)).unzip();
@@ -490,33 +490,33 @@ impl RowsBuilder {
 }
 
 /// Writes the fields of one record.
-pub struct RecordWriter<'b> {
+pub(crate) struct RecordWriter<'b> {
     builder: &'b mut RowsBuilder,
     row: usize,
     position: usize,
 }
 
 impl RecordWriter<'_> {
-    pub fn field(&mut self, name: &str, cell: Cell<'_>) -> Result<(), TypeConflict> {
+    pub(crate) fn field(&mut self, name: &str, cell: Cell<'_>) -> Result<(), TypeConflict> {
         let position = self.position;
         self.position += 1;
         self.builder.put(name, position, self.row, cell)
     }
 
-    pub fn end(self) {
+    pub(crate) fn end(self) {
         self.builder.end_record();
     }
 }
 
 /// Writes the values of one column, row after row.
-pub struct ColumnWriter<'b> {
+pub(crate) struct ColumnWriter<'b> {
     builder: &'b mut RowsBuilder,
     position: usize,
     row: usize,
 }
 
 impl ColumnWriter<'_> {
-    pub fn push(&mut self, cell: Cell<'_>) -> Result<(), TypeConflict> {
+    pub(crate) fn push(&mut self, cell: Cell<'_>) -> Result<(), TypeConflict> {
         self.builder.record = self.row - self.builder.rows;
         let result = self.builder.put_at(self.position, self.row, cell);
         self.row += 1;
@@ -524,7 +524,7 @@ impl ColumnWriter<'_> {
     }
 
     /// Values written so far.
-    pub fn len(&self, first: usize) -> usize {
+    pub(crate) fn len(&self, first: usize) -> usize {
         self.row - first
     }
 }

@@ -1,6 +1,6 @@
 //! The rows a task yields: an Arrow schema and record batches, named by the task's id.
 
-pub mod builder;
+pub(crate) mod builder;
 
 use std::sync::Arc;
 
@@ -8,25 +8,25 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::arrow::error::ArrowError;
 
-pub use builder::{Cell, RowsBuilder, TypeConflict};
+pub(crate) use builder::{Cell, RowsBuilder, TypeConflict};
 
 /// Rows small enough to hand to one DataFusion partition at a time.
 const CHUNK_ROWS: usize = 64 * 1024;
 
 /// The output of a data-producing task.
 #[derive(Debug, Clone)]
-pub struct Table {
+pub(crate) struct Table {
     pub schema: SchemaRef,
     pub batches: Vec<RecordBatch>,
 }
 
 impl Table {
-    pub fn new(schema: SchemaRef, batches: Vec<RecordBatch>) -> Self {
+    pub(crate) fn new(schema: SchemaRef, batches: Vec<RecordBatch>) -> Self {
         Table { schema, batches }
     }
 
     /// One batch cut into zero-copy chunks, so a query can spread it over partitions.
-    pub fn from_batch(batch: RecordBatch) -> Self {
+    pub(crate) fn from_batch(batch: RecordBatch) -> Self {
         let schema = batch.schema();
         let rows = batch.num_rows();
         let batches = (0..rows.max(1))
@@ -36,17 +36,17 @@ impl Table {
         Table { schema, batches }
     }
 
-    pub fn rows(&self) -> usize {
+    pub(crate) fn rows(&self) -> usize {
         self.batches.iter().map(RecordBatch::num_rows).sum()
     }
 
-    pub fn column_names(&self) -> Vec<&str> {
+    pub(crate) fn column_names(&self) -> Vec<&str> {
         self.schema.fields().iter().map(|f| f.name().as_str()).collect()
     }
 }
 
 /// The same schema with every column nullable: stores compare columns by name and type only.
-pub fn nullable(schema: &Schema) -> SchemaRef {
+pub(crate) fn nullable(schema: &Schema) -> SchemaRef {
     Arc::new(Schema::new(
         schema
             .fields()
@@ -57,7 +57,7 @@ pub fn nullable(schema: &Schema) -> SchemaRef {
 }
 
 /// `batch` as JSON lines, one object per row, nulls written out.
-pub fn json_lines(batch: &RecordBatch) -> Result<String, ArrowError> {
+pub(crate) fn json_lines(batch: &RecordBatch) -> Result<String, ArrowError> {
     use datafusion::arrow::json::writer::{LineDelimited, WriterBuilder};
     let mut writer = WriterBuilder::new()
         .with_explicit_nulls(true)

@@ -29,7 +29,7 @@ pub struct TransformSql {
 
 /// A SQL syntax error with its 1-based line and column inside the SQL text.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SqlError {
+pub(crate) struct SqlError {
     pub message: String,
     pub line: usize,
     pub column: usize,
@@ -37,14 +37,14 @@ pub struct SqlError {
 
 /// A table a query reads, with its 1-based position inside the SQL text.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TableRef {
+pub(crate) struct TableRef {
     pub name: String,
     pub line: usize,
     pub column: usize,
 }
 
 /// Parses a transform query; it must be exactly one statement, a query.
-pub fn parse_query(sql: &str) -> Result<Vec<Statement>, SqlError> {
+pub(crate) fn parse_query(sql: &str) -> Result<Vec<Statement>, SqlError> {
     let statements = Parser::parse_sql(&GenericDialect {}, sql).map_err(|error| sql_error(error, sql))?;
     match statements.as_slice() {
         [Statement::Query(_)] => Ok(statements),
@@ -67,7 +67,7 @@ pub fn parse_query(sql: &str) -> Result<Vec<Statement>, SqlError> {
 }
 
 /// Parses a boolean condition (an alert's `when`).
-pub fn parse_condition(sql: &str) -> Result<(), SqlError> {
+pub(crate) fn parse_condition(sql: &str) -> Result<(), SqlError> {
     let mut parser = Parser::new(&GenericDialect {})
         .try_with_sql(sql)
         .map_err(|error| sql_error(error, sql))?;
@@ -84,7 +84,7 @@ pub fn parse_condition(sql: &str) -> Result<(), SqlError> {
 }
 
 /// The tables a query reads, leaving out its own CTEs and table functions.
-pub fn tables(statements: &[Statement]) -> Vec<TableRef> {
+pub(crate) fn tables(statements: &[Statement]) -> Vec<TableRef> {
     #[derive(Default)]
     struct Tables {
         ctes: Vec<String>,
@@ -134,7 +134,7 @@ pub fn tables(statements: &[Statement]) -> Vec<TableRef> {
 }
 
 /// Runs `query` over the tables registered in `session` (one per upstream task, named by its id).
-pub async fn run(session: &SessionContext, query: &str) -> Result<Table, DataFusionError> {
+pub(crate) async fn run(session: &SessionContext, query: &str) -> Result<Table, DataFusionError> {
     let frame = session.sql(query).await?;
     let schema = Arc::new(frame.schema().as_arrow().clone());
     let batches = frame.collect().await?;
@@ -142,7 +142,7 @@ pub async fn run(session: &SessionContext, query: &str) -> Result<Table, DataFus
 }
 
 /// The message of a DataFusion error, and the line and column inside the SQL text it points at.
-pub fn explain(error: &DataFusionError, sql: &str) -> (String, Option<(usize, usize)>) {
+pub(crate) fn explain(error: &DataFusionError, sql: &str) -> (String, Option<(usize, usize)>) {
     if let Some(diagnostic) = error.diagnostic()
         && let Some(span) = diagnostic.span
         && span.start.line > 0
@@ -237,7 +237,7 @@ impl Locator<'_> {
 }
 
 /// The position in the product file of `line`:`column` inside the SQL string at `pointer`.
-pub fn locate(source: &SourceFile, pointer: &str, sql: &str, line: usize, column: usize) -> Option<LineColumn> {
+pub(crate) fn locate(source: &SourceFile, pointer: &str, sql: &str, line: usize, column: usize) -> Option<LineColumn> {
     let (document, _) = crate::spec::yaml::load(source);
     let node = document?.spans.exact(pointer)?.clone();
     Some(source.line_column(content_offset(source, &node, sql, line, column)))

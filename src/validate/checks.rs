@@ -13,7 +13,7 @@ use crate::spec::{Function, SourceFile, Span};
 use crate::transform::sql;
 
 /// Runs every semantic check over one loaded document.
-pub fn check(document: &Document, source: &SourceFile) -> Vec<Diagnostic> {
+pub(super) fn check(document: &Document, source: &SourceFile) -> Vec<Diagnostic> {
     let mut checker = Checker {
         document,
         source,

@@ -1,7 +1,7 @@
 //! Literal values that look like credentials: they belong in a secret store, not in a product file.
 
 /// Why `value` (under `key`) looks like a credential, if it does.
-pub fn looks_like_credential(key: &str, value: &str) -> Option<&'static str> {
+pub(super) fn looks_like_credential(key: &str, value: &str) -> Option<&'static str> {
     let value = value.trim();
     if value.is_empty() {
         return None;

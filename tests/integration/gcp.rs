@@ -36,7 +36,7 @@ fn emulators() -> Emulators {
 }
 
 /// A project id of this test's own: 6–30 lower-case letters, digits and hyphens.
-pub fn new_project(name: &str) -> String {
+pub(crate) fn new_project(name: &str) -> String {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, Ordering::SeqCst);
     let name: String = name.chars().filter(|c| c.is_ascii_lowercase()).take(12).collect();
@@ -44,7 +44,7 @@ pub fn new_project(name: &str) -> String {
 }
 
 /// `command` on the gcp target against the emulators, in `project`.
-pub fn gcp(command: Dpf, project: &str) -> Dpf {
+pub(crate) fn gcp(command: Dpf, project: &str) -> Dpf {
     let emulators = emulators();
     let doubles = doubles();
     doubles.secrets.insert(

@@ -7,7 +7,7 @@ use crate::util::{Dpf, dpf, root};
 use crate::util::{Workspace, receipt, task};
 
 /// `dpf run PRODUCT --replay` into the workspace's data dir, with a JSON receipt and no logs.
-pub fn replay_command(ws: &Workspace, product: &str) -> Dpf {
+pub(crate) fn replay_command(ws: &Workspace, product: &str) -> Dpf {
     dpf()
         .args([
             "run",

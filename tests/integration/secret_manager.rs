@@ -14,7 +14,7 @@ use tonic::{Code, Status};
 
 /// What the double answers for a secret version name.
 #[derive(Clone)]
-pub enum Answer {
+pub(crate) enum Answer {
     Value(String),
     Denied,
 }
@@ -88,7 +88,7 @@ impl tonic::server::NamedService for SecretManagerService {
 }
 
 /// A running double; it stops with the test process.
-pub struct SecretManager {
+pub(crate) struct SecretManager {
     /// `http://127.0.0.1:PORT`, for `DPF_SECRET_MANAGER_URL`.
     pub url: String,
     answers: Arc<Mutex<HashMap<String, Answer>>>,
@@ -97,7 +97,7 @@ pub struct SecretManager {
 
 impl SecretManager {
     /// Starts a double answering `answers` (full version name → answer).
-    pub fn start(answers: &[(&str, Answer)]) -> SecretManager {
+    pub(crate) fn start(answers: &[(&str, Answer)]) -> SecretManager {
         let service = SecretManagerService {
             answers: Arc::new(Mutex::new(
                 answers.iter().map(|(n, a)| (n.to_string(), a.clone())).collect(),
@@ -130,12 +130,12 @@ impl SecretManager {
     }
 
     /// Makes the double answer `name` with `answer` from now on.
-    pub fn insert(&self, name: &str, answer: Answer) {
+    pub(crate) fn insert(&self, name: &str, answer: Answer) {
         self.answers.lock().unwrap().insert(name.to_owned(), answer);
     }
 
     /// The secret version names asked for so far.
-    pub fn asked(&self) -> Vec<String> {
+    pub(crate) fn asked(&self) -> Vec<String> {
         self.asked.lock().unwrap().clone()
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 /// A request as the server received it.
 #[derive(Debug, Clone)]
-pub struct Seen {
+pub(crate) struct Seen {
     pub method: String,
     /// Path and query, as sent.
     pub target: String,
@@ -18,16 +18,16 @@ pub struct Seen {
 }
 
 impl Seen {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
-    pub fn path(&self) -> &str {
+    pub(crate) fn path(&self) -> &str {
         self.target.split('?').next().unwrap_or_default()
     }
 
     /// A query parameter, decoded.
-    pub fn query(&self, name: &str) -> Option<String> {
+    pub(crate) fn query(&self, name: &str) -> Option<String> {
         let query = self.target.split_once('?')?.1;
         url::form_urlencoded::parse(query.as_bytes())
             .find(|(n, _)| n == name)
@@ -36,7 +36,7 @@ impl Seen {
 }
 
 /// What the handler answers.
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
@@ -49,11 +49,11 @@ pub struct Reply {
 }
 
 impl Reply {
-    pub fn json(body: impl Into<String>) -> Reply {
+    pub(crate) fn json(body: impl Into<String>) -> Reply {
         Reply::with("application/json", body)
     }
 
-    pub fn with(content_type: &str, body: impl Into<String>) -> Reply {
+    pub(crate) fn with(content_type: &str, body: impl Into<String>) -> Reply {
         Reply {
             status: 200,
             headers: vec![("Content-Type".into(), content_type.into())],
@@ -65,13 +65,13 @@ impl Reply {
     }
 
     /// Sends the headers at once and the body after `stall`.
-    pub fn stall(mut self, stall: Duration) -> Reply {
+    pub(crate) fn stall(mut self, stall: Duration) -> Reply {
         self.stall = stall;
         self
     }
 
     /// `body`, gzip-compressed, as `Content-Encoding: gzip` JSON.
-    pub fn gzip(body: &[u8]) -> Reply {
+    pub(crate) fn gzip(body: &[u8]) -> Reply {
         use flate2::write::GzEncoder;
         let mut encoder = GzEncoder::new(Vec::new(), flate2::Compression::default());
         encoder.write_all(body).unwrap();
@@ -83,26 +83,26 @@ impl Reply {
     }
 
     /// A chunked body that repeats `piece` without end.
-    pub fn endless(piece: &str) -> Reply {
+    pub(crate) fn endless(piece: &str) -> Reply {
         Reply {
             endless: true,
             ..Reply::json(piece)
         }
     }
 
-    pub fn status(status: u16, body: &str) -> Reply {
+    pub(crate) fn status(status: u16, body: &str) -> Reply {
         Reply {
             status,
             ..Reply::with("text/plain", body)
         }
     }
 
-    pub fn header(mut self, name: &str, value: &str) -> Reply {
+    pub(crate) fn header(mut self, name: &str, value: &str) -> Reply {
         self.headers.push((name.into(), value.into()));
         self
     }
 
-    pub fn delay(mut self, delay: Duration) -> Reply {
+    pub(crate) fn delay(mut self, delay: Duration) -> Reply {
         self.delay = delay;
         self
     }
@@ -110,14 +110,14 @@ impl Reply {
 
 type Handler = dyn Fn(&Seen, usize) -> Reply + Send + Sync;
 
-pub struct Server {
+pub(crate) struct Server {
     pub url: String,
     seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 impl Server {
     /// Starts a server whose handler gets each request and its number (from 0).
-    pub fn start(handler: impl Fn(&Seen, usize) -> Reply + Send + Sync + 'static) -> Server {
+    pub(crate) fn start(handler: impl Fn(&Seen, usize) -> Reply + Send + Sync + 'static) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
         let url = format!("http://{}", listener.local_addr().unwrap());
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
@@ -133,7 +133,7 @@ impl Server {
     }
 
     /// The requests seen so far.
-    pub fn seen(&self) -> Vec<Seen> {
+    pub(crate) fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
 }
@@ -215,7 +215,7 @@ fn serve(stream: TcpStream, handler: &Handler, log: &Mutex<Vec<Seen>>) {
 }
 
 /// A loopback address where nothing listens.
-pub fn closed_port_url() -> String {
+pub(crate) fn closed_port_url() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);

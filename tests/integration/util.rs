@@ -9,22 +9,22 @@ use std::process::Command;
 use serde_json::{Value, json};
 
 /// The repository root, where `products/` and `tests/corpus/` live.
-pub fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// A secret value that must never appear in any output: every invocation's stdout and stderr are
 /// searched for it. Tests use it wherever a secret can go.
-pub const CANARY: &str = "canary-5e3b9d1c-secret-never-printed";
+pub(crate) const CANARY: &str = "canary-5e3b9d1c-secret-never-printed";
 
 /// A `dpf` invocation being set up.
-pub struct Dpf {
+pub(crate) struct Dpf {
     command: Command,
     shown: Vec<String>,
 }
 
 /// `dpf` run from the repository root with an empty environment.
-pub fn dpf() -> Dpf {
+pub(crate) fn dpf() -> Dpf {
     let mut command = Command::new(env!("CARGO_BIN_EXE_dpf"));
     command.env_clear().current_dir(root());
     Dpf {
@@ -34,7 +34,7 @@ pub fn dpf() -> Dpf {
 }
 
 impl Dpf {
-    pub fn args<I, S>(mut self, args: I) -> Self
+    pub(crate) fn args<I, S>(mut self, args: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
@@ -46,19 +46,19 @@ impl Dpf {
         self
     }
 
-    pub fn env(mut self, key: &str, value: &str) -> Self {
+    pub(crate) fn env(mut self, key: &str, value: &str) -> Self {
         self.shown.insert(0, format!("{key}={value}"));
         self.command.env(key, value);
         self
     }
 
-    pub fn current_dir(mut self, dir: &Path) -> Self {
+    pub(crate) fn current_dir(mut self, dir: &Path) -> Self {
         self.command.current_dir(dir);
         self
     }
 
     /// Runs and checks the exit code; on a mismatch prints the command, stdout and stderr.
-    pub fn expect(mut self, code: i32) -> Run {
+    pub(crate) fn expect(mut self, code: i32) -> Run {
         let output = self.command.output().expect("dpf runs");
         let run = Run {
             command: self.shown.join(" "),
@@ -74,7 +74,7 @@ impl Dpf {
 }
 
 /// The result of one invocation.
-pub struct Run {
+pub(crate) struct Run {
     pub command: String,
     pub code: i32,
     pub stdout: String,
@@ -101,7 +101,7 @@ impl std::fmt::Display for Run {
 
 impl Dpf {
     /// Starts dpf without waiting for it.
-    pub fn spawn(mut self) -> Child {
+    pub(crate) fn spawn(mut self) -> Child {
         let child = self
             .command
             .stdout(std::process::Stdio::piped())
@@ -116,7 +116,7 @@ impl Dpf {
 }
 
 /// A running dpf.
-pub struct Child {
+pub(crate) struct Child {
     child: std::process::Child,
     command: String,
 }
@@ -131,7 +131,7 @@ impl Child {
     }
 
     /// Sends SIGTERM and waits for dpf to stop.
-    pub fn terminate(self) -> Run {
+    pub(crate) fn terminate(self) -> Run {
         self.signal("TERM");
         let output = self.child.wait_with_output().expect("dpf stops");
         let run = Run {
@@ -146,34 +146,34 @@ impl Child {
     }
 
     /// Kills dpf with SIGKILL: no chance to clean up.
-    pub fn kill(mut self) {
+    pub(crate) fn kill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
 /// A temporary folder with a product file and a data dir.
-pub struct Workspace {
+pub(crate) struct Workspace {
     pub dir: tempfile::TempDir,
 }
 
 impl Workspace {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Workspace {
             dir: tempfile::tempdir().unwrap(),
         }
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 
-    pub fn data(&self) -> PathBuf {
+    pub(crate) fn data(&self) -> PathBuf {
         self.path().join("data")
     }
 
     /// Writes `products/<name>.yaml`.
-    pub fn product(&self, name: &str, yaml: &str) -> PathBuf {
+    pub(crate) fn product(&self, name: &str, yaml: &str) -> PathBuf {
         let path = self.path().join("products").join(format!("{name}.yaml"));
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, yaml).unwrap();
@@ -181,7 +181,7 @@ impl Workspace {
     }
 
     /// `dpf run FILE` with this workspace's data dir, a JSON receipt on stdout and JSON logs.
-    pub fn run(&self, product: &Path) -> Dpf {
+    pub(crate) fn run(&self, product: &Path) -> Dpf {
         dpf().current_dir(self.path()).args([
             "run".as_ref(),
             product.as_os_str(),
@@ -194,7 +194,7 @@ impl Workspace {
         ])
     }
 
-    pub fn query(&self, sql: &str) -> Vec<Value> {
+    pub(crate) fn query(&self, sql: &str) -> Vec<Value> {
         let run = dpf()
             .args(["query", sql, "--format", "json", "--data-dir"])
             .args([self.data()])
@@ -203,11 +203,11 @@ impl Workspace {
     }
 }
 
-pub fn receipt(run: &Run) -> Value {
+pub(crate) fn receipt(run: &Run) -> Value {
     serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("no receipt on stdout: {e}\n{run}"))
 }
 
-pub fn task<'a>(receipt: &'a Value, id: &str) -> &'a Value {
+pub(crate) fn task<'a>(receipt: &'a Value, id: &str) -> &'a Value {
     receipt["tasks"]
         .as_array()
         .unwrap()
@@ -217,7 +217,7 @@ pub fn task<'a>(receipt: &'a Value, id: &str) -> &'a Value {
 }
 
 /// The error of task `id` in the receipt of `run`.
-pub fn task_error(run: &Run, id: &str) -> String {
+pub(crate) fn task_error(run: &Run, id: &str) -> String {
     let receipt = receipt(run);
     task(&receipt, id)["error"]
         .as_str()
@@ -227,7 +227,7 @@ pub fn task_error(run: &Run, id: &str) -> String {
 
 /// `items_product`: a task `extract_items` that extracts from `url`/items with `params` (YAML lines
 /// indented for `params:`), then `tasks` (YAML list items), retried `retries` times at once.
-pub fn items_product(url: &str, retries: u32, params: &str, tasks: &str) -> String {
+pub(crate) fn items_product(url: &str, retries: u32, params: &str, tasks: &str) -> String {
     format!(
         r#"name: items_product
 retries: {retries}
@@ -243,7 +243,7 @@ tasks:
 }
 
 /// `count` records with ids from `first`.
-pub fn records(first: usize, count: usize) -> Vec<Value> {
+pub(crate) fn records(first: usize, count: usize) -> Vec<Value> {
     (first..first + count)
         .map(|i| json!({"id": i, "name": format!("item {i}"), "price": i as f64 * 1.5}))
         .collect()

@@ -1,6 +1,6 @@
 //! `store_to_bigquery`: loads rows into a BigQuery table (or the local warehouse).
 
-pub mod gcp;
+pub(crate) mod gcp;
 
 use serde::{Deserialize, Serialize};
 
@@ -47,7 +47,7 @@ pub enum LoadMethod {
 }
 
 /// Why `name` is not a valid Google Cloud project id, if it is not.
-pub fn project_problem(name: &str) -> Option<&'static str> {
+pub(crate) fn project_problem(name: &str) -> Option<&'static str> {
     // Domain-scoped projects look like `example.com:my-project`.
     let id = name.rsplit_once(':').map_or(name, |(_, id)| id);
     let valid = (6..=30).contains(&id.len())
@@ -60,7 +60,7 @@ pub fn project_problem(name: &str) -> Option<&'static str> {
 }
 
 /// Why `name` is not a valid BigQuery dataset id, if it is not.
-pub fn dataset_problem(name: &str) -> Option<&'static str> {
+pub(crate) fn dataset_problem(name: &str) -> Option<&'static str> {
     if name.is_empty() || name.len() > 1024 {
         return Some("dataset names have 1 to 1024 characters");
     }
@@ -71,7 +71,7 @@ pub fn dataset_problem(name: &str) -> Option<&'static str> {
 }
 
 /// Why `name` is not a valid BigQuery table id, if it is not.
-pub fn table_problem(name: &str) -> Option<&'static str> {
+pub(crate) fn table_problem(name: &str) -> Option<&'static str> {
     if name.is_empty() || name.len() > 1024 {
         return Some("table names have 1 to 1024 bytes");
     }

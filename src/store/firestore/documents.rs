@@ -12,7 +12,7 @@ use crate::table::Table;
 
 /// Why the documents of a write could not be named.
 #[derive(Debug, thiserror::Error)]
-pub enum IdError {
+pub(crate) enum IdError {
     #[error("key column `{column}` is not a column of the rows; they have: {columns}")]
     MissingKey { column: String, columns: String },
     #[error("cannot format key column `{column}`")]
@@ -35,7 +35,7 @@ pub enum IdError {
 /// The documents of one write: a row per distinct id, in the order the ids first appear; where
 /// rows share a key, the last of them is the one written, as a rerun would leave it.
 #[derive(Debug, Default)]
-pub struct Documents {
+pub(crate) struct Documents {
     /// (batch, row within the batch, document id) of each document.
     pub rows: Vec<(usize, usize, String)>,
     /// Rows whose key an earlier row already had: `rows` has one document for each such key.
@@ -56,7 +56,7 @@ impl Documents {
     /// Names a document for every row of `rows`: from the `key` columns when there are any, else
     /// [`generated_id`] from `seed` and the row's position. Gives up between batches once `stop`
     /// is cancelled.
-    pub fn of(key: &[String], seed: &str, rows: &Table, stop: &CancellationToken) -> Result<Self, IdError> {
+    pub(crate) fn of(key: &[String], seed: &str, rows: &Table, stop: &CancellationToken) -> Result<Self, IdError> {
         let missing = |column: &String| IdError::MissingKey {
             column: column.clone(),
             columns: rows.column_names().join(", "),

@@ -31,7 +31,7 @@ use crate::gcp::Cloud;
 use crate::table::Table;
 
 /// Firestore's limit of writes per `BatchWrite`.
-pub const BATCH_WRITES: usize = 500;
+pub(crate) const BATCH_WRITES: usize = 500;
 /// `BatchWrite` requests in flight at once.
 const IN_FLIGHT: usize = 8;
 /// How long one `BatchWrite` may take.
@@ -41,7 +41,7 @@ const WRITE_ATTEMPTS: usize = 4;
 
 /// What a write did, for the receipt.
 #[derive(Debug, Default)]
-pub struct Written {
+pub(crate) struct Written {
     pub documents: u64,
     /// Rows whose key an earlier row of the write already had.
     pub repeated: usize,
@@ -51,7 +51,7 @@ pub struct Written {
 
 /// Writes one document per row of `rows` into `store.collection` of `project`. `seed` (the run and
 /// the task) makes the ids of rows without key columns.
-pub async fn write(
+pub(crate) async fn write(
     cloud: &Cloud,
     project: &str,
     store: &StoreToFirestore,

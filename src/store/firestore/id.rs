@@ -91,7 +91,7 @@ fn reserved(id: &str) -> bool {
 /// An id for a row without key columns: 20 letters and digits, like Firestore's own, derived from
 /// `seed` (the run and the task) and the row's position, so that a retried run overwrites the
 /// documents of its earlier attempt instead of adding new ones.
-pub fn generated_id(seed: &str, row: usize) -> String {
+pub(super) fn generated_id(seed: &str, row: usize) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     // Two FNV-1a hashes with different offsets: 128 bits, stable across builds and platforms.
     let fnv = |offset: u64| {

@@ -1,10 +1,10 @@
 //! `store_to_firestore`: one document per row in a Firestore collection (or the local document store).
 
 mod documents;
-pub mod gcp;
+pub(crate) mod gcp;
 mod id;
 
-pub use documents::{Documents, IdError};
+pub(crate) use documents::{Documents, IdError};
 use serde::{Deserialize, Serialize};
 
 use crate::spec::product::one_or_many;
@@ -26,7 +26,7 @@ pub struct StoreToFirestore {
 }
 
 /// Why `path` is not a valid Firestore collection path, if it is not.
-pub fn collection_problem(path: &str) -> Option<&'static str> {
+pub(crate) fn collection_problem(path: &str) -> Option<&'static str> {
     let segments: Vec<&str> = path.split('/').collect();
     for segment in &segments {
         if segment.is_empty() {

@@ -10,7 +10,7 @@ use crate::store::firestore::{Documents, IdError};
 use crate::table::Table;
 
 #[derive(Debug, thiserror::Error)]
-pub enum DocumentError {
+pub(crate) enum DocumentError {
     #[error("document store {path}")]
     Sqlite {
         path: String,
@@ -26,7 +26,7 @@ pub enum DocumentError {
 }
 
 /// Opens (creating when needed) the document store at `path`.
-pub fn open(path: &Path) -> Result<Connection, DocumentError> {
+pub(crate) fn open(path: &Path) -> Result<Connection, DocumentError> {
     let sqlite = |source| DocumentError::Sqlite {
         path: path.display().to_string(),
         source,
@@ -58,7 +58,7 @@ pub fn open(path: &Path) -> Result<Connection, DocumentError> {
 /// their position (see `store::firestore::id::generated_id`); rows that share a
 /// key are one document, the last of them. One transaction: if `stop` is cancelled before the
 /// commit, nothing is written.
-pub fn write(
+pub(crate) fn write(
     path: &Path,
     collection: &str,
     key: &[String],
@@ -123,7 +123,7 @@ pub fn write(
 
 /// What a write did.
 #[derive(Debug)]
-pub struct Written {
+pub(crate) struct Written {
     pub documents: usize,
     /// Rows whose key an earlier row of the write already had.
     pub repeated: usize,

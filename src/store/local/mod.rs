@@ -1,8 +1,8 @@
 //! The local target's stand-ins: a Parquet warehouse for BigQuery and a SQLite document store for
 //! Firestore, both under the data dir.
 
-pub mod documents;
+pub(crate) mod documents;
 mod versions;
-pub mod warehouse;
+pub(crate) mod warehouse;
 
-pub use crate::target::{documents_path, warehouse_dir};
+pub(crate) use crate::target::{documents_path, warehouse_dir};

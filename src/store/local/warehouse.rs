@@ -29,7 +29,7 @@ use crate::table::{Table, nullable};
 const ROW_GROUP_ROWS: usize = 256 * 1024;
 
 #[derive(Debug, thiserror::Error)]
-pub enum WarehouseError {
+pub(crate) enum WarehouseError {
     #[error("{path}: {source}")]
     Io {
         path: String,
@@ -61,13 +61,13 @@ pub enum WarehouseError {
 
 /// What a write did.
 #[derive(Debug)]
-pub struct Written {
+pub(crate) struct Written {
     pub rows: usize,
     pub bytes: u64,
 }
 
 /// Where the table `dataset.table` lives under `warehouse`.
-pub fn table_path(warehouse: &Path, dataset: &str, table: &str) -> PathBuf {
+pub(crate) fn table_path(warehouse: &Path, dataset: &str, table: &str) -> PathBuf {
     warehouse.join(dataset).join(table)
 }
 
@@ -79,7 +79,7 @@ pub(super) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WarehouseError +
 }
 
 /// A table of the local warehouse.
-pub struct Target<'a> {
+pub(crate) struct Target<'a> {
     pub warehouse: &'a Path,
     pub dataset: &'a str,
     pub table: &'a str,
@@ -90,7 +90,7 @@ pub struct Target<'a> {
 
 /// Writes `rows` into the table with `mode` (merge on `key`), atomically. If `stop` is cancelled
 /// before the commit, nothing is committed.
-pub fn write(
+pub(crate) fn write(
     target: &Target<'_>,
     mode: WriteMode,
     key: &[String],
@@ -215,7 +215,7 @@ fn read_error(path: &Path, message: impl std::fmt::Display) -> WarehouseError {
 }
 
 /// The Parquet files of a version (or of a table's link), in name order.
-pub fn parts(dir: &Path) -> Result<Vec<PathBuf>, WarehouseError> {
+pub(crate) fn parts(dir: &Path) -> Result<Vec<PathBuf>, WarehouseError> {
     let mut found: Vec<PathBuf> = fs::read_dir(dir)
         .map_err(io(dir))?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
@@ -355,7 +355,7 @@ fn write_part(
 
 /// Writes `batches` as one Parquet file to `sink`: Snappy, [`ROW_GROUP_ROWS`]-row groups. Gives up
 /// between batches when `go_on` says no.
-pub fn write_parquet<W: std::io::Write + Send>(
+pub(crate) fn write_parquet<W: std::io::Write + Send>(
     sink: W,
     schema: &SchemaRef,
     batches: &[RecordBatch],
@@ -376,7 +376,7 @@ pub fn write_parquet<W: std::io::Write + Send>(
 }
 
 /// The tables of the warehouse as (dataset, table, path).
-pub fn tables(warehouse: &Path) -> Vec<(String, String, PathBuf)> {
+pub(crate) fn tables(warehouse: &Path) -> Vec<(String, String, PathBuf)> {
     let mut found = Vec::new();
     let Ok(datasets) = fs::read_dir(warehouse) else {
         return found;

@@ -35,7 +35,7 @@ use crate::table::Table;
 
 /// What a write did, for the receipt.
 #[derive(Debug, Default)]
-pub struct Written {
+pub(crate) struct Written {
     pub rows: u64,
     pub bytes: u64,
     /// HTTP requests made to BigQuery.
@@ -47,7 +47,7 @@ pub struct Written {
 }
 
 /// Who is writing: the run and the task, for job ids.
-pub struct Writer<'a> {
+pub(crate) struct Writer<'a> {
     pub run_id: &'a str,
     pub task: &'a str,
     pub cancel: &'a CancellationToken,
@@ -79,7 +79,7 @@ impl fmt::Display for TableRef<'_> {
 }
 
 /// Writes `rows` to the table `store` names, in project `project`.
-pub async fn write(
+pub(crate) async fn write(
     cloud: &Arc<Cloud>,
     project: &str,
     store: &StoreToBigquery,
@@ -120,7 +120,7 @@ pub async fn write(
 }
 
 /// The id of the job that commits `task`'s rows of run `run_id`: letters, digits, `_` and `-`.
-pub fn job_id(run_id: &str, task: &str) -> String {
+pub(crate) fn job_id(run_id: &str, task: &str) -> String {
     let id: String = format!("dpf_{run_id}_{task}")
         .chars()
         .map(|c| {
