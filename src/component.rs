@@ -1,10 +1,6 @@
-//! The task functions as a run drives them. A function's params are inert data; built against
-//! what that function needs of the run (a narrow context taken from [`Services`]), they become a
-//! [`Component`], which the run drives through one small interface: [`Component::run`] on its
-//! input, and [`Component::attempts`] for how its attempts are retried and stopped.
-//!
-//! Which component a call becomes on which target is decided here and in the target modules
-//! ([`crate::target::local`], [`crate::target::gcp`]); the run knows none of them.
+//! What a task's component is given and gives back: the run's [`Services`], which each component
+//! narrows to what it needs when it is built ([`crate::runtime`]), the [`Slot`] it fills, its
+//! [`Input`], and [`Done`], what it did.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -20,7 +16,7 @@ use crate::log::Log;
 use crate::receipt::{AlertReceipt, TaskReceipt};
 use crate::retry::Policy;
 use crate::secrets::Secrets;
-use crate::spec::{Call, SourceFile};
+use crate::spec::SourceFile;
 use crate::table::Table;
 use crate::target::Target;
 use crate::transform::sql::Locator;
@@ -114,60 +110,4 @@ pub(crate) enum Attempts {
     Whole,
     /// Each attempt is dropped when stopped: it commits nothing of its own.
     Drop,
-}
-
-/// A task's function, built for this run.
-pub(crate) enum Component<'a> {
-    Extract(crate::extract::Extract<'a>),
-    Transform(crate::transform::Transform<'a>),
-    LocalStore(crate::target::local::Store<'a>),
-    GcpStore(crate::target::gcp::Store<'a>),
-    Alert(crate::alert::Alert<'a>),
-}
-
-impl<'a> Component<'a> {
-    /// `call` (its params rendered) as task `slot` of the run that `services` serve.
-    pub(crate) fn build(call: Call, slot: Slot<'a>, services: &'a Services) -> Result<Component<'a>, TaskError> {
-        Ok(match call {
-            Call::ExtractHttp(params) => Component::Extract(crate::extract::Extract::new(params, slot, services)),
-            Call::ExtractWeather(weather) => {
-                Component::Extract(crate::extract::Extract::new(weather.to_http(), slot, services))
-            }
-            Call::TransformSql(params) => Component::Transform(crate::transform::Transform {
-                query: params.query,
-                session: &services.session,
-                locator: slot.locator(services),
-            }),
-            Call::SendAlerts(params) => Component::Alert(crate::alert::Alert::new(params, slot, services)),
-            store @ (Call::StoreToBigquery(_) | Call::StoreToFirestore(_)) => match services.target {
-                Target::Local => Component::LocalStore(crate::target::local::Store::new(store, slot, services)?),
-                Target::Gcp => Component::GcpStore(crate::target::gcp::Store::new(store, slot, services)?),
-            },
-        })
-    }
-
-    pub(crate) fn attempts(&self) -> Attempts {
-        match self {
-            Component::Extract(_) => Attempts::Own,
-            Component::LocalStore(_) | Component::GcpStore(_) => Attempts::Whole,
-            Component::Transform(_) | Component::Alert(_) => Attempts::Drop,
-        }
-    }
-
-    /// One attempt on `input`; `stop` is cancelled by a signal, the run's `--timeout` or the
-    /// task's own. A component that retries by itself counts its `attempts`.
-    pub(crate) async fn run(
-        &self,
-        input: &Input<'_>,
-        stop: &CancellationToken,
-        attempts: &mut u32,
-    ) -> Result<Done, TaskError> {
-        match self {
-            Component::Extract(extract) => extract.run(stop, attempts).await,
-            Component::Transform(transform) => transform.run().await,
-            Component::LocalStore(store) => store.write(input.rows()?, stop).await,
-            Component::GcpStore(store) => store.write(input.rows()?, stop).await,
-            Component::Alert(alert) => alert.run(input).await,
-        }
-    }
 }

@@ -1,6 +1,7 @@
 //! How a task fails: transient (worth retrying), permanent, or interrupted by a signal.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -13,12 +14,17 @@ pub(crate) enum ErrorKind {
     Interrupted,
 }
 
-/// A task's failure: its kind and a message that already holds its causes.
+/// The error a task's failure comes from, kept with its own causes.
+pub(crate) type Source = Arc<dyn std::error::Error + Send + Sync>;
+
+/// A task's failure: its kind, a message that already holds its causes (what receipts and logs
+/// show), the error it comes from (`source`), and how long the service asked to wait.
 #[derive(Debug, Clone)]
 pub(crate) struct TaskError {
     pub kind: ErrorKind,
     pub message: String,
     pub retry_after: Option<Duration>,
+    pub source: Option<Source>,
 }
 
 impl TaskError {
@@ -45,7 +51,19 @@ impl TaskError {
             kind,
             message: message.to_string(),
             retry_after: None,
+            source: None,
         }
+    }
+
+    /// An error of `kind` that comes from `source`; its message is `what`, then the causes.
+    pub(crate) fn from_source(
+        kind: ErrorKind,
+        what: impl fmt::Display,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        let mut error = Self::new(kind, format!("{what}: {}", chain(&source)));
+        error.source = Some(Arc::new(source));
+        error
     }
 
     /// A permanent error whose message is `error` with its causes.
@@ -70,18 +88,11 @@ impl fmt::Display for TaskError {
     }
 }
 
-impl From<crate::http::HttpError> for TaskError {
-    fn from(error: crate::http::HttpError) -> Self {
-        let kind = if error.is_transient() {
-            ErrorKind::Transient
-        } else {
-            ErrorKind::Permanent
-        };
-        TaskError {
-            kind,
-            retry_after: error.retry_after(),
-            message: chain(&error),
-        }
+impl std::error::Error for TaskError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|source| source as &(dyn std::error::Error + 'static))
     }
 }
 

@@ -7,8 +7,8 @@ use datafusion::arrow::json::ArrayWriter;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::receipt::Outcome;
 use crate::receipt::{RunStatus, Trigger};
-use crate::run::Outcome;
 
 /// One test of a product: a replayed run and its expectations.
 #[derive(Debug, Clone, Deserialize, Serialize)]

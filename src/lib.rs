@@ -21,6 +21,7 @@ pub mod plan;
 mod receipt;
 mod retry;
 mod run;
+mod runtime;
 mod secrets;
 pub mod spec;
 mod store;

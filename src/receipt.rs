@@ -1,11 +1,20 @@
 //! The receipt of a run: what ran, what it read and wrote, what it sent, and how it ended.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 
-use crate::alert::Channel;
+use crate::alert::channel::Channel;
 
 use crate::error::ErrorKind;
+use crate::table::Table;
 use crate::target::Target;
+
+/// How a run ended, with the rows each data-producing task yielded.
+pub(crate) struct Outcome {
+    pub(crate) receipt: Receipt,
+    pub(crate) tables: HashMap<String, Table>,
+}
 
 /// The version of the receipt's JSON form; fields are only added within a version.
 pub(crate) const VERSION: u32 = 1;
@@ -119,22 +128,6 @@ pub(crate) struct AlertReceipt {
     pub file: Option<String>,
 }
 
-/// `1.2 MB`-style sizes for people.
-pub(crate) fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "KB", "MB", "GB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit < UNITS.len() - 1 {
-        value /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
 impl Receipt {
     /// A few lines for a person: the outcome, each task, each alert.
     pub(crate) fn render_text(&self) -> String {
@@ -194,14 +187,5 @@ impl Receipt {
             ));
         }
         out
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn sizes() {
-        assert_eq!(super::human_bytes(999), "999 B");
-        assert_eq!(super::human_bytes(1_234_567), "1.2 MB");
     }
 }

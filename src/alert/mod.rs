@@ -1,6 +1,7 @@
 //! `send_alerts`: e-mail (SendGrid) and Slack messages when a condition over rows holds, after
 //! every run, or on failure.
 
+pub(crate) mod channel;
 pub(crate) mod deliver;
 pub(crate) mod message;
 pub(crate) mod outbox;
@@ -12,9 +13,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub(crate) use self::channel::Channel;
 use crate::component::{Done, Input, Services, Slot};
 use crate::error::TaskError;
-use crate::spec::product::one_or_many;
+use crate::spec::de::one_or_many;
 use crate::target::Target;
 use crate::transform::sql::Locator;
 
@@ -108,14 +110,6 @@ impl SendAlerts {
             .collect();
         Some(parts.join(" OR "))
     }
-}
-
-/// Where an alert goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Channel {
-    Email,
-    Slack,
 }
 
 impl SendAlerts {

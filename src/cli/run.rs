@@ -9,8 +9,9 @@ use anyhow::Context as _;
 
 use crate::log::LogFormat;
 use crate::plan::logical::Logical;
+use crate::receipt::Outcome;
 use crate::receipt::RunStatus;
-use crate::run::{self, HttpMode, Options, Outcome};
+use crate::run::{self, HttpMode, Options};
 use crate::spec::Product;
 use crate::target::Target;
 use crate::validate::Checked;

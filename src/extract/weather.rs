@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::spec::product::one_or_many_or_csv;
+use crate::spec::de::one_or_many_or_csv;
 
 /// Parameters of `extract_weather`.
 #[derive(Debug, Clone, Deserialize, Serialize)]

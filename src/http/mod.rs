@@ -2,6 +2,7 @@
 //! fixtures with no network at all.
 
 mod body;
+mod error;
 pub(crate) mod fixtures;
 
 use std::collections::HashMap;
@@ -11,7 +12,9 @@ use std::time::Duration;
 use url::Url;
 
 use crate::secrets::Secrets;
-pub(crate) use body::{BodyError, DEFAULT_MAX_MB};
+pub(crate) use body::DEFAULT_MAX_MB;
+use error::MAX_REDIRECTS;
+pub(crate) use error::{HttpError, UrlError, retry_after, transient_status};
 pub(crate) use fixtures::{Exchange, Fixtures};
 
 /// One request, as the extract means it.
@@ -70,86 +73,6 @@ impl Response {
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum HttpError {
-    #[error("cannot send the request to {url}")]
-    Request {
-        url: String,
-        #[source]
-        source: reqwest::Error,
-    },
-    #[error("cannot connect to {url}")]
-    Connect {
-        url: String,
-        #[source]
-        source: reqwest::Error,
-    },
-    #[error("no response from {url} within {seconds} s")]
-    Timeout { url: String, seconds: f64 },
-    #[error("the response from {url} did not finish within {seconds} s ({received} bytes arrived)")]
-    SlowBody { url: String, seconds: f64, received: usize },
-    #[error("header `{name}` cannot be sent: {problem}")]
-    Header { name: String, problem: &'static str },
-    #[error(
-        "{url} redirects to another origin, {to}; dpf follows redirects within one origin only: set the URL to where it leads"
-    )]
-    CrossOrigin { url: String, to: String },
-    #[error("{url} redirected more than {MAX_REDIRECTS} times (the last to {to}): a redirect loop?")]
-    RedirectLoop { url: String, to: String },
-    #[error("the response from {url} broke off")]
-    Body {
-        url: String,
-        #[source]
-        source: reqwest::Error,
-    },
-    #[error("the response from {url} was refused")]
-    Refused {
-        url: String,
-        #[source]
-        source: BodyError,
-    },
-    #[error("{url} answered HTTP {status}{excerpt}")]
-    Status {
-        url: String,
-        status: u16,
-        retry_after: Option<Duration>,
-        excerpt: String,
-    },
-    #[error("{0}")]
-    Fixture(#[from] fixtures::FixtureError),
-}
-
-/// Whether an HTTP status is worth another attempt: 408, 429 or a server error.
-pub(crate) fn transient_status(status: u16) -> bool {
-    matches!(status, 408 | 429 | 500..=599)
-}
-
-impl HttpError {
-    /// Worth another attempt: the network, a timeout, 408, 429 or a server error.
-    pub(crate) fn is_transient(&self) -> bool {
-        match self {
-            HttpError::Connect { .. }
-            | HttpError::Timeout { .. }
-            | HttpError::SlowBody { .. }
-            | HttpError::Body { .. } => true,
-            HttpError::Status { status, .. } => transient_status(*status),
-            HttpError::Fixture(_)
-            | HttpError::Request { .. }
-            | HttpError::Refused { .. }
-            | HttpError::Header { .. }
-            | HttpError::CrossOrigin { .. }
-            | HttpError::RedirectLoop { .. } => false,
-        }
-    }
-
-    pub(crate) fn retry_after(&self) -> Option<Duration> {
-        match self {
-            HttpError::Status { retry_after, .. } => *retry_after,
-            _ => None,
-        }
     }
 }
 
@@ -225,16 +148,19 @@ pub(crate) fn install_crypto() {
 }
 
 /// `text` as an `http` or `https` URL; `dpf validate` checks literal ones with it.
-pub(crate) fn http_url(text: &str) -> Result<Url, String> {
-    let url = Url::parse(text).map_err(|error| format!("`{text}` is not a valid URL: {error}"))?;
+pub(crate) fn http_url(text: &str) -> Result<Url, UrlError> {
+    let url = Url::parse(text).map_err(|source| UrlError::Invalid {
+        text: text.to_owned(),
+        source,
+    })?;
     match url.scheme() {
         "http" | "https" => Ok(url),
-        scheme => Err(format!("`{text}` is not an HTTP URL: its scheme is `{scheme}`")),
+        scheme => Err(UrlError::Scheme {
+            text: text.to_owned(),
+            scheme: scheme.to_owned(),
+        }),
     }
 }
-
-/// Redirects followed within one origin before the request fails.
-const MAX_REDIRECTS: usize = 10;
 
 /// Why a header cannot be sent as it is, if it cannot: checked before any request goes out, and
 /// by `dpf validate` for the headers a product writes out.
@@ -429,17 +355,6 @@ fn status_error(request: &Request, response: &Response, secrets: &Secrets) -> Ht
         retry_after: response.header("retry-after").and_then(retry_after),
         excerpt,
     }
-}
-
-/// `Retry-After` as seconds or an HTTP date.
-pub(crate) fn retry_after(value: &str) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let wait = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
-    Some(wait.to_std().unwrap_or(Duration::ZERO))
 }
 
 #[cfg(test)]

@@ -19,22 +19,47 @@ pub struct Logical {
 
 /// The logical time of a run of `product` asked for at `at`: the latest tick of `schedule` at or
 /// before it, in `timezone`. Without a schedule, `at` itself (to the second) with an empty interval.
-pub fn at(product: &str, cron: Option<&str>, timezone: &str, at: DateTime<Utc>) -> Result<Logical, String> {
-    let tz: Tz = timezone
-        .parse()
-        .map_err(|_| format!("unknown time zone `{timezone}`"))?;
+/// Why a run's logical time cannot be found.
+#[derive(Debug, thiserror::Error)]
+pub enum LogicalError {
+    #[error("unknown time zone `{0}`")]
+    TimeZone(String),
+    #[error(transparent)]
+    Cron(#[from] schedule::CronError),
+    #[error("no tick of `{expression}` {when}: {message}")]
+    NoTick {
+        expression: String,
+        /// "at or before …", "before …".
+        when: String,
+        message: String,
+    },
+}
+
+fn time_zone(name: &str) -> Result<Tz, LogicalError> {
+    name.parse().map_err(|_| LogicalError::TimeZone(name.to_owned()))
+}
+
+pub fn at(product: &str, cron: Option<&str>, timezone: &str, at: DateTime<Utc>) -> Result<Logical, LogicalError> {
+    let tz = time_zone(timezone)?;
     let at = at.trunc_subsecs(0);
     let (time, start) = match cron {
         None => (at, at),
         Some(expression) => {
             let cron = schedule::parse(expression)?;
             let local = at.with_timezone(&tz);
+            let no_tick = |when: String| {
+                move |e: croner::errors::CronError| LogicalError::NoTick {
+                    expression: expression.to_owned(),
+                    when,
+                    message: e.to_string(),
+                }
+            };
             let tick = cron
                 .find_previous_occurrence(&local, true)
-                .map_err(|e| format!("no tick of `{expression}` at or before {at}: {e}"))?;
+                .map_err(no_tick(format!("at or before {at}")))?;
             let previous = cron
                 .find_previous_occurrence(&tick, false)
-                .map_err(|e| format!("no tick of `{expression}` before {tick}: {e}"))?;
+                .map_err(no_tick(format!("before {tick}")))?;
             (tick.with_timezone(&Utc), previous.with_timezone(&Utc))
         }
     };
@@ -53,10 +78,13 @@ pub fn run_id(product: &str, time: DateTime<Utc>) -> String {
 }
 
 /// Every tick of `cron` in [from, to], oldest first, in `timezone`.
-pub fn ticks(cron: &str, timezone: &str, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Vec<DateTime<Utc>>, String> {
-    let tz: Tz = timezone
-        .parse()
-        .map_err(|_| format!("unknown time zone `{timezone}`"))?;
+pub fn ticks(
+    cron: &str,
+    timezone: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<DateTime<Utc>>, LogicalError> {
+    let tz = time_zone(timezone)?;
     let cron = schedule::parse(cron)?;
     let mut out = Vec::new();
     let mut at = from.with_timezone(&tz);

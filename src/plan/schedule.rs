@@ -5,19 +5,33 @@ use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
 
+/// Why a cron expression is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CronError {
+    #[error("`{0}` is not standard cron: cron, Kubernetes and Cloud Scheduler reject L, W, # and ?")]
+    NotStandard(char),
+    /// The cron parser's own words.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("unknown nickname ({0})")]
+    UnknownNickname(Box<CronError>),
+    #[error("expected 5 fields, found {0}")]
+    FieldCount(usize),
+    #[error("the {name} field `{text}` is not valid")]
+    Field { name: &'static str, text: String },
+}
+
 /// Parses a 5-field cron expression or an `@daily`-style nickname.
-pub fn parse(expression: &str) -> Result<Cron, String> {
+pub fn parse(expression: &str) -> Result<Cron, CronError> {
     if let Some(extension) = extension(expression) {
-        return Err(format!(
-            "`{extension}` is not standard cron: cron, Kubernetes and Cloud Scheduler reject L, W, # and ?"
-        ));
+        return Err(CronError::NotStandard(extension));
     }
     CronParser::builder()
         .seconds(Seconds::Disallowed)
         .year(Year::Disallowed)
         .build()
         .parse(expression)
-        .map_err(|error| error.to_string())
+        .map_err(|error| CronError::Invalid(error.to_string()))
 }
 
 /// The first non-standard character (Quartz-style `L`, `W`, `#`, `?`) outside month and day names.
@@ -37,24 +51,27 @@ fn extension(expression: &str) -> Option<char> {
 }
 
 /// What is wrong with an expression that does not parse, naming the field at fault.
-pub fn check(expression: &str) -> Result<(), String> {
+pub fn check(expression: &str) -> Result<(), CronError> {
     let Err(message) = parse(expression) else { return Ok(()) };
     if extension(expression).is_some() {
         return Err(message);
     }
     let fields: Vec<&str> = expression.split_whitespace().collect();
     if expression.trim_start().starts_with('@') {
-        return Err(format!("unknown nickname ({message})"));
+        return Err(CronError::UnknownNickname(Box::new(message)));
     }
     if fields.len() != 5 {
-        return Err(format!("expected 5 fields, found {}", fields.len()));
+        return Err(CronError::FieldCount(fields.len()));
     }
     let names = ["minute", "hour", "day-of-month", "month", "day-of-week"];
     for (i, field) in fields.iter().enumerate() {
         let mut alone = ["*"; 5];
         alone[i] = field;
         if parse(&alone.join(" ")).is_err() {
-            return Err(format!("the {} field `{field}` is not valid", names[i]));
+            return Err(CronError::Field {
+                name: names[i],
+                text: (*field).to_owned(),
+            });
         }
     }
     Err(message)
@@ -112,13 +129,19 @@ mod tests {
         assert!(parse("0 0 */6 * * *").is_err());
         assert!(parse("61 * * * *").is_err());
         assert!(parse("every day").is_err());
-        assert_eq!(check("61 * * * *").unwrap_err(), "the minute field `61` is not valid");
-        assert_eq!(check("0 */6 * *").unwrap_err(), "expected 5 fields, found 4");
+        assert_eq!(
+            check("61 * * * *").unwrap_err().to_string(),
+            "the minute field `61` is not valid"
+        );
+        assert_eq!(
+            check("0 */6 * *").unwrap_err().to_string(),
+            "expected 5 fields, found 4"
+        );
         assert!(check("@daily").is_ok());
         assert!(parse("0 9 * JUL WED").is_ok());
         for extension in ["0 0 L * *", "0 9 * * MON#1", "0 0 ? * *", "0 0 15W * *"] {
             assert!(
-                check(extension).unwrap_err().contains("not standard cron"),
+                check(extension).unwrap_err().to_string().contains("not standard cron"),
                 "{extension}"
             );
         }

@@ -20,7 +20,7 @@ use crate::http::{Fixtures, Transport};
 use crate::log::{Log, LogFormat};
 use crate::plan::logical::Logical;
 use crate::plan::{self, template};
-use crate::receipt::{self, Receipt, RunStatus, TaskReceipt, TaskStatus};
+use crate::receipt::{self, Outcome, Receipt, RunStatus, TaskReceipt, TaskStatus};
 use crate::secrets::Secrets;
 use crate::spec::SourceFile;
 use crate::spec::{Call, Product};
@@ -46,12 +46,6 @@ pub(crate) struct Options {
     pub logical: Logical,
     /// Bounds the whole run; when it passes, the run stops as if interrupted and exits 75.
     pub timeout: Option<Duration>,
-}
-
-/// How a run ended, with the rows each data-producing task yielded.
-pub(crate) struct Outcome {
-    pub receipt: Receipt,
-    pub tables: HashMap<String, Table>,
 }
 
 /// `call` with the templates in its params rendered for `logical`.

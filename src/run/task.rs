@@ -5,11 +5,12 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use super::whole;
-use crate::component::{Attempts, Component, Done, Input, Services, Slot};
+use crate::component::{Attempts, Done, Input, Services, Slot};
 use crate::error::TaskError;
 use crate::plan::Step;
-use crate::receipt::{self, TaskReceipt};
+use crate::receipt::TaskReceipt;
 use crate::retry::{self, OnStop, Policy};
+use crate::runtime::Runtime;
 use crate::spec::Call;
 use crate::table::Table;
 
@@ -28,7 +29,7 @@ pub(super) async fn run_task(
         index,
         policy: Policy::new(step.retries, step.retry_delay_minutes),
     };
-    let component = match Component::build(call, slot, services) {
+    let component = match Runtime::build(call, slot, services) {
         Ok(component) => component,
         Err(error) => return (Err(error), 1, clock.elapsed()),
     };
@@ -79,7 +80,7 @@ pub(super) async fn run_task(
             line.push_str(&format!(": {rows} rows"));
         }
         if let Some(bytes) = done.bytes {
-            line.push_str(&format!(", {}", receipt::human_bytes(bytes)));
+            line.push_str(&format!(", {}", crate::log::human_bytes(bytes)));
         }
         line.push_str(&format!(" in {} ms", clock.elapsed().as_millis()));
         for destination in &done.destinations {

@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 
-use crate::component::{Component, Done, Input, Services};
+use crate::component::{Done, Input, Services};
 use crate::error::{ErrorKind, TaskError};
+use crate::runtime::Runtime;
 
 /// How long a store may take to answer once stopped: well inside Cloud Run's 10 s grace period.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -13,7 +14,7 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 /// for at most [`STOP_GRACE`] after the stop (a store waiting on a slow service).
 pub(super) async fn attempt(
     services: &Services,
-    component: &Component<'_>,
+    component: &Runtime<'_>,
     input: &Input<'_>,
     timeout: Option<Duration>,
 ) -> Result<Done, TaskError> {

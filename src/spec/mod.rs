@@ -1,5 +1,6 @@
 //! Product files: loading YAML with spans, and the typed product model.
 
+pub(crate) mod de;
 pub mod product;
 pub mod reference;
 mod source;

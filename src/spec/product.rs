@@ -1,6 +1,8 @@
 //! The typed product model, deserialized from a document that passed the schema.
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
+
+use super::de::one_or_many;
 use serde_json::Value;
 
 use crate::alert::SendAlerts;
@@ -184,29 +186,4 @@ impl Call {
             Call::SendAlerts(_) => Function::SendAlerts,
         }
     }
-}
-
-/// Accepts `x` or `[x, y]` and yields a list.
-pub fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        One(String),
-        Many(Vec<String>),
-    }
-    Ok(match OneOrMany::deserialize(deserializer)? {
-        OneOrMany::One(one) => vec![one],
-        OneOrMany::Many(many) => many,
-    })
-}
-
-/// Accepts `"a,b"`, `a` or `[a, b]` and yields a list of trimmed names.
-pub fn one_or_many_or_csv<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
-    Ok(one_or_many(deserializer)?
-        .iter()
-        .flat_map(|item| item.split(','))
-        .map(str::trim)
-        .filter(|name| !name.is_empty())
-        .map(str::to_owned)
-        .collect())
 }

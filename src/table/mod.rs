@@ -1,6 +1,8 @@
 //! The rows a task yields: an Arrow schema and record batches, named by the task's id.
 
 pub(crate) mod builder;
+mod cell;
+mod column;
 
 use std::sync::Arc;
 
@@ -8,7 +10,8 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::arrow::error::ArrowError;
 
-pub(crate) use builder::{Cell, RowsBuilder, TypeConflict};
+pub(crate) use builder::RowsBuilder;
+pub(crate) use cell::{Cell, TypeConflict};
 
 /// Rows small enough to hand to one DataFusion partition at a time.
 const CHUNK_ROWS: usize = 64 * 1024;

@@ -98,7 +98,7 @@ impl<'a> Store<'a> {
                         written.documents, written.requests
                     ),
                 );
-                super::repeated_keys(self.log, self.task, written.repeated);
+                super::local::repeated_keys(self.log, self.task, written.repeated);
                 Ok(Done {
                     rows: Some(written.documents),
                     destinations: self.destinations.clone(),

@@ -81,7 +81,7 @@ impl<'a> Store<'a> {
                     documents::write(&path, &store.collection, &store.key, store.merge, &seed, &rows, stop)
                 })
                 .await?;
-                super::repeated_keys(self.log, self.task, written.repeated);
+                repeated_keys(self.log, self.task, written.repeated);
                 Ok(Done {
                     rows: Some(written.documents as u64),
                     destinations: self.destinations.clone(),
@@ -89,6 +89,19 @@ impl<'a> Store<'a> {
                 })
             }
         }
+    }
+}
+
+/// Warns that `repeated` rows of task `task` shared a document id with an earlier row of the write.
+pub(super) fn repeated_keys(log: &Log, task: &str, repeated: usize) {
+    if repeated > 0 {
+        log.warn(
+            Some(task),
+            None,
+            format!(
+                "{repeated} row(s) had the key of an earlier row; each key is one document, holding the last of its rows"
+            ),
+        );
     }
 }
 

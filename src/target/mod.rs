@@ -9,9 +9,9 @@ pub(crate) mod local;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::alert::Channel;
-use crate::log::Log;
+use crate::alert::channel::Channel;
 use crate::spec::Call;
+use crate::store::local::{documents_path, warehouse_dir};
 
 /// The closed set of targets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
@@ -177,29 +177,6 @@ impl fmt::Display for Destination {
             Destination::SlackWebhook => f.write_str("slack:webhook"),
         }
     }
-}
-
-/// Warns that `repeated` rows of task `task` shared a document id with an earlier row of the write.
-pub(crate) fn repeated_keys(log: &Log, task: &str, repeated: usize) {
-    if repeated > 0 {
-        log.warn(
-            Some(task),
-            None,
-            format!(
-                "{repeated} row(s) had the key of an earlier row; each key is one document, holding the last of its rows"
-            ),
-        );
-    }
-}
-
-/// `<data-dir>/warehouse`: the local target's BigQuery.
-pub fn warehouse_dir(data_dir: &Path) -> PathBuf {
-    data_dir.join("warehouse")
-}
-
-/// `<data-dir>/firestore.db`: the local target's Firestore.
-pub fn documents_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("firestore.db")
 }
 
 /// `<data-dir>/outbox`: where the local target's alerts go.

@@ -74,7 +74,7 @@ impl<'a> Checker<'a> {
         {
             self.out.push(
                     Diagnostic::new(Code::InvalidSchedule, self.value_span("/schedule"), format!("invalid schedule `{schedule}`"))
-                        .label(problem)
+                        .label(problem.to_string())
                         .help("5 fields: minute (0-59) hour (0-23) day-of-month (1-31) month (1-12) day-of-week (0-7), e.g. \"0 */6 * * *\"; or @hourly, @daily, @weekly, @monthly"),
                 );
         }

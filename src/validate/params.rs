@@ -148,7 +148,7 @@ impl Checker<'_> {
     pub(super) fn params(&mut self, function: &str, params: &str) {
         type Parse = fn(&str) -> Option<(String, String)>;
         let url: Parse = |text| {
-            let message = crate::http::http_url(text).err()?;
+            let message = crate::http::http_url(text).err()?.to_string();
             Some((message, "write an absolute http:// or https:// URL".into()))
         };
         let address: Parse = |text| {

@@ -4,7 +4,7 @@ pub(crate) mod gcp;
 
 use serde::{Deserialize, Serialize};
 
-use crate::spec::product::one_or_many;
+use crate::spec::de::one_or_many;
 
 /// Parameters of `store_to_bigquery`.
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -7,7 +7,7 @@ mod id;
 pub(crate) use documents::{Documents, IdError};
 use serde::{Deserialize, Serialize};
 
-use crate::spec::product::one_or_many;
+use crate::spec::de::one_or_many;
 
 /// Parameters of `store_to_firestore`.
 #[derive(Debug, Clone, Deserialize, Serialize)]

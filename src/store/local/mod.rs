@@ -2,7 +2,18 @@
 //! Firestore, both under the data dir.
 
 pub(crate) mod documents;
+mod error;
 mod versions;
 pub(crate) mod warehouse;
 
-pub(crate) use crate::target::{documents_path, warehouse_dir};
+use std::path::{Path, PathBuf};
+
+/// `<data-dir>/warehouse`: the local target's BigQuery.
+pub(crate) fn warehouse_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("warehouse")
+}
+
+/// `<data-dir>/firestore.db`: the local target's Firestore.
+pub(crate) fn documents_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("firestore.db")
+}

@@ -4,7 +4,7 @@
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
-use super::warehouse::{WarehouseError, io};
+use super::error::{WarehouseError, io};
 
 /// The version folder the table's link points at, if the table exists.
 pub(super) fn current_version(link: &Path) -> Result<Option<PathBuf>, WarehouseError> {

@@ -21,43 +21,14 @@ use datafusion::parquet::file::properties::WriterProperties;
 
 use tokio_util::sync::CancellationToken;
 
+pub(crate) use super::error::WarehouseError;
+use super::error::io;
 use super::versions::{Unfinished, current_version, next_version, remove_versions, swap, sync_dir, version_number};
 use crate::store::bigquery::WriteMode;
 use crate::table::{Table, nullable};
 
 /// Rows per Parquet row group: large enough for fast scans, small enough to write in bounded memory.
 const ROW_GROUP_ROWS: usize = 256 * 1024;
-
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum WarehouseError {
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path} is not a dpf table (it is not a link to a version folder); move it away")]
-    NotATable { path: String },
-    #[error("cannot read {path}: {message}")]
-    Read { path: String, message: String },
-    #[error("cannot write {path}: {message}")]
-    Write { path: String, message: String },
-    #[error(
-        "column `{column}` is {existing} in table {table} but {new} in the new rows; cast it in a transform to keep the table's type"
-    )]
-    TypeChange {
-        table: String,
-        column: String,
-        existing: DataType,
-        new: DataType,
-    },
-    #[error("merge key `{column}` is not a column of the rows; they have: {columns}")]
-    MissingKey { column: String, columns: String },
-    #[error("`write: merge` into {table} needs a `key`: the columns that identify a row")]
-    NoKey { table: String },
-    #[error("stopped before committing to {table}; the table is unchanged")]
-    Stopped { table: String },
-}
 
 /// What a write did.
 #[derive(Debug)]
@@ -69,13 +40,6 @@ pub(crate) struct Written {
 /// Where the table `dataset.table` lives under `warehouse`.
 pub(crate) fn table_path(warehouse: &Path, dataset: &str, table: &str) -> PathBuf {
     warehouse.join(dataset).join(table)
-}
-
-pub(super) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WarehouseError + '_ {
-    move |source| WarehouseError::Io {
-        path: path.display().to_string(),
-        source,
-    }
 }
 
 /// A table of the local warehouse.

@@ -1,7 +1,7 @@
 //! BigQuery's errors as task errors: transient or permanent, with BigQuery's reason and message.
 
 use super::model::{ErrorBody, ErrorProto};
-use crate::error::TaskError;
+use crate::error::{ErrorKind, TaskError};
 use crate::gcp::TokenError;
 
 /// Why a BigQuery API call failed.
@@ -63,12 +63,12 @@ impl ApiError {
             ApiError::Token(TokenError::Refused(_)) => true,
             ApiError::Token(TokenError::NoHeader) => false,
         };
-        let message = format!("{what}: {self}");
-        if transient {
-            TaskError::transient(message)
+        let kind = if transient {
+            ErrorKind::Transient
         } else {
-            TaskError::permanent(message)
-        }
+            ErrorKind::Permanent
+        };
+        TaskError::from_source(kind, what, self)
     }
 }
 
@@ -107,6 +107,8 @@ mod tests {
             "cannot read table p.d.t: BigQuery answered 403 accessDenied: Access Denied"
         );
         assert!(!error.is_transient());
+        let source = std::error::Error::source(&error).expect("the API error is kept as the source");
+        assert!(source.to_string().starts_with("BigQuery answered 403"));
         let busy = ApiError::of_answer(400, r#"{"error": {"errors": [{"reason": "rateLimitExceeded"}]}}"#);
         assert!(busy.task("x").is_transient());
         let page = ApiError::of_answer(502, "<html>Bad Gateway</html>");

@@ -1,13 +1,18 @@
 //! YAML → JSON with the span of every node, so that any problem found in the JSON (by the schema or
 //! by the semantic checks) points back at the exact YAML node, keyed by JSON pointer.
 
+mod scalar;
+mod spans;
+
 use std::collections::HashMap;
 
 use saphyr_parser::{Event, Parser, ScalarStyle, ScanError, Span as YamlSpan, Tag};
-use serde_json::{Map, Number, Value};
+use serde_json::{Map, Value};
 
-use super::{SourceFile, Span};
+use self::scalar::{Plain, resolve_plain};
+pub use self::spans::{NodeSpan, SpanMap, Style, content_offset, pointer_push};
 use crate::diagnostic::{Code, Diagnostic};
+use crate::spec::source::{SourceFile, Span};
 
 /// Deeper nesting than this is refused: no product needs it, and it bounds recursion.
 const MAX_DEPTH: usize = 64;
@@ -15,100 +20,6 @@ const MAX_DEPTH: usize = 64;
 const MAX_ALIASED_NODES: usize = 100_000;
 /// …and text bytes: many aliases of one long text are a bomb too.
 const MAX_ALIASED_BYTES: usize = 16 << 20;
-
-/// How a scalar was written, which decides how positions inside it map to the file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Style {
-    Plain,
-    SingleQuoted,
-    DoubleQuoted,
-    Literal,
-    Folded,
-    Collection,
-}
-
-/// Where one node sits in the file.
-#[derive(Debug, Clone)]
-pub struct NodeSpan {
-    /// The key that introduces the node, when it is a mapping value.
-    pub key: Option<Span>,
-    pub value: Span,
-    pub style: Style,
-}
-
-/// The spans of every node of a document, by JSON pointer (`/tasks/0/params/query`).
-#[derive(Debug, Default)]
-pub struct SpanMap(HashMap<String, NodeSpan>);
-
-impl SpanMap {
-    /// The node at `pointer`, or its nearest ancestor that has a span.
-    pub fn node(&self, pointer: &str) -> Option<&NodeSpan> {
-        let mut pointer = pointer;
-        loop {
-            if let Some(node) = self.0.get(pointer) {
-                return Some(node);
-            }
-            let (parent, _) = pointer.rsplit_once('/')?;
-            pointer = parent;
-        }
-    }
-
-    /// The span of the value at `pointer` (or its nearest ancestor; the file start if none).
-    pub fn value(&self, pointer: &str) -> Span {
-        self.node(pointer).map_or(0..0, |node| node.value.clone())
-    }
-
-    /// The span of the key introducing `pointer`, else of its value.
-    pub fn key(&self, pointer: &str) -> Span {
-        self.node(pointer)
-            .map_or(0..0, |node| node.key.clone().unwrap_or(node.value.clone()))
-    }
-
-    /// The exact node at `pointer`, without falling back to an ancestor.
-    pub fn exact(&self, pointer: &str) -> Option<&NodeSpan> {
-        self.0.get(pointer)
-    }
-}
-
-/// Appends one reference token to a JSON pointer.
-pub fn pointer_push(pointer: &str, token: &str) -> String {
-    let escaped = token.replace('~', "~0").replace('/', "~1");
-    format!("{pointer}/{escaped}")
-}
-
-/// The byte offset in the file of the 1-based `line` and `column` inside a scalar's `content`,
-/// so that an error inside a value (a SQL syntax error, a bad reference) points at the exact
-/// character in the file. Exact for literal blocks and single-line scalars; folded and
-/// multi-line scalars are mapped by walking their lines.
-pub fn content_offset(source: &SourceFile, node: &NodeSpan, content: &str, line: usize, column: usize) -> usize {
-    let start = source.line_column(node.value.start);
-    let offset = match node.style {
-        Style::Literal => source.offset(start.line + line.max(1) - 1, start.column - 1 + column.max(1) - 1),
-        _ => {
-            let quote = usize::from(matches!(node.style, Style::SingleQuoted | Style::DoubleQuoted));
-            let mut remaining: usize = content
-                .split('\n')
-                .take(line.max(1) - 1)
-                .map(|l| l.chars().count() + 1)
-                .sum::<usize>()
-                + column.max(1)
-                - 1;
-            let mut file_line = start.line;
-            let mut begin = start.column - 1 + quote;
-            loop {
-                let text = source.line_text(file_line);
-                let length = text.chars().count().saturating_sub(begin);
-                if remaining <= length || file_line >= source.line_count() {
-                    break source.offset(file_line, begin + remaining);
-                }
-                remaining -= length + 1;
-                file_line += 1;
-                begin = source.line_text(file_line).chars().take_while(|c| *c == ' ').count();
-            }
-        }
-    };
-    offset.clamp(node.value.start, node.value.end.max(node.value.start))
-}
 
 /// A loaded YAML document as JSON plus the spans of its nodes.
 #[derive(Debug)]
@@ -298,7 +209,7 @@ impl<'s> Loader<'s> {
                 return Err(Diagnostic::new(Code::YamlSyntax, span, "unexpected YAML content"));
             }
         };
-        self.spans.0.insert(
+        self.spans.insert(
             pointer,
             NodeSpan {
                 key,
@@ -386,70 +297,6 @@ fn scalar_style(style: ScalarStyle) -> Style {
         ScalarStyle::Literal => Style::Literal,
         ScalarStyle::Folded => Style::Folded,
     }
-}
-
-enum Plain {
-    Value(Value),
-    NonFinite,
-}
-
-/// The YAML 1.2 core schema for plain scalars: null, booleans, integers, floats, else a string.
-fn resolve_plain(text: &str) -> Plain {
-    let value = match text {
-        "" | "~" | "null" | "Null" | "NULL" => Value::Null,
-        "true" | "True" | "TRUE" => Value::Bool(true),
-        "false" | "False" | "FALSE" => Value::Bool(false),
-        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" | "-.inf" | "-.Inf" | "-.INF" | ".nan" | ".NaN"
-        | ".NAN" => return Plain::NonFinite,
-        _ => {
-            if let Some(number) = integer(text) {
-                Value::Number(number)
-            } else if is_float(text) {
-                match text.parse::<f64>().ok().and_then(Number::from_f64) {
-                    Some(number) => Value::Number(number),
-                    None => return Plain::NonFinite,
-                }
-            } else {
-                Value::String(text.to_owned())
-            }
-        }
-    };
-    Plain::Value(value)
-}
-
-fn integer(text: &str) -> Option<Number> {
-    if let Some(hex) = text.strip_prefix("0x") {
-        return i64::from_str_radix(hex, 16).ok().map(Number::from);
-    }
-    if let Some(octal) = text.strip_prefix("0o") {
-        return i64::from_str_radix(octal, 8).ok().map(Number::from);
-    }
-    let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let text = text.strip_prefix('+').unwrap_or(text);
-    text.parse::<i64>()
-        .map(Number::from)
-        .or_else(|_| text.parse::<u64>().map(Number::from))
-        .ok()
-}
-
-/// `[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?`
-fn is_float(text: &str) -> bool {
-    let body = text.strip_prefix(['-', '+']).unwrap_or(text);
-    let (mantissa, exponent) = match body.find(['e', 'E']) {
-        Some(at) => (&body[..at], Some(&body[at + 1..])),
-        None => (body, None),
-    };
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    let mantissa_ok = match mantissa.split_once('.') {
-        Some(("", fraction)) => digits(fraction),
-        Some((whole, fraction)) => digits(whole) && (fraction.is_empty() || digits(fraction)),
-        None => digits(mantissa),
-    };
-    let exponent_ok = exponent.is_none_or(|e| digits(e.strip_prefix(['-', '+']).unwrap_or(e)));
-    mantissa_ok && exponent_ok
 }
 
 #[cfg(test)]

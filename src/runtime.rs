@@ -1,0 +1,70 @@
+//! The task functions as a run drives them. A function's params are inert data; built against
+//! what that function needs of the run (a narrow context taken from [`Services`]), they become a
+//! [`Runtime`], which the run drives through one small interface: [`Runtime::run`] on its input,
+//! and [`Runtime::attempts`] for how its attempts are retried and stopped.
+//!
+//! Which component a call becomes on which target is decided here and in the target modules
+//! ([`crate::target::local`], [`crate::target::gcp`]); the run knows none of them.
+
+use tokio_util::sync::CancellationToken;
+
+use crate::component::{Attempts, Done, Input, Services, Slot};
+use crate::error::TaskError;
+use crate::spec::Call;
+use crate::target::Target;
+
+/// A task's function, built for this run.
+pub(crate) enum Runtime<'a> {
+    Extract(crate::extract::Extract<'a>),
+    Transform(crate::transform::Transform<'a>),
+    LocalStore(crate::target::local::Store<'a>),
+    GcpStore(crate::target::gcp::Store<'a>),
+    Alert(crate::alert::Alert<'a>),
+}
+
+impl<'a> Runtime<'a> {
+    /// `call` (its params rendered) as task `slot` of the run that `services` serve.
+    pub(crate) fn build(call: Call, slot: Slot<'a>, services: &'a Services) -> Result<Runtime<'a>, TaskError> {
+        Ok(match call {
+            Call::ExtractHttp(params) => Runtime::Extract(crate::extract::Extract::new(params, slot, services)),
+            Call::ExtractWeather(weather) => {
+                Runtime::Extract(crate::extract::Extract::new(weather.to_http(), slot, services))
+            }
+            Call::TransformSql(params) => Runtime::Transform(crate::transform::Transform {
+                query: params.query,
+                session: &services.session,
+                locator: slot.locator(services),
+            }),
+            Call::SendAlerts(params) => Runtime::Alert(crate::alert::Alert::new(params, slot, services)),
+            store @ (Call::StoreToBigquery(_) | Call::StoreToFirestore(_)) => match services.target {
+                Target::Local => Runtime::LocalStore(crate::target::local::Store::new(store, slot, services)?),
+                Target::Gcp => Runtime::GcpStore(crate::target::gcp::Store::new(store, slot, services)?),
+            },
+        })
+    }
+
+    pub(crate) fn attempts(&self) -> Attempts {
+        match self {
+            Runtime::Extract(_) => Attempts::Own,
+            Runtime::LocalStore(_) | Runtime::GcpStore(_) => Attempts::Whole,
+            Runtime::Transform(_) | Runtime::Alert(_) => Attempts::Drop,
+        }
+    }
+
+    /// One attempt on `input`; `stop` is cancelled by a signal, the run's `--timeout` or the
+    /// task's own. A component that retries by itself counts its `attempts`.
+    pub(crate) async fn run(
+        &self,
+        input: &Input<'_>,
+        stop: &CancellationToken,
+        attempts: &mut u32,
+    ) -> Result<Done, TaskError> {
+        match self {
+            Runtime::Extract(extract) => extract.run(stop, attempts).await,
+            Runtime::Transform(transform) => transform.run().await,
+            Runtime::LocalStore(store) => store.write(input.rows()?, stop).await,
+            Runtime::GcpStore(store) => store.write(input.rows()?, stop).await,
+            Runtime::Alert(alert) => alert.run(input).await,
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! One column being built: typed by its first value, widened from integers to decimals, and ISO
+//! 8601 text recognised as dates and timestamps when it is finished.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime};
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, NullArray, StringArray,
+    StringBuilder, TimestampMicrosecondBuilder,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field};
+
+use super::cell::Cell;
+
+pub(super) enum Values {
+    /// Only nulls so far.
+    Null,
+    Bool(BooleanBuilder),
+    Int(Int64Builder),
+    Float(Float64Builder),
+    Str(StringBuilder),
+    Json(StringBuilder),
+}
+
+impl Values {
+    fn kind(&self) -> &'static str {
+        match self {
+            Values::Null => "null",
+            Values::Bool(_) => "boolean",
+            Values::Int(_) | Values::Float(_) => "number",
+            Values::Str(_) => "string",
+            Values::Json(_) => "nested object or array",
+        }
+    }
+}
+
+pub(super) struct Column {
+    pub(super) name: String,
+    pub(super) values: Values,
+    /// Values appended so far (nulls included).
+    pub(super) len: usize,
+    /// The page where the column got its type.
+    pub(super) typed_on: usize,
+    /// Values and text bytes still to come, when known, to size the builder once.
+    pub(super) expected: (usize, usize),
+}
+
+impl Column {
+    pub(super) fn pad(&mut self, len: usize) {
+        let missing = len.saturating_sub(self.len);
+        if missing == 0 {
+            return;
+        }
+        match &mut self.values {
+            Values::Null => {}
+            Values::Bool(b) => b.append_nulls(missing),
+            Values::Int(b) => b.append_nulls(missing),
+            Values::Float(b) => b.append_nulls(missing),
+            Values::Str(b) | Values::Json(b) => b.append_nulls(missing),
+        }
+        self.len = len;
+    }
+
+    /// A builder of `kind` holding the nulls appended so far.
+    pub(super) fn typed(&mut self, cell: &Cell<'_>, page: usize) {
+        let nulls = self.len;
+        // Sized up front when the number of values is known: growing by doubling would hold the old
+        // and the new buffer at once, up to three times the column.
+        let (items, bytes) = (nulls + self.expected.0, self.expected.1);
+        self.values = match cell {
+            Cell::Bool(_) => Values::Bool(with_nulls(
+                BooleanBuilder::with_capacity(items),
+                nulls,
+                BooleanBuilder::append_nulls,
+            )),
+            Cell::Int(_) => Values::Int(with_nulls(
+                Int64Builder::with_capacity(items),
+                nulls,
+                Int64Builder::append_nulls,
+            )),
+            Cell::Float(_) => Values::Float(with_nulls(
+                Float64Builder::with_capacity(items),
+                nulls,
+                Float64Builder::append_nulls,
+            )),
+            Cell::Str(_) => Values::Str(with_nulls(
+                StringBuilder::with_capacity(items, bytes),
+                nulls,
+                StringBuilder::append_nulls,
+            )),
+            Cell::Json(_) => Values::Json(with_nulls(
+                StringBuilder::with_capacity(items, bytes),
+                nulls,
+                StringBuilder::append_nulls,
+            )),
+            Cell::Null => return,
+        };
+        self.typed_on = page;
+    }
+
+    /// Appends `cell`; a number column widens from integers to decimals, any other change is refused.
+    pub(super) fn append(&mut self, cell: Cell<'_>, page: usize) -> Result<(), &'static str> {
+        if matches!(self.values, Values::Null) {
+            self.typed(&cell, page);
+        }
+        match (&mut self.values, cell) {
+            (Values::Null, Cell::Null) => {}
+            (Values::Bool(b), Cell::Null) => b.append_null(),
+            (Values::Int(b), Cell::Null) => b.append_null(),
+            (Values::Float(b), Cell::Null) => b.append_null(),
+            (Values::Str(b) | Values::Json(b), Cell::Null) => b.append_null(),
+            (Values::Bool(b), Cell::Bool(v)) => b.append_value(v),
+            (Values::Int(b), Cell::Int(v)) => b.append_value(v),
+            (Values::Float(b), Cell::Float(v)) => b.append_value(v),
+            (Values::Float(b), Cell::Int(v)) => b.append_value(v as f64),
+            (Values::Int(b), Cell::Float(v)) => {
+                let mut widened = Float64Builder::with_capacity(b.capacity());
+                for value in b.finish().iter() {
+                    widened.append_option(value.map(|v| v as f64));
+                }
+                widened.append_value(v);
+                self.values = Values::Float(widened);
+            }
+            (Values::Str(b), Cell::Str(v)) => b.append_value(v),
+            (Values::Json(b), Cell::Json(v)) => b.append_value(v),
+            (values, _) => return Err(values.kind()),
+        }
+        self.len += 1;
+        Ok(())
+    }
+
+    pub(super) fn finish(&mut self, len: usize) -> (Field, ArrayRef) {
+        self.pad(len);
+        let array: ArrayRef = match &mut self.values {
+            // A column that was null everywhere has no type to infer: text is the least surprising.
+            Values::Null => cast(&NullArray::new(len), &DataType::Utf8).expect("null casts to text"),
+            Values::Bool(b) => Arc::new(b.finish()),
+            Values::Int(b) => Arc::new(b.finish()),
+            Values::Float(b) => Arc::new(b.finish()),
+            Values::Str(b) => {
+                let text = b.finish();
+                temporal(&text).unwrap_or_else(|| Arc::new(text))
+            }
+            Values::Json(b) => Arc::new(b.finish()),
+        };
+        (Field::new(&self.name, array.data_type().clone(), true), array)
+    }
+}
+
+/// Text that is all ISO 8601 dates becomes a date column; all date-times, a timestamp column (UTC when
+/// every value has an offset or `Z`, zone-less when none has). Anything else stays text.
+fn temporal(text: &StringArray) -> Option<ArrayRef> {
+    let first = text.iter().flatten().next()?;
+    // Built in place (not through a Vec of options, twice the size): this runs with every column alive.
+    if first.len() == 10 {
+        let mut days = Date32Builder::with_capacity(text.len());
+        for value in text.iter() {
+            match value {
+                None => days.append_null(),
+                Some(v) if v.len() == 10 => {
+                    let date = NaiveDate::parse_from_str(v, "%Y-%m-%d").ok()?;
+                    days.append_value((date - NaiveDate::default()).num_days() as i32);
+                }
+                Some(_) => return None,
+            }
+        }
+        return Some(Arc::new(days.finish()));
+    }
+    let zoned = looks_like_datetime(first)?;
+    let mut micros = TimestampMicrosecondBuilder::with_capacity(text.len());
+    for value in text.iter() {
+        match value {
+            None => micros.append_null(),
+            Some(v) => micros.append_value(parse_datetime(v, zoned)?),
+        }
+    }
+    let micros = micros.finish();
+    Some(Arc::new(if zoned { micros.with_timezone("UTC") } else { micros }))
+}
+
+/// Whether `text` has the shape of an ISO 8601 date-time, and if so whether it carries a zone.
+fn looks_like_datetime(text: &str) -> Option<bool> {
+    let bytes = text.as_bytes();
+    let shaped = bytes.len() >= 16
+        && bytes[4] == b'-'
+        && bytes[7] == b'-'
+        && matches!(bytes[10], b'T' | b' ')
+        && bytes[13] == b':';
+    shaped.then(|| text.ends_with('Z') || text.get(16..).is_some_and(|t| t.contains(['+', '-'])))
+}
+
+fn parse_datetime(text: &str, zoned: bool) -> Option<i64> {
+    if looks_like_datetime(text)? != zoned {
+        return None;
+    }
+    if zoned {
+        let normalized = text.replacen(' ', "T", 1);
+        let parsed = DateTime::parse_from_rfc3339(&normalized)
+            .or_else(|_| DateTime::parse_from_str(&normalized, "%Y-%m-%dT%H:%M%#z"))
+            .ok()?;
+        return Some(parsed.timestamp_micros());
+    }
+    [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+    ]
+    .iter()
+    .find_map(|format| NaiveDateTime::parse_from_str(text, format).ok())
+    .map(|t| t.and_utc().timestamp_micros())
+}
+
+fn with_nulls<B>(mut builder: B, nulls: usize, append: fn(&mut B, usize)) -> B {
+    append(&mut builder, nulls);
+    builder
+}
