@@ -50,9 +50,14 @@ pub(super) struct Args {
     timeout: Option<Duration>,
 }
 
+/// A `--timeout` that is not a duration.
+#[derive(Debug, thiserror::Error)]
+#[error("`{0}` is not a duration: write e.g. 90s, 30m, 2h or 1h30m")]
+pub(super) struct DurationError(String);
+
 /// `90`, `90s`, `30m`, `2h`, `1h30m`.
-pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
-    let invalid = || format!("`{text}` is not a duration: write e.g. 90s, 30m, 2h or 1h30m");
+pub(super) fn parse_duration(text: &str) -> Result<Duration, DurationError> {
+    let invalid = || DurationError(text.to_owned());
     if let Ok(seconds) = text.parse::<f64>() {
         return Duration::try_from_secs_f64(seconds).map_err(|_| invalid());
     }

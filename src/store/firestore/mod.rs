@@ -3,6 +3,7 @@
 mod documents;
 pub(crate) mod gcp;
 mod id;
+mod value;
 
 pub(crate) use documents::{Documents, IdError};
 use serde::{Deserialize, Serialize};
