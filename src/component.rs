@@ -67,6 +67,8 @@ impl Slot<'_> {
 pub(crate) struct Input<'a> {
     /// The outputs of the run's tasks so far, by task id.
     pub(crate) tables: &'a HashMap<String, Table>,
+    /// The rows quarantine checks took out of the run's outputs so far, by task id.
+    pub(crate) rejected: &'a HashMap<String, Table>,
     /// The tasks whose output this one reads.
     pub(crate) reads: &'a [String],
     /// The receipts of the run's tasks so far, for run summaries.
@@ -83,6 +85,11 @@ impl Input<'_> {
         self.tables
             .get(name)
             .ok_or_else(|| TaskError::permanent(format!("the output of `{name}` is missing")))
+    }
+
+    /// The rows quarantine checks took out of the one task this one reads, if any.
+    pub(crate) fn rejected(&self) -> Option<&Table> {
+        self.reads.first().and_then(|name| self.rejected.get(name))
     }
 }
 

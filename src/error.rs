@@ -11,6 +11,8 @@ use serde::Serialize;
 pub(crate) enum ErrorKind {
     Transient,
     Permanent,
+    /// The task's output failed an `error` check: retrying would read the same data.
+    Data,
     Interrupted,
 }
 

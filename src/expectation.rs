@@ -7,8 +7,9 @@ use datafusion::arrow::json::ArrayWriter;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::receipt::Outcome;
-use crate::receipt::{RunStatus, Trigger};
+use crate::check::Status;
+use crate::receipt::{Outcome, RunStatus, Trigger};
+use crate::spec::Role;
 
 /// One test of a product: a replayed run and its expectations.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -37,6 +38,10 @@ pub struct Expect {
     /// Per alert task: whether it sends an alert.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub alerts: BTreeMap<String, bool>,
+    /// Per data-producing task: whether all its checks pass (`passed`) or some fail (`failed`);
+    /// or per check of the task, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub checks: BTreeMap<String, ExpectedChecks>,
     /// Values in the one row of a task's output that a condition selects.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub values: Vec<ValueCheck>,
@@ -47,7 +52,20 @@ pub struct Expect {
 pub enum ExpectedStatus {
     #[default]
     Succeeded,
+    /// Any failure.
     Failed,
+    /// An `error` check failed (exit 65).
+    CheckFailed,
+}
+
+/// What a test expects of a task's checks.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum ExpectedChecks {
+    /// All of them (`passed`), or at least one (`failed`).
+    All(Status),
+    /// Each named check.
+    Each(BTreeMap<String, Status>),
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -76,12 +94,20 @@ pub(crate) async fn check(outcome: &Outcome, expect: &Expect) -> Vec<String> {
                 ));
             }
         }
-        (ExpectedStatus::Failed, true) => failures.push("the run succeeded, but the test expects it to fail".into()),
+        (ExpectedStatus::Failed | ExpectedStatus::CheckFailed, true) => {
+            failures.push("the run succeeded, but the test expects it to fail".into())
+        }
+        (ExpectedStatus::CheckFailed, false) if receipt.status != RunStatus::CheckFailed => failures.push(format!(
+            "the run did not fail a data check: it ended {:?} (exit {})",
+            receipt.status, receipt.exit_code
+        )),
         _ => {}
     }
     for (task, expected) in &expect.rows {
         match receipt.tasks.iter().find(|t| &t.id == task) {
             None => failures.push(format!("rows of `{task}`: no such task")),
+            // A store that did not run wrote nothing.
+            Some(found) if *expected == 0 && found.rows.is_none() && found.function.role() == Role::Store => {}
             Some(found) if found.rows != Some(*expected) => failures.push(format!(
                 "rows of `{task}`: expected {expected}, got {}",
                 found
@@ -104,6 +130,9 @@ pub(crate) async fn check(outcome: &Outcome, expect: &Expect) -> Vec<String> {
             ));
         }
     }
+    for (task, expected) in &expect.checks {
+        failures.extend(check_checks(outcome, task, expected));
+    }
     for value in &expect.values {
         if let Err(failure) = check_values(outcome, value).await {
             failures.push(format!(
@@ -113,6 +142,47 @@ pub(crate) async fn check(outcome: &Outcome, expect: &Expect) -> Vec<String> {
         }
     }
     failures
+}
+
+/// What does not hold of the checks of `task`.
+fn check_checks(outcome: &Outcome, task: &str, expected: &ExpectedChecks) -> Vec<String> {
+    let Some(found) = outcome.receipt.tasks.iter().find(|t| t.id == task) else {
+        return vec![format!("checks of `{task}`: no such task")];
+    };
+    if found.checks.is_empty() {
+        return vec![format!(
+            "checks of `{task}`: none ran (the task has no checks, or its output was not checked)"
+        )];
+    }
+    let failed: Vec<&str> = found
+        .checks
+        .iter()
+        .filter(|c| c.status == Status::Failed)
+        .map(|c| c.name.as_str())
+        .collect();
+    match expected {
+        ExpectedChecks::All(Status::Passed) if !failed.is_empty() => {
+            vec![format!(
+                "checks of `{task}`: expected all to pass, but {} failed",
+                failed.join(", ")
+            )]
+        }
+        ExpectedChecks::All(Status::Failed) if failed.is_empty() => {
+            vec![format!("checks of `{task}`: expected one to fail, but all passed")]
+        }
+        ExpectedChecks::All(_) => Vec::new(),
+        ExpectedChecks::Each(each) => each
+            .iter()
+            .filter_map(|(name, status)| match found.checks.iter().find(|c| &c.name == name) {
+                None => Some(format!("check `{name}` of `{task}`: no such check")),
+                Some(check) if check.status != *status => Some(format!(
+                    "check `{name}` of `{task}`: expected {status:?}, got {:?}: {}",
+                    check.status, check.message
+                )),
+                Some(_) => None,
+            })
+            .collect(),
+    }
 }
 
 async fn check_values(outcome: &Outcome, check: &ValueCheck) -> Result<(), String> {

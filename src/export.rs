@@ -24,8 +24,9 @@ pub(crate) struct Settings {
 /// `gcloud run jobs deploy --max-retries` takes 0 to 10.
 const CLOUD_RUN_MAX_RETRIES: u32 = 10;
 
-/// The exit codes no retry can change: a permanent failure, an invalid product, an overlapping run.
-pub(crate) const NOT_RETRIED: [u8; 3] = [1, 2, 3];
+/// The exit codes no retry can change: a permanent failure, an invalid product, an overlapping
+/// run, data that failed a check.
+pub(crate) const NOT_RETRIED: [u8; 4] = [1, 2, 3, 65];
 
 /// A name Kubernetes and Cloud Run accept (DNS-1123 label, at most 52 characters so that the jobs a
 /// CronJob creates stay within 63), from a product name.
@@ -142,7 +143,8 @@ spec:
       backoffLimit: {retries}
       podFailurePolicy:
         rules:
-          # 1 permanent failure, 2 invalid product, 3 another run holds the lock: a retry cannot help.
+          # 1 permanent failure, 2 invalid product, 3 another run holds the lock, 65 the data failed a
+          # check: a retry cannot help.
           - action: FailJob
             onExitCodes:
               containerName: dpf

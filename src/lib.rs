@@ -7,6 +7,7 @@
 
 mod alert;
 mod atomic;
+mod check;
 pub mod cli;
 mod component;
 mod diagnostic;

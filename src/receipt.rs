@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use crate::alert::channel::Channel;
+use crate::check::{CheckResult, Status};
 
 use crate::error::ErrorKind;
 use crate::table::Table;
@@ -49,6 +50,8 @@ pub(crate) enum RunStatus {
     Failed,
     /// A task still failed transiently after its retries.
     FailedTransient,
+    /// A task's output failed an `error` check; nothing downstream of it was written.
+    CheckFailed,
     Interrupted,
     /// The run's `--timeout` passed: stopped like an interrupted run, worth trying again later.
     TimedOut,
@@ -60,6 +63,7 @@ impl RunStatus {
         match self {
             RunStatus::Succeeded => 0,
             RunStatus::Failed => 1,
+            RunStatus::CheckFailed => 65,
             RunStatus::FailedTransient | RunStatus::TimedOut => 75,
             RunStatus::Interrupted => 130,
         }
@@ -99,6 +103,9 @@ pub(crate) struct TaskReceipt {
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_kind: Option<ErrorKind>,
+    /// The outcome of each of the task's checks, when it has any and its output was checked.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckResult>,
 }
 
 /// Why an alert was sent.
@@ -138,6 +145,7 @@ impl Receipt {
             match self.status {
                 RunStatus::Succeeded => "succeeded",
                 RunStatus::Failed => "failed",
+                RunStatus::CheckFailed => "failed a data check",
                 RunStatus::FailedTransient => "failed (transient)",
                 RunStatus::Interrupted => "was interrupted",
                 RunStatus::TimedOut => "timed out",
@@ -167,7 +175,23 @@ impl Receipt {
             for destination in &task.destinations {
                 line.push_str(&format!("  → {destination}"));
             }
-            if let Some(error) = &task.error {
+            let passed = task.checks.iter().filter(|c| c.status == Status::Passed).count();
+            if passed > 0 {
+                line.push_str(&format!("  {passed}/{} checks passed", task.checks.len()));
+            }
+            for check in task.checks.iter().filter(|c| c.status == Status::Failed) {
+                line.push_str(&format!("\n  {:<width$}  {check}", ""));
+                for sample in &check.samples {
+                    line.push_str(&format!(
+                        "\n  {:<width$}    e.g. {}",
+                        "",
+                        serde_json::Value::Object(sample.clone())
+                    ));
+                }
+            }
+            if let Some(error) = &task.error
+                && task.error_kind != Some(ErrorKind::Data)
+            {
                 line.push_str(&format!("\n  {:<width$}  error: {error}", ""));
             }
             out.push_str(line.trim_end());

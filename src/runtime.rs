@@ -62,8 +62,8 @@ impl<'a> Runtime<'a> {
         match self {
             Runtime::Extract(extract) => extract.run(stop, attempts).await,
             Runtime::Transform(transform) => transform.run().await,
-            Runtime::LocalStore(store) => store.write(input.rows()?, stop).await,
-            Runtime::GcpStore(store) => store.write(input.rows()?, stop).await,
+            Runtime::LocalStore(store) => store.write(input.rows()?, input.rejected(), stop).await,
+            Runtime::GcpStore(store) => store.write(input.rows()?, input.rejected(), stop).await,
             Runtime::Alert(alert) => alert.run(input).await,
         }
     }

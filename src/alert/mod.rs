@@ -40,7 +40,7 @@ impl<'a> Alert<'a> {
 
     /// Sends the alert about the rows of its input (or the run summary of the tasks so far).
     pub(crate) async fn run(&self, input: &Input<'_>) -> Result<Done, TaskError> {
-        let locate = |sql: &str, message: &str, position| self.locator.error_at("when", sql, message, position);
+        let locate = |sql: &str, message: &str, position| self.locator.error_at("params/when", sql, message, position);
         let read = input.reads.first().map(String::as_str);
         let sent = send::send_alert(
             &self.cx,
@@ -94,9 +94,21 @@ pub struct SendAlerts {
     pub max_rows: u32,
 }
 
+/// The `when` that fires an alert on the run's failed checks instead of a SQL condition.
+pub(crate) const CHECKS_FAILED: &str = "checks_failed";
+
 impl SendAlerts {
-    /// The condition as one SQL expression (`when`, else the thresholds), or none for a run summary.
+    /// Whether the alert fires on the checks of the run that failed without failing it.
+    pub fn on_failed_checks(&self) -> bool {
+        self.when.as_deref().map(str::trim) == Some(CHECKS_FAILED)
+    }
+
+    /// The condition as one SQL expression (`when`, else the thresholds), or none for a run summary
+    /// or an alert on failed checks.
     pub fn condition(&self) -> Option<String> {
+        if self.on_failed_checks() {
+            return None;
+        }
         if let Some(when) = &self.when {
             return Some(when.clone());
         }

@@ -86,6 +86,28 @@ pub(crate) async fn send_alert(
         count: 0,
     };
     let (message, trigger, rows) = match (alert.condition(), input) {
+        _ if alert.on_failed_checks() => {
+            let failed = failed_checks(so_far);
+            fields.count = failed.rows();
+            if fields.count == 0 {
+                cx.log.info(Some(task), None, "no check failed; no alert".to_owned());
+                return Ok(Sent {
+                    rows: 0,
+                    alerts: Vec::new(),
+                });
+            }
+            let template = alert
+                .subject
+                .as_deref()
+                .unwrap_or("{product}: {count} data checks failed in run {run_id}");
+            let subject = message::subject(template, &fields);
+            let shown = first_rows(&failed, alert.max_rows as usize);
+            (
+                message::matches(subject, "checks_failed", &fields, &shown, alert.max_rows as usize),
+                Trigger::Condition,
+                fields.count,
+            )
+        }
         (Some(condition), Some(input)) => {
             if !tables.contains_key(input) {
                 return Err(TaskError::permanent(format!("the output of `{input}` is missing")));
@@ -278,6 +300,43 @@ fn tasks_table(receipts: &[TaskReceipt]) -> Table {
             ),
         ];
         builder.push_record(row).expect("one type per column");
+    }
+    Table::from_batch(builder.finish())
+}
+
+/// The checks of the run's tasks `so_far` that failed, one row each: task, check, severity, rows
+/// failing, what was found, and a sample.
+fn failed_checks(so_far: &[TaskReceipt]) -> Table {
+    let mut builder = RowsBuilder::new();
+    for receipt in so_far {
+        for check in receipt
+            .checks
+            .iter()
+            .filter(|c| c.status == crate::check::Status::Failed)
+        {
+            let sample = check.samples.first().map_or(Cell::Null, |s| {
+                Cell::Str(serde_json::Value::Object(s.clone()).to_string().into())
+            });
+            let row = [
+                ("task", Cell::Str(receipt.id.as_str().into())),
+                ("check", Cell::Str(check.name.as_str().into())),
+                (
+                    "severity",
+                    Cell::Str(
+                        if check.quarantined {
+                            "quarantine"
+                        } else {
+                            check.severity.as_str()
+                        }
+                        .into(),
+                    ),
+                ),
+                ("failing_rows", Cell::Int(check.failing_rows as i64)),
+                ("found", Cell::Str(check.message.as_str().into())),
+                ("sample", sample),
+            ];
+            builder.push_record(row).expect("one type per column");
+        }
     }
     Table::from_batch(builder.finish())
 }

@@ -29,6 +29,8 @@ pub enum Exit {
     Usage = 2,
     /// `dpf run` did not start: another run of the same product holds its lock.
     Busy = 3,
+    /// The data failed an `error` check; nothing downstream of it was written. Never worth retrying.
+    DataError = 65,
     /// A transient failure persisted after all retries: the scheduler may try again later.
     Transient = 75,
     /// Stopped by SIGINT or SIGTERM; nothing half-done was committed.

@@ -46,44 +46,8 @@ pub(super) struct Args {
     #[arg(long, value_name = "TIMESTAMP")]
     at: Option<DateTime<Utc>>,
     /// Stop the whole run after this long (e.g. 90s, 30m, 2h): nothing half-done is committed, exit 75.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = crate::spec::duration::parse)]
     timeout: Option<Duration>,
-}
-
-/// A `--timeout` that is not a duration.
-#[derive(Debug, thiserror::Error)]
-#[error("`{0}` is not a duration: write e.g. 90s, 30m, 2h or 1h30m")]
-pub(super) struct DurationError(String);
-
-/// `90`, `90s`, `30m`, `2h`, `1h30m`.
-pub(super) fn parse_duration(text: &str) -> Result<Duration, DurationError> {
-    let invalid = || DurationError(text.to_owned());
-    if let Ok(seconds) = text.parse::<f64>() {
-        return Duration::try_from_secs_f64(seconds).map_err(|_| invalid());
-    }
-    let mut total = 0.0;
-    let mut number = String::new();
-    for c in text.chars() {
-        match c {
-            '0'..='9' | '.' => number.push(c),
-            's' | 'm' | 'h' | 'd' if !number.is_empty() => {
-                let value: f64 = number.parse().map_err(|_| invalid())?;
-                total += value
-                    * match c {
-                        's' => 1.0,
-                        'm' => 60.0,
-                        'h' => 3600.0,
-                        _ => 86400.0,
-                    };
-                number.clear();
-            }
-            _ => return Err(invalid()),
-        }
-    }
-    if !number.is_empty() || text.is_empty() {
-        return Err(invalid());
-    }
-    Duration::try_from_secs_f64(total).map_err(|_| invalid())
 }
 
 /// The logical time of a run of `product` at `at` (default: now).
@@ -165,6 +129,7 @@ pub(super) fn exit(status: RunStatus) -> Exit {
     match status {
         RunStatus::Succeeded => Exit::Success,
         RunStatus::Failed => Exit::Failure,
+        RunStatus::CheckFailed => Exit::DataError,
         RunStatus::FailedTransient | RunStatus::TimedOut => Exit::Transient,
         RunStatus::Interrupted => Exit::Interrupted,
     }
@@ -223,19 +188,4 @@ fn next_steps(product: &Product, data_dir: &str) -> String {
         ));
     }
     text
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    #[test]
-    fn durations() {
-        assert_eq!(super::parse_duration("90").unwrap(), Duration::from_secs(90));
-        assert_eq!(super::parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
-        assert_eq!(super::parse_duration("0.5s").unwrap(), Duration::from_millis(500));
-        assert!(super::parse_duration("soon").is_err());
-        assert!(super::parse_duration("10x").is_err());
-        assert!(super::parse_duration("").is_err());
-    }
 }

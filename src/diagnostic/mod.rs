@@ -90,6 +90,10 @@ codes! {
     InvalidDate = "E212", "invalid-date";
     /// A `{{ ... }}` template names an unknown variable or filter, or is not closed.
     InvalidTemplate = "E213", "invalid-template";
+    /// A data check is malformed: no kind or several, bounds the wrong way round, a quarantine with nowhere to go.
+    InvalidCheck = "E214", "invalid-check";
+    /// A data check names a column the task's output does not have.
+    UnknownColumn = "E215", "unknown-column";
     /// A literal value looks like a credential; use `${secret:NAME}` instead.
     PossibleCredential = "W300", "possible-credential";
 }

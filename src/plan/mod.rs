@@ -95,6 +95,9 @@ pub struct Step {
     pub retries: u32,
     pub retry_delay_minutes: f64,
     pub timeout_minutes: Option<f64>,
+    /// The data checks on the task's output, as written, each with its name.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<crate::check::Check>,
     /// The params with defaults filled in; `${...}` references are shown, never resolved.
     pub params: Value,
     /// The references this step resolves at run time, e.g. `secret:SALES_API_TOKEN`.
@@ -179,9 +182,11 @@ pub fn build(product: &Product, context: &Context<'_>) -> Plan {
                 source: source(&task.call),
                 destination: destination(&task.call, context),
                 condition: match &task.call {
+                    Call::SendAlerts(alert) if alert.on_failed_checks() => Some(crate::alert::CHECKS_FAILED.to_owned()),
                     Call::SendAlerts(alert) => alert.condition(),
                     _ => None,
                 },
+                checks: task.checks.clone(),
                 retries: task.retries.unwrap_or(product.retries),
                 retry_delay_minutes: task.retry_delay_minutes.unwrap_or(product.retry_delay_minutes),
                 timeout_minutes: task.timeout_minutes,

@@ -99,6 +99,14 @@ fn step_text(out: &mut String, step: &Step) {
     if let Some(condition) = &step.condition {
         field("fires when", condition);
     }
+    for (i, check) in step.checks.iter().enumerate() {
+        let mut shown = format!("{} ({}", check.name, check.severity.as_str());
+        if check.on_fail == crate::check::OnFail::Quarantine {
+            shown.push_str(", quarantine");
+        }
+        shown.push(')');
+        field(if i == 0 { "checks" } else { "" }, &shown);
+    }
     let retries = match step.retries {
         0 => "none".to_owned(),
         n => format!("{n}, back-off from {} min, exponential", step.retry_delay_minutes),

@@ -1,6 +1,7 @@
 //! `dpf run`: executes a product's plan once. Stages run in order; the tasks of a stage run
 //! concurrently; a failed task stops the tasks that need it; every store commits atomically.
 
+mod checked;
 pub(crate) mod lock;
 mod task;
 mod whole;
@@ -170,9 +171,12 @@ pub(crate) async fn run(
             destinations: Vec::new(),
             error: None,
             error_kind: None,
+            checks: Vec::new(),
         })
         .collect();
     let mut tables: HashMap<String, Table> = HashMap::new();
+    // Rows that quarantine checks took out of a task's output, by task id.
+    let mut rejected: HashMap<String, Table> = HashMap::new();
     let mut alerts = Vec::new();
     let index_of: HashMap<&str, usize> = plan.steps.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
 
@@ -219,13 +223,14 @@ pub(crate) async fn run(
         let summary_so_far = receipts.clone();
         let results = futures::future::join_all(runnable.iter().map(|&i| {
             let tables = &tables;
+            let rejected = &rejected;
             let summary = &summary_so_far;
             let env = &env;
             let step = &plan.steps[i];
             let logical = &options.logical;
             async move {
                 match render(&product.tasks[i].call, logical) {
-                    Ok(call) => (i, task::run_task(env, call, step, i, tables, summary).await),
+                    Ok(call) => (i, task::run_task(env, call, step, i, (tables, rejected), summary).await),
                     Err(error) => (i, (Err(error), 1, Duration::ZERO)),
                 }
             }
@@ -245,6 +250,12 @@ pub(crate) async fn run(
                     receipt.destinations = done.destinations;
                     alerts.extend(done.alerts);
                     if let Some(table) = done.table {
+                        let checks = &product.tasks[i].checks;
+                        let time = options.logical.time;
+                        let Some(table) = checked::apply(&env, checks, i, time, table, receipt, &mut rejected).await
+                        else {
+                            continue;
+                        };
                         if let Err(error) = crate::transform::sql::register(&env.session, &id, &table) {
                             receipt.status = TaskStatus::Failed;
                             receipt.error = Some(error.strip_backtrace());
@@ -280,6 +291,8 @@ pub(crate) async fn run(
         RunStatus::Interrupted
     } else if receipts.iter().any(|r| r.error_kind == Some(ErrorKind::Permanent)) {
         RunStatus::Failed
+    } else if receipts.iter().any(|r| r.error_kind == Some(ErrorKind::Data)) {
+        RunStatus::CheckFailed
     } else if receipts.iter().any(|r| r.status == TaskStatus::Failed) {
         RunStatus::FailedTransient
     } else {
@@ -287,7 +300,7 @@ pub(crate) async fn run(
     };
     if matches!(
         status,
-        RunStatus::Failed | RunStatus::FailedTransient | RunStatus::TimedOut
+        RunStatus::Failed | RunStatus::CheckFailed | RunStatus::FailedTransient | RunStatus::TimedOut
     ) {
         alerts.extend(send::failure_alerts(&send::Context::of(&env, &signals), product, &receipts).await);
     }

@@ -20,7 +20,7 @@ pub(super) async fn run_task(
     call: Call,
     step: &Step,
     index: usize,
-    tables: &HashMap<String, Table>,
+    (tables, rejected): (&HashMap<String, Table>, &HashMap<String, Table>),
     so_far: &[TaskReceipt],
 ) -> (Result<Done, TaskError>, u32, Duration) {
     let clock = Instant::now();
@@ -35,6 +35,7 @@ pub(super) async fn run_task(
     };
     let input = Input {
         tables,
+        rejected,
         reads: &step.reads,
         so_far,
     };

@@ -1,6 +1,7 @@
 //! Product files: loading YAML with spans, and the typed product model.
 
 pub(crate) mod de;
+pub(crate) mod duration;
 pub mod product;
 pub mod reference;
 mod source;

@@ -56,6 +56,8 @@ pub struct Task {
     pub retries: Option<u32>,
     pub retry_delay_minutes: Option<f64>,
     pub timeout_minutes: Option<f64>,
+    /// Data checks on the task's output (extracts and transforms).
+    pub checks: Vec<crate::check::Check>,
 }
 
 #[derive(Deserialize)]
@@ -75,6 +77,8 @@ struct RawTask {
     retries: Option<u32>,
     retry_delay_minutes: Option<f64>,
     timeout_minutes: Option<f64>,
+    #[serde(default)]
+    checks: Vec<crate::check::Check>,
 }
 
 impl TryFrom<RawTask> for Task {
@@ -92,6 +96,7 @@ impl TryFrom<RawTask> for Task {
             retries: raw.retries,
             retry_delay_minutes: raw.retry_delay_minutes,
             timeout_minutes: raw.timeout_minutes,
+            checks: raw.checks,
         })
     }
 }

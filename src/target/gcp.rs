@@ -1,5 +1,6 @@
 //! The gcp target's stores: BigQuery and Firestore, in the project each store resolves to.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
@@ -61,17 +62,33 @@ impl<'a> Store<'a> {
         })
     }
 
-    /// Writes `rows`; `stop` is checked before anything commits.
-    pub(crate) async fn write(&self, rows: &Table, stop: &CancellationToken) -> Result<Done, TaskError> {
+    /// Writes `rows`; `stop` is checked before anything commits. A BigQuery store first loads
+    /// the `rejected` rows of its input beside its table.
+    pub(crate) async fn write(
+        &self,
+        rows: &Table,
+        rejected: Option<&Table>,
+        stop: &CancellationToken,
+    ) -> Result<Done, TaskError> {
         let destination = self.destinations.join("; ");
         match &self.kind {
             Kind::BigQuery(store) => {
-                let writer = bigquery::gcp::Writer {
-                    run_id: self.run_id,
-                    task: self.task,
-                    cancel: stop,
-                };
-                let written = bigquery::gcp::write(self.cloud, &self.project, store, &writer, rows).await?;
+                let mut destinations = self.destinations.clone();
+                if let Some(rejected) = rejected.filter(|r| r.rows() > 0) {
+                    let side = store.rejected();
+                    let task = format!("{}__rejected", self.task);
+                    let written = self.bigquery(&side, &task, rejected, stop).await?;
+                    let call = Call::StoreToBigquery(side);
+                    let named = Destination::of(&call, Target::Gcp, Path::new(""), |_| self.project.clone());
+                    let named: Vec<String> = named.iter().map(ToString::to_string).collect();
+                    self.log.info(
+                        Some(self.task),
+                        None,
+                        format!("{} quarantined rows into {}", written.rows, named.join("; ")),
+                    );
+                    destinations.extend(named);
+                }
+                let written = self.bigquery(store, self.task, rows, stop).await?;
                 let line = match &written.already_loaded {
                     Some(job) => format!("already loaded into {destination} by job {job}; nothing to do"),
                     None => format!(
@@ -83,7 +100,7 @@ impl<'a> Store<'a> {
                 Ok(Done {
                     rows: Some(written.rows),
                     bytes: Some(written.bytes),
-                    destinations: self.destinations.clone(),
+                    destinations,
                     ..Done::default()
                 })
             }
@@ -106,5 +123,22 @@ impl<'a> Store<'a> {
                 })
             }
         }
+    }
+}
+
+impl Store<'_> {
+    async fn bigquery(
+        &self,
+        store: &StoreToBigquery,
+        task: &str,
+        rows: &Table,
+        stop: &CancellationToken,
+    ) -> Result<bigquery::gcp::Written, TaskError> {
+        let writer = bigquery::gcp::Writer {
+            run_id: self.run_id,
+            task,
+            cancel: stop,
+        };
+        bigquery::gcp::write(self.cloud, &self.project, store, &writer, rows).await
     }
 }

@@ -50,31 +50,37 @@ impl<'a> Store<'a> {
         })
     }
 
-    /// Writes `rows` whole or not at all; `stop` is checked before the commit.
-    pub(crate) async fn write(&self, rows: &Table, stop: &CancellationToken) -> Result<Done, TaskError> {
-        let rows = rows.clone();
+    /// Writes `rows` whole or not at all; `stop` is checked before the commit. A warehouse
+    /// store first writes the `rejected` rows of its input beside its table.
+    pub(crate) async fn write(
+        &self,
+        rows: &Table,
+        rejected: Option<&Table>,
+        stop: &CancellationToken,
+    ) -> Result<Done, TaskError> {
         match &self.kind {
             Kind::Warehouse(store) => {
-                let warehouse = crate::store::local::warehouse_dir(self.data_dir);
-                let (store, run_id) = (store.clone(), self.run_id.to_owned());
-                let written = blocking(stop, move |stop| {
-                    let target = warehouse::Target {
-                        warehouse: &warehouse,
-                        dataset: &store.dataset,
-                        table: &store.table,
-                        run_id: &run_id,
-                    };
-                    warehouse::write(&target, store.write, &store.key, &rows, stop)
-                })
-                .await?;
+                let mut destinations = Vec::new();
+                if let Some(rejected) = rejected.filter(|r| r.rows() > 0) {
+                    let side = store.rejected();
+                    self.warehouse(&side, rejected, stop).await?;
+                    let call = Call::StoreToBigquery(side);
+                    destinations.extend(
+                        Destination::of(&call, Target::Local, self.data_dir, |_| String::new())
+                            .iter()
+                            .map(ToString::to_string),
+                    );
+                }
+                let written = self.warehouse(store, rows, stop).await?;
                 Ok(Done {
                     rows: Some(written.rows as u64),
                     bytes: Some(written.bytes),
-                    destinations: self.destinations.clone(),
+                    destinations: [self.destinations.clone(), destinations].concat(),
                     ..Done::default()
                 })
             }
             Kind::Documents(store) => {
+                let rows = rows.clone();
                 let path = crate::store::local::documents_path(self.data_dir);
                 let (store, seed) = (store.clone(), format!("{}/{}", self.run_id, self.task));
                 let written = blocking(stop, move |stop| {
@@ -89,6 +95,29 @@ impl<'a> Store<'a> {
                 })
             }
         }
+    }
+}
+
+impl Store<'_> {
+    async fn warehouse(
+        &self,
+        store: &StoreToBigquery,
+        rows: &Table,
+        stop: &CancellationToken,
+    ) -> Result<warehouse::Written, TaskError> {
+        let rows = rows.clone();
+        let warehouse = crate::store::local::warehouse_dir(self.data_dir);
+        let (store, run_id) = (store.clone(), self.run_id.to_owned());
+        blocking(stop, move |stop| {
+            let target = warehouse::Target {
+                warehouse: &warehouse,
+                dataset: &store.dataset,
+                table: &store.table,
+                run_id: &run_id,
+            };
+            warehouse::write(&target, store.write, &store.key, &rows, stop)
+        })
+        .await
     }
 }
 

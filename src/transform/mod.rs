@@ -19,7 +19,7 @@ impl Transform<'_> {
     pub(crate) async fn run(&self) -> Result<Done, TaskError> {
         let table = sql::run(self.session, &self.query)
             .await
-            .map_err(|error| self.locator.error("query", &self.query, &error))?;
+            .map_err(|error| self.locator.error("params/query", &self.query, &error))?;
         Ok(Done {
             rows: Some(table.rows() as u64),
             table: Some(table),

@@ -9,7 +9,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 
 use serde::{Deserialize, Serialize};
 
-use sqlparser::ast::{Query, Statement, TableFactor, Visit, Visitor};
+use sqlparser::ast::{Expr, Ident, Query, SelectItem, SetExpr, Statement, TableFactor, Visit, Visitor};
 use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::Token;
@@ -133,6 +133,31 @@ pub(crate) fn tables(statements: &[Statement]) -> Vec<TableRef> {
         .collect()
 }
 
+/// The names of a query's output columns, when its SELECT list names each one (no `*`, every
+/// expression a column or aliased); unquoted names fold to lower case, as DataFusion folds them.
+pub(crate) fn output_columns(statements: &[Statement]) -> Option<Vec<String>> {
+    let [Statement::Query(query)] = statements else {
+        return None;
+    };
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return None;
+    };
+    let name = |ident: &Ident| match ident.quote_style {
+        Some(_) => ident.value.clone(),
+        None => ident.value.to_lowercase(),
+    };
+    select
+        .projection
+        .iter()
+        .map(|item| match item {
+            SelectItem::ExprWithAlias { alias, .. } => Some(name(alias)),
+            SelectItem::UnnamedExpr(Expr::Identifier(ident)) => Some(name(ident)),
+            SelectItem::UnnamedExpr(Expr::CompoundIdentifier(parts)) => parts.last().map(name),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Runs `query` over the tables registered in `session` (one per upstream task, named by its id).
 pub(crate) async fn run(session: &SessionContext, query: &str) -> Result<Table, DataFusionError> {
     let frame = session.sql(query).await?;
@@ -207,14 +232,15 @@ pub(crate) struct Locator<'a> {
 }
 
 impl Locator<'_> {
-    /// A DataFusion error in the SQL text `sql` of param `field`, placed where DataFusion says.
+    /// A DataFusion error in the SQL text `sql` at `field` (a path under the task, such as
+    /// `params/query`), placed where DataFusion says.
     pub(crate) fn error(&self, field: &str, sql: &str, error: &DataFusionError) -> TaskError {
         let (message, position) = explain(error, sql);
         self.error_at(field, sql, &message, position)
     }
 
-    /// `message`, placed at `position` (line, column) inside the SQL text `sql` of param `field`
-    /// when known.
+    /// `message`, placed at `position` (line, column) inside the SQL text `sql` at `field` (a
+    /// path under the task) when known.
     pub(crate) fn error_at(
         &self,
         field: &str,
@@ -222,7 +248,7 @@ impl Locator<'_> {
         message: &str,
         position: Option<(usize, usize)>,
     ) -> TaskError {
-        let pointer = format!("/tasks/{}/params/{field}", self.index);
+        let pointer = format!("/tasks/{}/{field}", self.index);
         let located = position.and_then(|(line, column)| locate(self.source, &pointer, sql, line, column));
         match located {
             Some(at) => TaskError::permanent(format!(
@@ -231,7 +257,7 @@ impl Locator<'_> {
                 at.line,
                 at.column
             )),
-            None => TaskError::permanent(format!("`{field}`: {message}")),
+            None => TaskError::permanent(format!("`{}`: {message}", field.rsplit('/').next().unwrap_or(field))),
         }
     }
 }
@@ -279,6 +305,18 @@ mod tests {
             "WITH daily AS (SELECT * FROM orders)\nSELECT * FROM daily JOIN regions r ON true, generate_series(1, 3)";
         let names: Vec<_> = tables(&parse_query(sql).unwrap()).into_iter().map(|t| t.name).collect();
         assert_eq!(names, ["orders", "regions"]);
+    }
+
+    #[test]
+    fn output_columns_when_the_select_list_names_them() {
+        let columns = |sql: &str| output_columns(&parse_query(sql).unwrap());
+        assert_eq!(
+            columns("SELECT CAST(time AS TIMESTAMP) AS observed_at, t.Temp, \"Rain\" FROM t").unwrap(),
+            ["observed_at", "temp", "Rain"]
+        );
+        assert_eq!(columns("SELECT * FROM t"), None);
+        assert_eq!(columns("SELECT a + 1 FROM t"), None);
+        assert_eq!(columns("SELECT a FROM t UNION SELECT b FROM u"), None);
     }
 
     #[test]

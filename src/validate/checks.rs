@@ -56,7 +56,7 @@ impl<'a> Checker<'a> {
         start..end
     }
 
-    fn sql_span(&self, pointer: &str, text: &str, line: usize, column: usize) -> Span {
+    pub(super) fn sql_span(&self, pointer: &str, text: &str, line: usize, column: usize) -> Span {
         let Some(node) = self.document.spans.exact(pointer) else {
             return self.value_span(pointer);
         };
@@ -145,7 +145,10 @@ impl<'a> Checker<'a> {
             }
             nodes.push(node);
         }
-        let (_, problems) = Graph::build(&nodes);
+        let (graph, problems) = Graph::build(&nodes);
+        for i in 0..nodes.len() {
+            self.data_checks(i, &nodes, &graph);
+        }
         let ids: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
         for problem in problems {
             self.graph_problem(problem, &nodes, &ids);
@@ -274,6 +277,9 @@ impl<'a> Checker<'a> {
     fn alert_condition(&mut self, params: &str) {
         let pointer = format!("{params}/when");
         let Some(condition) = self.str_at(&pointer) else { return };
+        if condition.trim() == crate::alert::CHECKS_FAILED {
+            return;
+        }
         if let Err(error) = sql::parse_condition(condition) {
             let span = self.sql_span(&pointer, condition, error.line, error.column);
             self.out.push(

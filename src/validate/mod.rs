@@ -2,6 +2,7 @@
 
 mod checks;
 mod credentials;
+mod data_checks;
 mod params;
 pub mod schema;
 

@@ -91,8 +91,8 @@ fn the_sales_product_pages_through_its_fixtures_and_alerts() {
 #[test]
 fn dpf_test_passes_on_the_example_products() {
     let run = dpf().args(["test"]).expect(0);
-    assert_eq!(run.stdout.matches("PASS").count(), 3, "{run}");
-    assert!(run.stdout.contains("3 passed, 0 failed"), "{run}");
+    assert_eq!(run.stdout.matches("PASS").count(), 4, "{run}");
+    assert!(run.stdout.contains("4 passed, 0 failed"), "{run}");
 }
 
 #[test]

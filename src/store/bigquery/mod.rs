@@ -27,6 +27,24 @@ pub struct StoreToBigquery {
     pub cluster_by: Vec<String>,
 }
 
+impl StoreToBigquery {
+    /// Where this store puts the rows that quarantine checks rejected: `<table>__rejected` in
+    /// the same dataset, merged on the run id and the row's position so that a rerun of the run
+    /// writes each row once.
+    pub(crate) fn rejected(&self) -> StoreToBigquery {
+        StoreToBigquery {
+            project: self.project.clone(),
+            dataset: self.dataset.clone(),
+            table: format!("{}__rejected", self.table),
+            write: WriteMode::Merge,
+            key: vec!["_dpf_run_id".to_owned(), "_dpf_row".to_owned()],
+            method: LoadMethod::Load,
+            partition_by: None,
+            cluster_by: Vec::new(),
+        }
+    }
+}
+
 /// How rows meet what the table already holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]

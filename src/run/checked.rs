@@ -1,0 +1,91 @@
+//! A data-producing task's checks, between its success and the tasks that read it.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+
+use crate::check::{self, Check, Status};
+use crate::component::Services;
+use crate::error::ErrorKind;
+use crate::receipt::{TaskReceipt, TaskStatus};
+use crate::table::Table;
+use crate::transform::sql::Locator;
+
+/// Checks `table`, the output of task `index`; records the results in its `receipt`. Returns the
+/// rows that go on, or none when a check failed the task. Quarantined rows go to `rejected`.
+pub(super) async fn apply(
+    services: &Services,
+    checks: &[Check],
+    index: usize,
+    logical_time: DateTime<Utc>,
+    table: Table,
+    receipt: &mut TaskReceipt,
+    rejected: &mut HashMap<String, Table>,
+) -> Option<Table> {
+    if checks.is_empty() {
+        return Some(table);
+    }
+    let id = receipt.id.clone();
+    let subject = check::Subject {
+        task: &id,
+        run_id: &services.run_id,
+        logical_time,
+        session: &services.session,
+        locator: Locator {
+            source: &services.source,
+            index,
+        },
+    };
+    let checked = match check::evaluate(&subject, checks, table).await {
+        Ok(checked) => checked,
+        Err(error) => {
+            let message = services.secrets.redact(&error.message);
+            services.log.error(Some(&id), None, format!("checks: {message}"));
+            receipt.status = TaskStatus::Failed;
+            receipt.error = Some(message);
+            receipt.error_kind = Some(error.kind);
+            return None;
+        }
+    };
+    let log = &services.log;
+    let passed = checked.results.iter().filter(|r| r.status == Status::Passed).count();
+    let line = format!("{passed} of {} checks passed", checked.results.len());
+    if passed == checked.results.len() {
+        log.info(Some(&id), None, line);
+    }
+    for result in checked.results.iter().filter(|r| r.status == Status::Failed) {
+        let samples: Vec<String> = result
+            .samples
+            .iter()
+            .map(|s| serde_json::Value::Object(s.clone()).to_string())
+            .collect();
+        let mut text = result.to_string();
+        if !samples.is_empty() {
+            text.push_str(&format!("; e.g. {}", samples.join(", ")));
+        }
+        let text = services.secrets.redact(&text);
+        if result.fails_task() {
+            log.error(Some(&id), None, text);
+        } else {
+            log.warn(Some(&id), None, text);
+        }
+    }
+    let failures: Vec<String> = checked
+        .results
+        .iter()
+        .filter(|r| r.fails_task())
+        .map(ToString::to_string)
+        .collect();
+    receipt.checks = checked.results;
+    if !failures.is_empty() {
+        receipt.status = TaskStatus::Failed;
+        receipt.error = Some(services.secrets.redact(&failures.join("; ")));
+        receipt.error_kind = Some(ErrorKind::Data);
+        return None;
+    }
+    if let Some(rows) = checked.rejected {
+        receipt.rows = Some(checked.table.rows() as u64);
+        rejected.insert(id, rows);
+    }
+    Some(checked.table)
+}
