@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{SecondsFormat, Utc};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::secrets::Secrets;
 
@@ -76,18 +76,31 @@ impl Log {
     }
 
     pub(crate) fn info(&self, task: Option<&str>, attempt: Option<u32>, message: impl fmt::Display) {
-        self.write(Severity::Info, task, attempt, &message.to_string());
+        self.write(Severity::Info, task, attempt, &message.to_string(), None);
     }
 
     pub(crate) fn warn(&self, task: Option<&str>, attempt: Option<u32>, message: impl fmt::Display) {
-        self.write(Severity::Warning, task, attempt, &message.to_string());
+        self.write(Severity::Warning, task, attempt, &message.to_string(), None);
     }
 
     pub(crate) fn error(&self, task: Option<&str>, attempt: Option<u32>, message: impl fmt::Display) {
-        self.write(Severity::Error, task, attempt, &message.to_string());
+        self.write(Severity::Error, task, attempt, &message.to_string(), None);
     }
 
-    fn write(&self, severity: Severity, task: Option<&str>, attempt: Option<u32>, message: &str) {
+    /// A line of task `task` that also carries `value` as its field `key` in JSON logs (human logs
+    /// show the message only). Strings inside `value` are redacted like the message.
+    pub(crate) fn with_field(&self, severity: Severity, task: &str, message: &str, key: &str, value: &Value) {
+        self.write(severity, Some(task), None, message, Some((key, value)));
+    }
+
+    fn write(
+        &self,
+        severity: Severity,
+        task: Option<&str>,
+        attempt: Option<u32>,
+        message: &str,
+        field: Option<(&str, &Value)>,
+    ) {
         let inner = &self.inner;
         let message = inner.secrets.redact(message);
         let now = Utc::now();
@@ -107,6 +120,9 @@ impl Log {
                 }
                 if let Some(attempt) = attempt {
                     entry["attempt"] = attempt.into();
+                }
+                if let Some((key, value)) = field {
+                    entry[key] = redact(&inner.secrets, value);
                 }
                 entry.to_string()
             }
@@ -181,6 +197,19 @@ impl Drop for Progress {
 }
 
 /// `1.2 MB`-style sizes for people.
+/// `value` with every string in it passed through the run's redaction.
+fn redact(secrets: &Secrets, value: &Value) -> Value {
+    match value {
+        Value::String(text) => Value::String(secrets.redact(text)),
+        Value::Array(items) => items.iter().map(|v| redact(secrets, v)).collect(),
+        Value::Object(fields) => fields
+            .iter()
+            .map(|(k, v)| (secrets.redact(k), redact(secrets, v)))
+            .collect(),
+        other => other.clone(),
+    }
+}
+
 pub(crate) fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["B", "KB", "MB", "GB"];
     let mut value = bytes as f64;

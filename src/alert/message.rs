@@ -40,22 +40,26 @@ pub(crate) fn matches(subject: String, condition: &str, fields: &Fields<'_>, row
         fields.count, fields.run_id, fields.product, fields.task
     );
     let more = (fields.count > shown).then(|| format!("The first {shown} are shown."));
-    build(subject, &intro, more.as_deref(), rows)
+    build(subject, &intro, more.as_deref(), &[rows])
 }
 
-/// A run summary: one row per task.
-pub(crate) fn summary(subject: String, intro: &str, tasks: &Table) -> Message {
-    build(subject, intro, None, tasks)
+/// A run summary: one row per task, then any further `tables` (such as the failed checks).
+pub(crate) fn summary(subject: String, intro: &str, tables: &[&Table]) -> Message {
+    build(subject, intro, None, tables)
 }
 
-fn build(subject: String, intro: &str, note: Option<&str>, rows: &Table) -> Message {
+fn build(subject: String, intro: &str, note: Option<&str>, tables: &[&Table]) -> Message {
+    let tables: Vec<&Table> = tables.iter().copied().filter(|t| t.rows() > 0).collect();
     let mut text = format!("{intro}\n");
     if let Some(note) = note {
         text.push_str(note);
         text.push('\n');
     }
     text.push('\n');
-    if rows.rows() > 0 {
+    for (i, rows) in tables.iter().enumerate() {
+        if i > 0 {
+            text.push('\n');
+        }
         match pretty_format_batches(&rows.batches) {
             Ok(table) => text.push_str(&table.to_string()),
             Err(error) => text.push_str(&format!("(the rows cannot be shown: {error})")),
@@ -69,7 +73,7 @@ fn build(subject: String, intro: &str, note: Option<&str>, rows: &Table) -> Mess
     if let Some(note) = note {
         html.push_str(&format!("<p>{}</p>\n", escape(note)));
     }
-    if rows.rows() > 0 {
+    for rows in &tables {
         html.push_str(&html_table(&rows.batches));
     }
     html.push_str("<p style=\"color: #666\">Sent by dpf</p>\n</body></html>\n");

@@ -88,7 +88,11 @@ pub(crate) async fn send_alert(
     let (message, trigger, rows) = match (alert.condition(), input) {
         _ if alert.on_failed_checks() => {
             let failed = failed_checks(so_far);
-            fields.count = failed.rows();
+            fields.count = so_far
+                .iter()
+                .flat_map(|r| &r.checks)
+                .filter(|c| c.status == crate::check::Status::Failed)
+                .count();
             if fields.count == 0 {
                 cx.log.info(Some(task), None, "no check failed; no alert".to_owned());
                 return Ok(Sent {
@@ -101,9 +105,13 @@ pub(crate) async fn send_alert(
                 .as_deref()
                 .unwrap_or("{product}: {count} data checks failed in run {run_id}");
             let subject = message::subject(template, &fields);
+            let intro = format!(
+                "{} data checks failed in run {} of {} without failing it (alert task {task}).",
+                fields.count, cx.run_id, cx.product
+            );
             let shown = first_rows(&failed, alert.max_rows as usize);
             (
-                message::matches(subject, "checks_failed", &fields, &shown, alert.max_rows as usize),
+                message::summary(subject, &intro, &[&shown]),
                 Trigger::Condition,
                 fields.count,
             )
@@ -160,7 +168,7 @@ pub(crate) async fn send_alert(
                 cx.run_id, cx.product, fields.target
             );
             (
-                message::summary(subject, &intro, &tasks_table(so_far)),
+                message::summary(subject, &intro, &[&tasks_table(so_far)]),
                 Trigger::Summary,
                 0,
             )
@@ -304,8 +312,8 @@ fn tasks_table(receipts: &[TaskReceipt]) -> Table {
     Table::from_batch(builder.finish())
 }
 
-/// The checks of the run's tasks `so_far` that failed, one row each: task, check, severity, rows
-/// failing, what was found, and a sample.
+/// The checks of the run's tasks `so_far` that failed, one row per sample (or one without): task,
+/// check, severity, rows failing, what was found, and the sample row.
 fn failed_checks(so_far: &[TaskReceipt]) -> Table {
     let mut builder = RowsBuilder::new();
     for receipt in so_far {
@@ -314,28 +322,29 @@ fn failed_checks(so_far: &[TaskReceipt]) -> Table {
             .iter()
             .filter(|c| c.status == crate::check::Status::Failed)
         {
-            let sample = check.samples.first().map_or(Cell::Null, |s| {
-                Cell::Str(serde_json::Value::Object(s.clone()).to_string().into())
-            });
-            let row = [
-                ("task", Cell::Str(receipt.id.as_str().into())),
-                ("check", Cell::Str(check.name.as_str().into())),
-                (
-                    "severity",
-                    Cell::Str(
-                        if check.quarantined {
-                            "quarantine"
-                        } else {
-                            check.severity.as_str()
-                        }
-                        .into(),
-                    ),
-                ),
-                ("failing_rows", Cell::Int(check.failing_rows as i64)),
-                ("found", Cell::Str(check.message.as_str().into())),
-                ("sample", sample),
-            ];
-            builder.push_record(row).expect("one type per column");
+            let severity = if check.quarantined {
+                "quarantine"
+            } else {
+                check.severity.as_str()
+            };
+            let samples: Vec<Cell> = match check.samples.as_slice() {
+                [] => vec![Cell::Null],
+                samples => samples
+                    .iter()
+                    .map(|s| Cell::Str(serde_json::Value::Object(s.clone()).to_string().into()))
+                    .collect(),
+            };
+            for sample in samples {
+                let row = [
+                    ("task", Cell::Str(receipt.id.as_str().into())),
+                    ("check", Cell::Str(check.name.as_str().into())),
+                    ("severity", Cell::Str(severity.into())),
+                    ("failing_rows", Cell::Int(check.failing_rows as i64)),
+                    ("found", Cell::Str(check.message.as_str().into())),
+                    ("sample", sample),
+                ];
+                builder.push_record(row).expect("one type per column");
+            }
         }
     }
     Table::from_batch(builder.finish())
@@ -359,7 +368,7 @@ pub(crate) async fn failure_alerts(cx: &Context<'_>, product: &Product, receipts
             cx.target.as_str(),
             names.join(", ")
         );
-        let message = message::summary(subject, &intro, &tasks_table(receipts));
+        let message = message::summary(subject, &intro, &[&tasks_table(receipts), &failed_checks(receipts)]);
         match deliver(cx, &task.id, alert, &alert.on_failure, Trigger::Failure, &message, 0).await {
             Ok(receipts) => sent.extend(receipts),
             Err(error) => cx

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use crate::check::{self, Check, Status};
 use crate::component::Services;
 use crate::error::ErrorKind;
+use crate::log::Severity;
 use crate::receipt::{TaskReceipt, TaskStatus};
 use crate::table::Table;
 use crate::transform::sql::Locator;
@@ -49,9 +50,10 @@ pub(super) async fn apply(
     };
     let log = &services.log;
     let passed = checked.results.iter().filter(|r| r.status == Status::Passed).count();
-    let line = format!("{passed} of {} checks passed", checked.results.len());
     if passed == checked.results.len() {
-        log.info(Some(&id), None, line);
+        let line = format!("{passed} of {} checks passed", checked.results.len());
+        let results = serde_json::to_value(&checked.results).expect("check results serialize");
+        log.with_field(Severity::Info, &id, &line, "checks", &results);
     }
     for result in checked.results.iter().filter(|r| r.status == Status::Failed) {
         let samples: Vec<String> = result
@@ -63,12 +65,13 @@ pub(super) async fn apply(
         if !samples.is_empty() {
             text.push_str(&format!("; e.g. {}", samples.join(", ")));
         }
-        let text = services.secrets.redact(&text);
-        if result.fails_task() {
-            log.error(Some(&id), None, text);
+        let severity = if result.fails_task() {
+            Severity::Error
         } else {
-            log.warn(Some(&id), None, text);
-        }
+            Severity::Warning
+        };
+        let value = serde_json::to_value(result).expect("a check result serializes");
+        log.with_field(severity, &id, &text, "check", &value);
     }
     let failures: Vec<String> = checked
         .results

@@ -43,11 +43,16 @@ impl Checker<'_> {
             let kinds: Vec<&str> = KINDS.iter().copied().filter(|k| object.contains_key(*k)).collect();
             match kinds.as_slice() {
                 [] => {
-                    self.out.push(
-                        Diagnostic::new(Code::InvalidCheck, self.value_span(&at), "a check without a kind")
-                            .label("no check key")
-                            .help(format!("give one of {}", KINDS.join(", "))),
-                    );
+                    // A misspelt kind is reported once, by the schema, as an unknown key.
+                    let options = ["name", "severity", "on_fail"];
+                    if object.keys().all(|key| options.contains(&key.as_str())) {
+                        let first = object.keys().next().map_or(at.clone(), |key| format!("{at}/{key}"));
+                        self.out.push(
+                            Diagnostic::new(Code::InvalidCheck, self.document.spans.key(&first), "a check without a kind")
+                                .label("no check key")
+                                .help(format!("give one of {}", KINDS.join(", "))),
+                        );
+                    }
                     continue;
                 }
                 [_] => {}

@@ -227,9 +227,37 @@ fn translate(error: &ValidationError<'_>, document: &Document, out: &mut Vec<Dia
             value_span,
             format!("{path} lists the same value more than once"),
         ),
+        ValidationErrorKind::AnyOf { .. } => match one_of_required(error.schema_path().as_str()) {
+            Some(keys) => {
+                let parent = error.schema_path().as_str().trim_end_matches("/anyOf");
+                let known = allowed_keys(parent, Some(instance));
+                let unknown = instance
+                    .as_object()
+                    .is_some_and(|object| object.keys().any(|key| !known.contains(&key.as_str())));
+                if unknown {
+                    return; // Reported as an unknown key, with a did-you-mean.
+                }
+                let list = keys.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(" or ");
+                Diagnostic::new(Code::MissingKey, head(document, pointer), format!("{path} needs {list}"))
+                    .label(format!("add {list}, or both"))
+            }
+            None => Diagnostic::new(Code::InvalidValue, value_span, format!("{path}: {error}")),
+        },
         _ => Diagnostic::new(Code::InvalidValue, value_span, format!("{path}: {error}")),
     };
     out.push(diagnostic);
+}
+
+/// The keys of an `anyOf` at `schema_path` whose every branch only requires one key.
+fn one_of_required(schema_path: &str) -> Option<Vec<&'static str>> {
+    let branches = SCHEMA_JSON.pointer(schema_path)?.as_array()?;
+    branches
+        .iter()
+        .map(|branch| match branch.get("required")?.as_array()?.as_slice() {
+            [key] if branch.as_object()?.len() == 1 => key.as_str(),
+            _ => None,
+        })
+        .collect()
 }
 
 fn enum_error(pointer: &str, path: &str, instance: &Value, options: &Value, span: crate::spec::Span) -> Diagnostic {

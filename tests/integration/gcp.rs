@@ -102,7 +102,7 @@ fn http(method: &str, url: &str, body: Option<Value>) -> Value {
 }
 
 /// The rows of a standard-SQL query in the BigQuery emulator, as JSON objects of strings.
-fn bigquery(project: &str, sql: &str) -> Vec<BTreeMap<String, Value>> {
+pub(crate) fn bigquery(project: &str, sql: &str) -> Vec<BTreeMap<String, Value>> {
     let url = format!("http://{}/bigquery/v2/projects/{project}/queries", emulators().bigquery);
     let answer = http("POST", &url, Some(json!({"query": sql, "useLegacySql": false})));
     assert!(answer.get("errors").is_none(), "{sql}: {answer}");

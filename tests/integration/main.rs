@@ -1,5 +1,6 @@
 //! Integration tests: the real `dpf` binary over real files. One test binary for all of them.
 
+mod checks;
 mod delivery;
 mod gcp;
 mod list;

@@ -591,7 +591,7 @@ tasks:
     )
 }
 
-fn outbox(ws: &Workspace) -> Vec<String> {
+pub(crate) fn outbox(ws: &Workspace) -> Vec<String> {
     let mut files: Vec<_> = std::fs::read_dir(ws.data().join("outbox"))
         .map(|entries| entries.map(|e| e.unwrap().path()).collect())
         .unwrap_or_default();
