@@ -255,7 +255,7 @@ async fn deliver(
             }
         };
         let shown = match channel {
-            Channel::Slack => "Slack".to_owned(),
+            Channel::Slack => channel.to_string(),
             Channel::Email => to.join(", "),
         };
         let file = file.map(|path| path.display().to_string());

@@ -2,19 +2,38 @@
 //! per request (pages already fetched are kept), and decodes every page into one table.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use super::Context;
 use super::decode::{self, Page, Shape};
-use super::http::{Auth, ExtractHttp, KeyLocation, Pagination};
+use super::http::{Auth, ExtractHttp, KeyLocation, Method, Pagination};
 use crate::error::TaskError;
-use crate::http::{Request, Response};
-use crate::retry;
+use crate::http::{Request, Response, Transport};
+use crate::log::Log;
+use crate::retry::{self, Policy};
+use crate::secrets::Secrets;
 use crate::table::{RowsBuilder, Table};
+
+/// What an extract needs of the run.
+pub(crate) struct Context<'a> {
+    /// The task's id: fixtures, logs and progress are named by it.
+    pub(crate) task: &'a str,
+    /// How each request is retried.
+    pub(crate) policy: Policy,
+    pub(crate) transport: &'a Transport,
+    pub(crate) secrets: &'a Secrets,
+    pub(crate) log: &'a Log,
+    pub(crate) cancel: &'a CancellationToken,
+    /// Where the exchanges are saved, when recording.
+    pub(crate) record_dir: Option<&'a Path>,
+    /// Replayed requests keep their references as text: that is how recordings hold them.
+    pub(crate) replay: bool,
+}
 
 /// What an extract yields.
 pub(crate) struct Extracted {
@@ -25,7 +44,7 @@ pub(crate) struct Extracted {
 
 /// The parts of every request that do not change from page to page.
 struct Requests {
-    method: &'static str,
+    method: Method,
     origin: url::Origin,
     headers: Vec<(String, String)>,
     /// The API key in the query, when `auth.in` is `query`.
@@ -79,7 +98,7 @@ impl Requests {
             }
         }
         Ok(Requests {
-            method: params.method.as_str(),
+            method: params.method,
             credential_headers,
             origin: parse_url(&params.url)?.origin(),
             headers,
@@ -100,7 +119,7 @@ impl Requests {
         }
         let credentials = |name: &str| self.credential_headers.iter().any(|c| c == name);
         Request {
-            method: self.method,
+            method: self.method.into(),
             url,
             headers: self
                 .headers

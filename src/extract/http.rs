@@ -49,6 +49,7 @@ pub(crate) fn default_max_response_mb() -> u64 {
     crate::http::DEFAULT_MAX_MB
 }
 
+/// The HTTP method of the requests.
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Method {
@@ -58,10 +59,20 @@ pub enum Method {
 }
 
 impl Method {
+    /// The method's name, as the plan shows it.
     pub fn as_str(self) -> &'static str {
         match self {
             Method::Get => "GET",
             Method::Post => "POST",
+        }
+    }
+}
+
+impl From<Method> for reqwest::Method {
+    fn from(method: Method) -> reqwest::Method {
+        match method {
+            Method::Get => reqwest::Method::GET,
+            Method::Post => reqwest::Method::POST,
         }
     }
 }

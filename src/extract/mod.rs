@@ -5,35 +5,16 @@ pub(crate) mod fetch;
 pub(crate) mod http;
 pub(crate) mod weather;
 
-use std::path::Path;
-
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
+use self::fetch::Context;
 pub(crate) use self::http::ExtractHttp;
 pub(crate) use self::weather::ExtractWeather;
 use crate::component::{Done, Services, Slot};
 use crate::error::TaskError;
 use crate::http::Transport;
-use crate::log::Log;
-use crate::retry::Policy;
-use crate::secrets::{Mode, Secrets};
-
-/// What an extract needs of the run.
-pub(crate) struct Context<'a> {
-    /// The task's id: fixtures, logs and progress are named by it.
-    pub(crate) task: &'a str,
-    /// How each request is retried.
-    pub(crate) policy: Policy,
-    pub(crate) transport: &'a Transport,
-    pub(crate) secrets: &'a Secrets,
-    pub(crate) log: &'a Log,
-    pub(crate) cancel: &'a CancellationToken,
-    /// Where the exchanges are saved, when recording.
-    pub(crate) record_dir: Option<&'a Path>,
-    /// Replayed requests keep their references as text: that is how recordings hold them.
-    pub(crate) replay: bool,
-}
+use crate::secrets::Mode;
 
 /// An `extract_http` (or `extract_weather`) task, built for its run.
 pub(crate) struct Extract<'a> {

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::http::{ExtractHttp, Format, Method};
 use crate::spec::de::one_or_many_or_csv;
 
 /// Parameters of `extract_weather`.
@@ -27,7 +28,7 @@ pub struct ExtractWeather {
 impl ExtractWeather {
     /// The same request as an `extract_http` task: GET `api_url?latitude=..&longitude=..&hourly=metrics`,
     /// rows from the response's `hourly` columns, with the location copied into each row.
-    pub fn to_http(&self) -> super::ExtractHttp {
+    pub fn to_http(&self) -> ExtractHttp {
         let mut query = serde_json::Map::new();
         query.insert("latitude".into(), self.latitude.into());
         query.insert("longitude".into(), self.longitude.into());
@@ -35,14 +36,14 @@ impl ExtractWeather {
         if let Some(days) = self.forecast_days {
             query.insert("forecast_days".into(), days.into());
         }
-        super::ExtractHttp {
+        ExtractHttp {
             url: self.api_url.clone(),
-            method: super::http::Method::Get,
+            method: Method::Get,
             query,
             headers: Default::default(),
             body: None,
             auth: None,
-            format: super::http::Format::Json,
+            format: Format::Json,
             records: Some("hourly".to_owned()),
             include: vec!["latitude".to_owned(), "longitude".to_owned()],
             pagination: None,

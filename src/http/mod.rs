@@ -20,7 +20,7 @@ pub(crate) use fixtures::{Exchange, Fixtures};
 /// One request, as the extract means it.
 #[derive(Debug, Clone)]
 pub(crate) struct Request {
-    pub method: &'static str,
+    pub method: reqwest::Method,
     pub url: Url,
     pub headers: Vec<(String, String)>,
     pub body: Option<String>,
@@ -209,8 +209,7 @@ async fn live(
     progress: &mut dyn FnMut(usize),
 ) -> Result<Response, HttpError> {
     let shown = || secrets.redact(request.url.as_str());
-    let method = reqwest::Method::from_bytes(request.method.as_bytes()).expect("GET and POST are methods");
-    let mut builder = client.request(method, request.url.clone()).timeout(request.timeout);
+    let mut builder = client.request(request.method.clone(), request.url.clone()).timeout(request.timeout);
     for (name, value) in &request.headers {
         if let Some((_, problem)) = header_problem(name, value) {
             return Err(HttpError::Header {
@@ -364,7 +363,7 @@ mod tests {
     #[test]
     fn keys_are_canonical() {
         let request = |url: &str| Request {
-            method: "GET",
+            method: reqwest::Method::GET,
             url: Url::parse(url).unwrap(),
             headers: vec![("authorization".into(), "Bearer x".into())],
             body: None,

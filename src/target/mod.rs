@@ -155,13 +155,7 @@ impl fmt::Display for Destination {
             Destination::DocumentStore { data_dir, collection } => {
                 write!(f, "{} (collection {collection})", documents_path(data_dir).display())
             }
-            Destination::Outbox { data_dir, channel } => {
-                let kind = match channel {
-                    Channel::Email => "e-mail",
-                    Channel::Slack => "Slack messages",
-                };
-                write!(f, "{} ({kind})", outbox_dir(data_dir).display())
-            }
+            Destination::Outbox { data_dir, channel } => write!(f, "{} ({channel})", outbox_dir(data_dir).display()),
             Destination::BigQuery {
                 project,
                 dataset,
@@ -209,7 +203,7 @@ mod tests {
         );
         assert_eq!(
             shown(Destination::of_channel(Channel::Email, Target::Local, &data_dir)),
-            ".dpf/outbox (e-mail)"
+            ".dpf/outbox (email)"
         );
         assert_eq!(
             shown(Destination::of_channel(Channel::Email, Target::Gcp, &data_dir)),

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::error::{ApiError, proto_text, transient_reason};
 use super::model::{FieldType, Job, Table as BqTable, TableFieldSchema};
 use super::schema::{ddl_type, evolve, quote};
-use super::{TableRef, Writer, job_id};
+use super::writer::{TableRef, Writer, job_id};
 use crate::error::TaskError;
 use crate::gcp::Cloud;
 use crate::store::bigquery::StoreToBigquery;

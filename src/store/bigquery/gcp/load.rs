@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use super::api::{Api, finish, query, wait};
 use super::model::{Job, TableFieldSchema};
 use super::schema::quote;
-use super::{TableRef, Writer, Written, job_id};
+use super::writer::{TableRef, Writer, Written, job_id};
 use crate::error::TaskError;
 use crate::store::bigquery::{StoreToBigquery, WriteMode};
 use crate::table::Table;

@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use super::api::Api;
-use super::{TableRef, Writer, Written, job_id};
+use super::writer::{TableRef, Writer, Written, job_id};
 use crate::error::TaskError;
 use crate::store::bigquery::{StoreToBigquery, WriteMode};
 use crate::table::Table;
