@@ -11,7 +11,7 @@ IMAGE="${IMAGE:-europe-docker.pkg.dev/acme-data/dpf/dpf:latest}"
 # sales_data_product: At 02:00.
 gcloud run jobs deploy dpf-sales-data-product --project "$PROJECT" --region "$REGION" --image "$IMAGE" \
   --args=run,sales_data_product,--log-format,json --set-env-vars DPF_TARGET=gcp \
-  --max-retries 3 --task-timeout 3600s --service-account "$SERVICE_ACCOUNT"
+  --max-retries 0 --task-timeout 3600s --service-account "$SERVICE_ACCOUNT"
 gcloud scheduler jobs create http dpf-sales-data-product --project "$PROJECT" --location "$REGION" \
   --schedule '0 2 * * *' --time-zone UTC --http-method POST \
   --uri "https://run.googleapis.com/v2/projects/$PROJECT/locations/$REGION/jobs/dpf-sales-data-product:run" \
@@ -22,7 +22,7 @@ gcloud scheduler jobs create http dpf-sales-data-product --project "$PROJECT" --
 # weather_data_product: At minute 0, of every 6 hours.
 gcloud run jobs deploy dpf-weather-data-product --project "$PROJECT" --region "$REGION" --image "$IMAGE" \
   --args=run,weather_data_product,--log-format,json --set-env-vars DPF_TARGET=gcp \
-  --max-retries 2 --task-timeout 3600s --service-account "$SERVICE_ACCOUNT"
+  --max-retries 0 --task-timeout 3600s --service-account "$SERVICE_ACCOUNT"
 gcloud scheduler jobs create http dpf-weather-data-product --project "$PROJECT" --location "$REGION" \
   --schedule '0 */6 * * *' --time-zone UTC --http-method POST \
   --uri "https://run.googleapis.com/v2/projects/$PROJECT/locations/$REGION/jobs/dpf-weather-data-product:run" \

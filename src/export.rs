@@ -21,9 +21,6 @@ pub(crate) struct Settings {
     pub region: String,
 }
 
-/// `gcloud run jobs deploy --max-retries` takes 0 to 10.
-const CLOUD_RUN_MAX_RETRIES: u32 = 10;
-
 /// The exit codes no retry can change: a permanent failure, an invalid product, an overlapping
 /// run, data that failed a check.
 pub(crate) const NOT_RETRIED: [u8; 4] = [1, 2, 3, 65];
@@ -216,7 +213,7 @@ IMAGE="${{IMAGE:-{image}}}"
 # {product_name}: {description}
 gcloud run jobs deploy {name} --project "$PROJECT" --region "$REGION" --image "$IMAGE" \
   --args=run,{product_name},--log-format,json --set-env-vars DPF_TARGET={target} \
-  --max-retries {retries} --task-timeout 3600s --service-account "$SERVICE_ACCOUNT"
+  --max-retries 0 --task-timeout 3600s --service-account "$SERVICE_ACCOUNT"
 gcloud scheduler jobs create http {name} --project "$PROJECT" --location "$REGION" \
   --schedule {cron} --time-zone {timezone} --http-method POST \
   --uri "https://run.googleapis.com/v2/projects/$PROJECT/locations/$REGION/jobs/{name}:run" \
@@ -227,7 +224,6 @@ gcloud scheduler jobs create http {name} --project "$PROJECT" --location "$REGIO
             product_name = product.name,
             description = describe(&cron),
             target = settings.target,
-            retries = product.retries.min(CLOUD_RUN_MAX_RETRIES),
             cron = quote_shell(&cron),
             timezone = quote_shell(&product.timezone),
         ));

@@ -196,7 +196,6 @@ impl Drop for Progress {
     }
 }
 
-/// `1.2 MB`-style sizes for people.
 /// `value` with every string in it passed through the run's redaction.
 fn redact(secrets: &Secrets, value: &Value) -> Value {
     match value {
@@ -210,6 +209,7 @@ fn redact(secrets: &Secrets, value: &Value) -> Value {
     }
 }
 
+/// `1.2 MB`-style sizes for people.
 pub(crate) fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["B", "KB", "MB", "GB"];
     let mut value = bytes as f64;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use datafusion::arrow::array::{Array, AsArray, RecordBatch, UInt64Array};
+use datafusion::arrow::array::{Array, AsArray, Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
 use datafusion::arrow::json::ArrayWriter;
 use datafusion::error::DataFusionError;
@@ -20,6 +20,9 @@ use crate::transform::sql::{self, Locator};
 const SAMPLES: usize = 5;
 /// The row's position in the task's output, the quarantine table's key with the run id.
 const ROW: &str = "_dpf_row";
+/// The prefix of the columns checks add (the row, the check and run of a quarantined row, and
+/// each `unique` check's count), which the checked output may not use.
+const RESERVED: &str = "_dpf_";
 
 /// A task's output after its checks.
 pub(crate) struct Checked {
@@ -44,6 +47,12 @@ pub(crate) struct Subject<'a> {
 
 /// Evaluates `checks` over `table`, the output of `subject.task`.
 pub(crate) async fn evaluate(subject: &Subject<'_>, checks: &[Check], table: Table) -> Result<Checked, TaskError> {
+    if let Some(clash) = table.column_names().into_iter().find(|c| c.starts_with(RESERVED)) {
+        return Err(TaskError::permanent(format!(
+            "`{}` yields a column `{clash}`; names starting with `{RESERVED}` are kept for the checks' own columns",
+            subject.task
+        )));
+    }
     for check in checks {
         for column in check.kind.columns() {
             if table.schema.field_with_name(column).is_err() {
@@ -66,7 +75,7 @@ async fn run(subject: &Subject<'_>, checks: &[Check], name: &str, table: &Table)
         .enumerate()
         .filter_map(|(i, check)| match &check.kind {
             Kind::Unique(columns) => Some(format!(
-                ", count(*) OVER (PARTITION BY {}) AS \"__dpf_u{i}\"",
+                ", count(*) OVER (PARTITION BY {}) AS \"_dpf_u{i}\"",
                 quoted(columns)
             )),
             _ => None,
@@ -74,15 +83,7 @@ async fn run(subject: &Subject<'_>, checks: &[Check], name: &str, table: &Table)
         .collect();
     let from = format!("(SELECT *{windows} FROM \"{name}\") AS checked");
     let mut measures = vec!["count(*)".to_owned()];
-    for (i, check) in checks.iter().enumerate() {
-        measures.push(match &check.kind {
-            Kind::Freshness { column, .. } => format!("to_unixtime(max({}))", ident(column)),
-            _ => match failing(i, &check.kind) {
-                Some(predicate) => format!("sum(CASE WHEN {predicate} THEN 1 ELSE 0 END)"),
-                None => "0".to_owned(),
-            },
-        });
-    }
+    measures.extend(checks.iter().enumerate().map(|(i, check)| measure(i, &check.kind)));
     let query = format!(
         "SELECT {} FROM {from}",
         measures
@@ -94,7 +95,7 @@ async fn run(subject: &Subject<'_>, checks: &[Check], name: &str, table: &Table)
     );
     let counts = match sql::run(subject.session, &query).await {
         Ok(counts) => counts,
-        Err(error) => return Err(expect_error(subject, checks, &from, error).await),
+        Err(error) => return Err(located_error(subject, checks, &from, error).await),
     };
     let value = |i: usize| -> Option<i64> {
         let batch = counts.batches.iter().find(|b| b.num_rows() > 0)?;
@@ -243,6 +244,18 @@ fn human_age(age: chrono::TimeDelta) -> String {
     format!("{text} {}", if age.num_seconds() >= 0 { "before" } else { "after" })
 }
 
+/// What the aggregate query measures for check `i`: its failing rows, or the newest instant.
+fn measure(i: usize, kind: &Kind) -> String {
+    match kind {
+        // The newest instant, not the largest text: values may carry different offsets.
+        Kind::Freshness { column, .. } => format!("max(to_unixtime({}))", ident(column)),
+        _ => match failing(i, kind) {
+            Some(predicate) => format!("sum(CASE WHEN {predicate} THEN 1 ELSE 0 END)"),
+            None => "0".to_owned(),
+        },
+    }
+}
+
 /// The SQL that holds for the rows check `i` rejects; none for checks of the whole table.
 fn failing(i: usize, kind: &Kind) -> Option<String> {
     Some(match kind {
@@ -251,7 +264,15 @@ fn failing(i: usize, kind: &Kind) -> Option<String> {
             .map(|c| format!("{} IS NULL", ident(c)))
             .collect::<Vec<_>>()
             .join(" OR "),
-        Kind::Unique(_) => format!("\"__dpf_u{i}\" > 1"),
+        // Like a SQL UNIQUE constraint, a row with a null in the columns passes.
+        Kind::Unique(columns) => format!(
+            "(\"_dpf_u{i}\" > 1 AND {})",
+            columns
+                .iter()
+                .map(|c| format!("{} IS NOT NULL", ident(c)))
+                .collect::<Vec<_>>()
+                .join(" AND ")
+        ),
         Kind::AcceptedValues { column, values } => format!(
             "COALESCE({} NOT IN ({}), false)",
             ident(column),
@@ -270,7 +291,8 @@ fn failing(i: usize, kind: &Kind) -> Option<String> {
             }
             format!("COALESCE({}, false)", parts.join(" OR "))
         }
-        Kind::Expect(sql) => format!("COALESCE(NOT ({sql}), false)"),
+        // The line break ends a `--` comment at the end of the condition.
+        Kind::Expect(sql) => format!("COALESCE(NOT ({sql}\n), false)"),
         Kind::RowCount { .. } | Kind::Freshness { .. } => return None,
     })
 }
@@ -314,24 +336,31 @@ async fn samples(
 /// `table` with its rows' positions as a last column, [`ROW`].
 fn numbered(table: &Table) -> Result<Table, TaskError> {
     let mut fields: Vec<Arc<Field>> = table.schema.fields().iter().cloned().collect();
-    fields.push(Arc::new(Field::new(ROW, DataType::UInt64, false)));
+    fields.push(Arc::new(Field::new(ROW, DataType::Int64, false)));
     let schema = Arc::new(Schema::new(fields));
-    let mut offset = 0u64;
+    let mut offset = 0i64;
     let mut batches = Vec::with_capacity(table.batches.len());
     for batch in &table.batches {
-        let n = batch.num_rows() as u64;
+        let n = batch.num_rows() as i64;
         let mut columns: Vec<Arc<dyn Array>> = batch.columns().to_vec();
-        columns.push(Arc::new(UInt64Array::from_iter_values(offset..offset + n)));
+        columns.push(Arc::new(Int64Array::from_iter_values(offset..offset + n)));
         offset += n;
         batches.push(RecordBatch::try_new(schema.clone(), columns).map_err(arrow)?);
     }
     Ok(Table::new(schema, batches))
 }
 
-/// An error in one of the task's `expect` conditions, placed in the product file at its line
-/// and column; otherwise the query's error.
-async fn expect_error(subject: &Subject<'_>, checks: &[Check], from: &str, error: DataFusionError) -> TaskError {
+/// The check the aggregate query failed on, and why: an error in an `expect` condition placed in
+/// the product file at its line and column; otherwise the check that cannot be evaluated (such as
+/// accepted values of another type than the column's), at the check; otherwise the query's error.
+async fn located_error(subject: &Subject<'_>, checks: &[Check], from: &str, error: DataFusionError) -> TaskError {
     for (j, check) in checks.iter().enumerate() {
+        let probe = format!("SELECT {} FROM {from}", measure(j, &check.kind));
+        let planned = match subject.session.sql(&probe).await {
+            Ok(frame) => frame.into_optimized_plan().map(drop),
+            Err(error) => Err(error),
+        };
+        let Err(own) = planned else { continue };
         if let Kind::Expect(condition) = &check.kind {
             let select = format!("SELECT * FROM {from} WHERE ");
             let probe = format!("{select}{condition}");
@@ -350,6 +379,11 @@ async fn expect_error(subject: &Subject<'_>, checks: &[Check], from: &str, error
                 );
             }
         }
+        let (message, _) = sql::explain(&own, &probe);
+        return subject.locator.error_at_node(
+            &format!("checks/{j}"),
+            &format!("check `{}` cannot be evaluated: {message}", check.name),
+        );
     }
     TaskError::from(error)
 }

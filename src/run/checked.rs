@@ -10,7 +10,6 @@ use crate::error::ErrorKind;
 use crate::log::Severity;
 use crate::receipt::{TaskReceipt, TaskStatus};
 use crate::table::Table;
-use crate::transform::sql::Locator;
 
 /// Checks `table`, the output of task `index`; records the results in its `receipt`. Returns the
 /// rows that go on, or none when a check failed the task. Quarantined rows go to `rejected`.
@@ -31,13 +30,10 @@ pub(super) async fn apply(
         task: &id,
         run_id: &services.run_id,
         logical_time,
-        session: &services.session,
-        locator: Locator {
-            source: &services.source,
-            index,
-        },
+        session: services.catalog.session(),
+        locator: services.locator(index),
     };
-    let checked = match check::evaluate(&subject, checks, table).await {
+    let mut checked = match check::evaluate(&subject, checks, table).await {
         Ok(checked) => checked,
         Err(error) => {
             let message = services.secrets.redact(&error.message);
@@ -48,6 +44,14 @@ pub(super) async fn apply(
             return None;
         }
     };
+    // Samples go to receipts, logs and alerts: no secret in them, and no value longer than a line.
+    for sample in checked.results.iter_mut().flat_map(|r| r.samples.iter_mut()) {
+        for value in sample.values_mut() {
+            if let serde_json::Value::String(text) = value {
+                *text = shorten(&services.secrets.redact(text));
+            }
+        }
+    }
     let log = &services.log;
     let passed = checked.results.iter().filter(|r| r.status == Status::Passed).count();
     if passed == checked.results.len() {
@@ -91,4 +95,15 @@ pub(super) async fn apply(
         rejected.insert(id, rows);
     }
     Some(checked.table)
+}
+
+/// Characters of a text value a check's sample shows.
+const SAMPLE_CHARS: usize = 200;
+
+/// `text` cut to [`SAMPLE_CHARS`] characters, marked with `…` when cut.
+fn shorten(text: &str) -> String {
+    match text.char_indices().nth(SAMPLE_CHARS) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
 }

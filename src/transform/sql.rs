@@ -262,6 +262,22 @@ impl Locator<'_> {
     }
 }
 
+impl Locator<'_> {
+    /// `message`, placed at the start of the node at `field` (a path under the task).
+    pub(crate) fn error_at_node(&self, field: &str, message: &str) -> TaskError {
+        let pointer = format!("/tasks/{}/{field}", self.index);
+        let (document, _) = crate::spec::yaml::load(self.source);
+        match document.and_then(|d| d.spans.node(&pointer).map(|node| node.value.start)) {
+            Some(offset) => {
+                let at = self.source.line_column(offset);
+                let file = self.source.path().display();
+                TaskError::permanent(format!("{file}:{}:{}: {message}", at.line, at.column))
+            }
+            None => TaskError::permanent(message.to_owned()),
+        }
+    }
+}
+
 /// The position in the product file of `line`:`column` inside the SQL string at `pointer`.
 pub(crate) fn locate(source: &SourceFile, pointer: &str, sql: &str, line: usize, column: usize) -> Option<LineColumn> {
     let (document, _) = crate::spec::yaml::load(source);

@@ -48,9 +48,13 @@ impl Checker<'_> {
                     if object.keys().all(|key| options.contains(&key.as_str())) {
                         let first = object.keys().next().map_or(at.clone(), |key| format!("{at}/{key}"));
                         self.out.push(
-                            Diagnostic::new(Code::InvalidCheck, self.document.spans.key(&first), "a check without a kind")
-                                .label("no check key")
-                                .help(format!("give one of {}", KINDS.join(", "))),
+                            Diagnostic::new(
+                                Code::InvalidCheck,
+                                self.document.spans.key(&first),
+                                "a check without a kind",
+                            )
+                            .label("no check key")
+                            .help(format!("give one of {}", KINDS.join(", "))),
                         );
                     }
                     continue;

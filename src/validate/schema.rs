@@ -238,8 +238,12 @@ fn translate(error: &ValidationError<'_>, document: &Document, out: &mut Vec<Dia
                     return; // Reported as an unknown key, with a did-you-mean.
                 }
                 let list = keys.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(" or ");
-                Diagnostic::new(Code::MissingKey, head(document, pointer), format!("{path} needs {list}"))
-                    .label(format!("add {list}, or both"))
+                Diagnostic::new(
+                    Code::MissingKey,
+                    head(document, pointer),
+                    format!("{path} needs {list}"),
+                )
+                .label(format!("add {list}, or both"))
             }
             None => Diagnostic::new(Code::InvalidValue, value_span, format!("{path}: {error}")),
         },

@@ -104,7 +104,10 @@ fn every_kind_of_check_passes_good_data_and_stops_bad_data_with_exit_65_storing_
     assert_eq!(results.len(), 6, "{results:#?}");
     for (name, result) in &results {
         assert_eq!(result["status"], "passed", "{name}: {result:#}");
-        assert_eq!((result["rows"].as_u64(), result["failing_rows"].as_u64()), (Some(6), Some(0)));
+        assert_eq!(
+            (result["rows"].as_u64(), result["failing_rows"].as_u64()),
+            (Some(6), Some(0))
+        );
         assert!(result.get("samples").is_none(), "{result:#}");
     }
     let kinds: Vec<&str> = results.values().map(|r| r["check"].as_str().unwrap()).collect();
@@ -176,7 +179,7 @@ fn every_kind_of_check_passes_good_data_and_stops_bad_data_with_exit_65_storing_
         (bad.change)(&mut rows);
         let server = serve(rows);
         let run = run(&ws, &product(&server.url, ROW_COUNT, CHECKS, false), 65);
-        let receipt = receipt(&run);
+        let receipt = crate::util::receipt(&run);
         let context = format!("{}\n{run}", bad.check);
         assert_eq!(receipt["status"], "check_failed", "{context}");
         let results = checks(&receipt, bad.task);
@@ -209,12 +212,19 @@ fn the_sample_of_an_expect_shows_the_whole_row_and_the_summary_names_the_check()
     let file = ws.product("items_product", &yaml);
     let human = dpf()
         .current_dir(ws.path())
-        .args(["run".as_ref(), file.as_os_str(), "--data-dir".as_ref(), ws.data().as_os_str()])
-        .args(["--at", AT, "--format", "human", "--log-format", "off"])
+        .args([
+            "run".as_ref(),
+            file.as_os_str(),
+            "--data-dir".as_ref(),
+            ws.data().as_os_str(),
+        ])
+        .args(["--at", AT, "--format", "text", "--log-format", "off"])
         .expect(65);
     assert!(human.stdout.contains("check `precip >= 0` failed (error)"), "{human}");
     assert!(
-        human.stdout.contains("1 of 6 rows has a value for which the expectation is false"),
+        human
+            .stdout
+            .contains("1 of 6 rows has a value for which the expectation is false"),
         "{human}"
     );
 
@@ -225,7 +235,10 @@ fn the_sample_of_an_expect_shows_the_whole_row_and_the_summary_names_the_check()
         (&json!(1), &json!("emea"), &json!(-1.0)),
         "{sample:#}"
     );
-    assert!(sample["at"].as_str().unwrap().starts_with("2025-01-01T06:00:00"), "{sample:#}");
+    assert!(
+        sample["at"].as_str().unwrap().starts_with("2025-01-01T06:00:00"),
+        "{sample:#}"
+    );
 }
 
 /// The JSON log lines of `run` for task `id` that carry a `key` field.
@@ -252,7 +265,10 @@ fn a_warn_check_lets_the_run_go_on_and_alerts_while_an_error_check_stops_it() {
     let receipt = receipt(&run);
     assert_eq!(receipt["status"], "succeeded", "{run}");
     let result = &checks(&receipt, "clean")["rain is never negative"];
-    assert_eq!((&result["status"], &result["severity"]), (&json!("failed"), &json!("warn")));
+    assert_eq!(
+        (&result["status"], &result["severity"]),
+        (&json!("failed"), &json!("warn"))
+    );
     assert_eq!(result["failing_rows"], 2);
     assert_eq!(result["samples"].as_array().unwrap().len(), 2, "{result:#}");
     assert_eq!(stored(&ws).len(), 6, "warned rows are stored");
@@ -264,14 +280,21 @@ fn a_warn_check_lets_the_run_go_on_and_alerts_while_an_error_check_stops_it() {
     assert_eq!(lines[0]["check"]["samples"][1]["precip"], -2.5);
 
     let alert = &receipt["alerts"][0];
-    assert_eq!((&alert["task"], &alert["rows"]), (&json!("checks_alert"), &json!(1)), "{receipt:#}");
+    assert_eq!(
+        (&alert["task"], &alert["rows"]),
+        (&json!("checks_alert"), &json!(1)),
+        "{receipt:#}"
+    );
     let mail = outbox(&ws).pop().expect("a checks_failed alert");
     assert!(mail.contains("items_product: 1 data checks failed in run"), "{mail}");
     assert!(mail.contains("rain is never negative"), "{mail}");
-    assert!(mail.contains(r#""precip":-2.5"#), "the e-mail shows the samples\n{mail}");
+    assert!(
+        mail.contains(r#""precip":-2.5"#),
+        "the e-mail shows the samples\n{mail}"
+    );
 
     let run = self::run(&ws, &product(&server.url, "", CHECKS, true), 65);
-    let receipt = receipt(&run);
+    let receipt = crate::util::receipt(&run);
     assert_eq!(task(&receipt, "checks_alert")["status"], "skipped");
     let lines = logged(&run, "clean", "check");
     assert_eq!(lines[0]["severity"], "ERROR", "{run}");
@@ -330,7 +353,10 @@ fn quarantined_rows_go_to_the_rejected_table_and_the_rest_are_stored() {
     let receipt = receipt(&run);
     let results = checks(&receipt, "clean");
     let range = &results["temperature is physically possible"];
-    assert_eq!((&range["status"], &range["quarantined"]), (&json!("failed"), &json!(true)));
+    assert_eq!(
+        (&range["status"], &range["quarantined"]),
+        (&json!("failed"), &json!(true))
+    );
     assert_eq!(task(&receipt, "clean")["rows"], 4);
     assert_eq!(task(&receipt, "to_warehouse")["rows"], 4);
     let destinations = task(&receipt, "to_warehouse")["destinations"].to_string();
@@ -348,10 +374,13 @@ fn quarantined_rows_go_to_the_rejected_table_and_the_rest_are_stored() {
         ]
     );
 
-    // A second run quarantines its own rows beside the first run's.
+    // A rerun of the tick writes its rows once; the next tick quarantines its own beside them.
+    let count = || ws.query("SELECT COUNT(*) AS n, COUNT(DISTINCT _dpf_run_id) AS runs FROM shop.items__rejected");
     let again = self::run(&ws, &product(&server.url, "", QUARANTINE, false), 0);
-    let count = ws.query("SELECT COUNT(*) AS n, COUNT(DISTINCT _dpf_run_id) AS runs FROM shop.items__rejected");
-    assert_eq!(count, [json!({"n": 4, "runs": 2})], "{again}");
+    assert_eq!(count(), [json!({"n": 2, "runs": 1})], "{again}");
+    let file = ws.product("items_product", &product(&server.url, "", QUARANTINE, false));
+    let next = ws.run(&file).args(["--at", "2025-01-03T06:00:00Z"]).expect(0);
+    assert_eq!(count(), [json!({"n": 4, "runs": 2})], "{next}");
 }
 
 #[test]
@@ -365,15 +394,21 @@ fn on_the_gcp_target_quarantined_rows_land_in_bigquery_and_a_failed_check_leaves
     let rows = |sql: &str| -> Vec<String> {
         bigquery(&project, sql)
             .iter()
-            .map(|row| row.values().map(|v| v.as_str().unwrap_or("null").to_owned()).collect::<Vec<_>>().join(","))
+            .map(|row| {
+                row.values()
+                    .map(|v| v.as_str().unwrap_or("null").to_owned())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
             .collect()
     };
     assert_eq!(rows("SELECT id FROM shop.items ORDER BY id"), ["1", "3", "4", "6"]);
     assert_eq!(
-        rows("SELECT id, _dpf_check, _dpf_run_id FROM shop.items__rejected ORDER BY id"),
+        // Columns come back in the order of their names.
+        rows("SELECT _dpf_check, _dpf_run_id, id FROM shop.items__rejected ORDER BY id"),
         [
-            format!("2,temperature is physically possible,{run_id}"),
-            format!("5,not_null(region),{run_id}")
+            format!("temperature is physically possible,{run_id},2"),
+            format!("not_null(region),{run_id},5")
         ]
     );
 
@@ -383,6 +418,10 @@ fn on_the_gcp_target_quarantined_rows_land_in_bigquery_and_a_failed_check_leaves
     let file = ws.product("items_product", &product(&server.url, "", CHECKS, false));
     let failed = gcp(ws.run(&file), &project).args(["--at", AT]).expect(65);
     assert_eq!(receipt(&failed)["status"], "check_failed");
-    assert_eq!(rows("SELECT id FROM shop.items ORDER BY id"), ["1", "3", "4", "6"], "{failed}");
+    assert_eq!(
+        rows("SELECT id FROM shop.items ORDER BY id"),
+        ["1", "3", "4", "6"],
+        "{failed}"
+    );
     assert_eq!(rows("SELECT COUNT(*) FROM shop.items__rejected"), ["2"]);
 }
