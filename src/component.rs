@@ -29,8 +29,8 @@ pub(crate) struct Services {
     pub(crate) data_dir: PathBuf,
     pub(crate) transport: Transport,
     pub(crate) secrets: Secrets,
-    /// Where the tables of the run are registered, for transforms and alert conditions.
-    pub(crate) session: SessionContext,
+    /// The outputs of the run's tasks as tables, for transforms, checks and alert conditions.
+    pub(crate) catalog: Catalog,
     pub(crate) log: Log,
     /// Stops the run's tasks: a signal or the run's `--timeout`.
     pub(crate) cancel: CancellationToken,
@@ -42,6 +42,40 @@ pub(crate) struct Services {
     pub(crate) cloud: Option<Arc<Cloud>>,
     /// The run's one HTTP client, made at its first use.
     pub(crate) http: OnceLock<reqwest::Client>,
+}
+
+impl Services {
+    /// Where errors in the SQL text of task `index`'s params and checks are placed in the product
+    /// file.
+    pub(crate) fn locator(&self, index: usize) -> Locator<'_> {
+        Locator {
+            source: &self.source,
+            index,
+        }
+    }
+}
+
+/// The outputs of a run's tasks as SQL tables, each named by its task id.
+pub(crate) struct Catalog {
+    session: SessionContext,
+}
+
+impl Catalog {
+    pub(crate) fn new() -> Self {
+        Catalog {
+            session: crate::transform::sql::session(),
+        }
+    }
+
+    /// Where queries over the outputs run.
+    pub(crate) fn session(&self) -> &SessionContext {
+        &self.session
+    }
+
+    /// Makes `table`, the output of task `id`, a table of that name for the tasks after it.
+    pub(crate) fn publish(&self, id: &str, table: &Table) -> Result<(), TaskError> {
+        crate::transform::sql::register(&self.session, id, table).map_err(TaskError::from)
+    }
 }
 
 /// Which task of the product a component is.
@@ -56,10 +90,7 @@ pub(crate) struct Slot<'a> {
 impl Slot<'_> {
     /// Where errors in the SQL text of this task's params are placed in the product file.
     pub(crate) fn locator<'a>(&self, services: &'a Services) -> Locator<'a> {
-        Locator {
-            source: &services.source,
-            index: self.index,
-        }
+        services.locator(self.index)
     }
 }
 

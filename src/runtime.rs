@@ -32,7 +32,7 @@ impl<'a> Runtime<'a> {
             }
             Call::TransformSql(params) => Runtime::Transform(crate::transform::Transform {
                 query: params.query,
-                session: &services.session,
+                session: services.catalog.session(),
                 locator: slot.locator(services),
             }),
             Call::SendAlerts(params) => Runtime::Alert(crate::alert::Alert::new(params, slot, services)),

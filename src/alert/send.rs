@@ -16,7 +16,6 @@ use crate::error::TaskError;
 use crate::log::Log;
 use crate::receipt::{AlertReceipt, TaskReceipt, TaskStatus, Trigger};
 use crate::secrets::{Mode, Secrets};
-use crate::spec::{Call, Product};
 use crate::table::{Cell, RowsBuilder, Table};
 use crate::target::{Destination, Target};
 
@@ -45,7 +44,7 @@ impl<'a> Context<'a> {
             target: services.target,
             data_dir: &services.data_dir,
             secrets: &services.secrets,
-            session: &services.session,
+            session: services.catalog.session(),
             log: &services.log,
             cancel,
             http: &services.http,
@@ -351,11 +350,14 @@ fn failed_checks(so_far: &[TaskReceipt]) -> Table {
 }
 
 /// Messages to the `on_failure` recipients of every alert task, after a failed run.
-pub(crate) async fn failure_alerts(cx: &Context<'_>, product: &Product, receipts: &[TaskReceipt]) -> Vec<AlertReceipt> {
+pub(crate) async fn failure_alerts(
+    cx: &Context<'_>,
+    alerts: &[(&str, &SendAlerts)],
+    receipts: &[TaskReceipt],
+) -> Vec<AlertReceipt> {
     let failed: Vec<&TaskReceipt> = receipts.iter().filter(|r| r.status == TaskStatus::Failed).collect();
     let mut sent = Vec::new();
-    for task in &product.tasks {
-        let Call::SendAlerts(alert) = &task.call else { continue };
+    for &(task, alert) in alerts {
         if alert.on_failure.is_empty() {
             continue;
         }
@@ -369,11 +371,11 @@ pub(crate) async fn failure_alerts(cx: &Context<'_>, product: &Product, receipts
             names.join(", ")
         );
         let message = message::summary(subject, &intro, &[&tasks_table(receipts), &failed_checks(receipts)]);
-        match deliver(cx, &task.id, alert, &alert.on_failure, Trigger::Failure, &message, 0).await {
+        match deliver(cx, task, alert, &alert.on_failure, Trigger::Failure, &message, 0).await {
             Ok(receipts) => sent.extend(receipts),
             Err(error) => cx
                 .log
-                .error(Some(&task.id), None, format!("cannot send the failure alert: {error}")),
+                .error(Some(task), None, format!("cannot send the failure alert: {error}")),
         }
     }
     sent

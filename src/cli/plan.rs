@@ -43,6 +43,7 @@ pub(super) fn run(args: Args) -> anyhow::Result<Exit> {
         target: args.product.target.target,
         data_dir: &data_dir,
         now: args.at.unwrap_or_else(Utc::now),
+        logical: None,
     };
     let plan = plan::build(product, &context);
     let output = match args.format {

@@ -155,6 +155,16 @@ pub(super) fn execute(
     options: Options,
 ) -> anyhow::Result<Outcome> {
     let source = checked.source.clone();
+    let plan = crate::plan::build(
+        product,
+        &crate::plan::Context {
+            file: source.path(),
+            target: options.target,
+            data_dir: &options.data_dir,
+            now: options.logical.time,
+            logical: Some(&options.logical),
+        },
+    );
     runtime.block_on(async {
         // Projects and credentials are checked before anything is extracted.
         let cloud = match options.target {
@@ -163,7 +173,7 @@ pub(super) fn execute(
             )),
             Target::Local => None,
         };
-        Ok(run::run(product, source, options, cloud, runtime.stop.clone()).await)
+        Ok(run::run(&plan, source, options, cloud, runtime.stop.clone()).await)
     })
 }
 

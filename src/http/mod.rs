@@ -209,7 +209,9 @@ async fn live(
     progress: &mut dyn FnMut(usize),
 ) -> Result<Response, HttpError> {
     let shown = || secrets.redact(request.url.as_str());
-    let mut builder = client.request(request.method.clone(), request.url.clone()).timeout(request.timeout);
+    let mut builder = client
+        .request(request.method.clone(), request.url.clone())
+        .timeout(request.timeout);
     for (name, value) in &request.headers {
         if let Some((_, problem)) = header_problem(name, value) {
             return Err(HttpError::Header {

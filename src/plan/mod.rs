@@ -100,6 +100,10 @@ pub struct Step {
     pub checks: Vec<crate::check::Check>,
     /// The params with defaults filled in; `${...}` references are shown, never resolved.
     pub params: Value,
+    /// The params as the run uses them, templates rendered for the plan's logical time; or why
+    /// they cannot be rendered, which fails the task when it runs.
+    #[serde(skip)]
+    pub call: Result<Call, String>,
     /// The references this step resolves at run time, e.g. `secret:SALES_API_TOKEN`.
     pub references: Vec<String>,
 }
@@ -110,17 +114,22 @@ pub struct Context<'a> {
     pub target: Target,
     pub data_dir: &'a Path,
     pub now: DateTime<Utc>,
+    /// The run the plan is for; by default the latest tick at or before `now`.
+    pub logical: Option<&'a logical::Logical>,
 }
 
 /// Builds the plan of a valid product.
 pub fn build(product: &Product, context: &Context<'_>) -> Plan {
-    let logical = logical::at(
-        &product.name,
-        product.schedule.as_deref(),
-        &product.timezone,
-        context.now,
-    )
-    .ok();
+    let logical = match context.logical {
+        Some(logical) => Some(logical.clone()),
+        None => logical::at(
+            &product.name,
+            product.schedule.as_deref(),
+            &product.timezone,
+            context.now,
+        )
+        .ok(),
+    };
     let nodes: Vec<Node> = product
         .tasks
         .iter()
@@ -163,12 +172,22 @@ pub fn build(product: &Product, context: &Context<'_>) -> Plan {
                     .map(|&(up, _)| nodes[up].id.clone())
                     .collect()
             };
-            let params = serde_json::to_value(&task.call).unwrap_or(Value::Null);
-            // Templates as the run would render them; a template that cannot render stays as written.
-            let params = logical
-                .as_ref()
-                .and_then(|l| template::render_json(&params, l).ok())
-                .unwrap_or(params);
+            let written = serde_json::to_value(&task.call).unwrap_or(Value::Null);
+            // Templates as the run renders them; a template that cannot render is shown as written.
+            let rendered = match &logical {
+                Some(logical) => template::render_json(&written, logical)
+                    .map_err(|e| e.message)
+                    .and_then(|value| {
+                        let call =
+                            Call::new(task.call.function(), value.clone()).map_err(|e| format!("params: {e}"))?;
+                        Ok((call, value))
+                    }),
+                None => Ok((task.call.clone(), written.clone())),
+            };
+            let (call, params) = match rendered {
+                Ok((call, params)) => (Ok(call), params),
+                Err(message) => (Err(message), written),
+            };
             let mut found = Vec::new();
             collect_references(&params, &mut found);
             Step {
@@ -191,6 +210,7 @@ pub fn build(product: &Product, context: &Context<'_>) -> Plan {
                 retry_delay_minutes: task.retry_delay_minutes.unwrap_or(product.retry_delay_minutes),
                 timeout_minutes: task.timeout_minutes,
                 params,
+                call,
                 references: found,
             }
         })

@@ -15,16 +15,16 @@ use chrono::{SecondsFormat, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::alert::send;
-use crate::component::Services;
+use crate::component::{Catalog, Services};
 use crate::error::{ErrorKind, TaskError};
 use crate::http::{Fixtures, Transport};
 use crate::log::{Log, LogFormat};
+use crate::plan::Plan;
 use crate::plan::logical::Logical;
-use crate::plan::{self, template};
 use crate::receipt::{self, Outcome, Receipt, RunStatus, TaskReceipt, TaskStatus};
 use crate::secrets::Secrets;
 use crate::spec::SourceFile;
-use crate::spec::{Call, Product};
+use crate::spec::{Call, Function};
 use crate::table::Table;
 use crate::target::Target;
 
@@ -49,16 +49,10 @@ pub(crate) struct Options {
     pub timeout: Option<Duration>,
 }
 
-/// `call` with the templates in its params rendered for `logical`.
-fn render(call: &Call, logical: &Logical) -> Result<Call, TaskError> {
-    let value = serde_json::to_value(call).expect("params serialize");
-    let rendered = template::render_json(&value, logical).map_err(|e| TaskError::permanent(e.message))?;
-    Call::new(call.function(), rendered).map_err(|e| TaskError::permanent(format!("params: {e}")))
-}
-
-/// Runs `product` once. Never panics on bad input: every failure ends up in the receipt.
+/// Runs `plan` once, as planned for `options.logical`. Never panics on bad input: every failure
+/// ends up in the receipt.
 pub(crate) async fn run(
-    product: &Product,
+    plan: &Plan,
     source: SourceFile,
     options: Options,
     cloud: Option<Arc<crate::gcp::Cloud>>,
@@ -83,16 +77,7 @@ pub(crate) async fn run(
         Target::Gcp => Secrets::from_secret_manager(),
         Target::Local => Secrets::new(),
     };
-    let log = Log::new(options.log_format, &product.name, &run_id, secrets.clone());
-    let plan = plan::build(
-        product,
-        &plan::Context {
-            file: source.path(),
-            target: options.target,
-            data_dir: &options.data_dir,
-            now: options.logical.time,
-        },
-    );
+    let log = Log::new(options.log_format, &plan.product, &run_id, secrets.clone());
     // One HTTP client serves the run: extracts, the gcp target's REST calls and alerts.
     let http = OnceLock::new();
     if let Some(cloud) = &cloud {
@@ -105,13 +90,13 @@ pub(crate) async fn run(
         HttpMode::Replay(dir) => (Transport::Replay(Fixtures::new(dir)), None, true),
     };
     let env = Services {
-        product: product.name.clone(),
+        product: plan.product.clone(),
         run_id: run_id.clone(),
         target: options.target,
         data_dir: options.data_dir.clone(),
         transport,
         secrets,
-        session: crate::transform::sql::session(),
+        catalog: Catalog::new(),
         log,
         cancel,
         record_dir,
@@ -148,7 +133,7 @@ pub(crate) async fn run(
         None,
         format!(
             "run {run_id} of {} started on the {} target, data interval [{}, {}){}",
-            product.name,
+            plan.product,
             options.target.as_str(),
             options.logical.local(options.logical.interval_start),
             options.logical.local(options.logical.interval_end),
@@ -182,7 +167,7 @@ pub(crate) async fn run(
 
     // Every reference is read before the first task runs: a missing secret stops the run before
     // anything is written.
-    let prefetched = env.secrets.prefetch(&references_of(product, &env)).await;
+    let prefetched = env.secrets.prefetch(&references_of(plan, &env)).await;
     if let Err((task, error)) = &prefetched {
         let i = index_of[task.as_str()];
         let message = env.secrets.redact(&format!("{error}"));
@@ -227,11 +212,13 @@ pub(crate) async fn run(
             let summary = &summary_so_far;
             let env = &env;
             let step = &plan.steps[i];
-            let logical = &options.logical;
             async move {
-                match render(&product.tasks[i].call, logical) {
-                    Ok(call) => (i, task::run_task(env, call, step, i, (tables, rejected), summary).await),
-                    Err(error) => (i, (Err(error), 1, Duration::ZERO)),
+                match &step.call {
+                    Ok(call) => (
+                        i,
+                        task::run_task(env, call.clone(), step, i, (tables, rejected), summary).await,
+                    ),
+                    Err(message) => (i, (Err(TaskError::permanent(message.clone())), 1, Duration::ZERO)),
                 }
             }
         }))
@@ -250,15 +237,15 @@ pub(crate) async fn run(
                     receipt.destinations = done.destinations;
                     alerts.extend(done.alerts);
                     if let Some(table) = done.table {
-                        let checks = &product.tasks[i].checks;
+                        let checks = &plan.steps[i].checks;
                         let time = options.logical.time;
                         let Some(table) = checked::apply(&env, checks, i, time, table, receipt, &mut rejected).await
                         else {
                             continue;
                         };
-                        if let Err(error) = crate::transform::sql::register(&env.session, &id, &table) {
+                        if let Err(error) = env.catalog.publish(&id, &table) {
                             receipt.status = TaskStatus::Failed;
-                            receipt.error = Some(error.strip_backtrace());
+                            receipt.error = Some(error.message);
                             receipt.error_kind = Some(ErrorKind::Permanent);
                             continue;
                         }
@@ -302,12 +289,20 @@ pub(crate) async fn run(
         status,
         RunStatus::Failed | RunStatus::CheckFailed | RunStatus::FailedTransient | RunStatus::TimedOut
     ) {
-        alerts.extend(send::failure_alerts(&send::Context::of(&env, &signals), product, &receipts).await);
+        let alert_tasks: Vec<(&str, &crate::alert::SendAlerts)> = plan
+            .steps
+            .iter()
+            .filter_map(|step| match &step.call {
+                Ok(Call::SendAlerts(alert)) => Some((step.id.as_str(), alert)),
+                _ => None,
+            })
+            .collect();
+        alerts.extend(send::failure_alerts(&send::Context::of(&env, &signals), &alert_tasks, &receipts).await);
     }
     let receipt = Receipt {
         version: receipt::VERSION,
         run_id,
-        product: product.name.clone(),
+        product: plan.product.clone(),
         target: options.target,
         data_dir: (options.target == Target::Local).then(|| options.data_dir.display().to_string()),
         replay,
@@ -336,24 +331,23 @@ pub(crate) async fn run(
 /// (task id, text) of every string in the params of the tasks that will read references, and the
 /// references alert tasks read beyond their params. Extracts keep their references as text when
 /// replaying, so theirs are left out then.
-fn references_of(product: &Product, env: &Services) -> Vec<(String, String)> {
+fn references_of(plan: &Plan, env: &Services) -> Vec<(String, String)> {
     let mut texts = Vec::new();
-    for task in &product.tasks {
-        let extract = matches!(task.call, Call::ExtractHttp(_) | Call::ExtractWeather(_));
+    for step in &plan.steps {
+        let extract = matches!(step.function, Function::ExtractHttp | Function::ExtractWeather);
         if extract && env.replay {
             continue;
         }
-        let value = serde_json::to_value(&task.call).unwrap_or_default();
-        let _ = crate::spec::map_strings(&value, &mut |text: &str| {
+        let _ = crate::spec::map_strings(&step.params, &mut |text: &str| {
             if text.contains("${") {
-                texts.push((task.id.clone(), text.to_owned()));
+                texts.push((step.id.clone(), text.to_owned()));
             }
             Ok::<_, std::convert::Infallible>(text.to_owned())
         });
-        if let Call::SendAlerts(alert) = &task.call
+        if let Ok(Call::SendAlerts(alert)) = &step.call
             && let Some(reference) = alert.implicit_reference(env.target)
         {
-            texts.push((task.id.clone(), reference.to_owned()));
+            texts.push((step.id.clone(), reference.to_owned()));
         }
     }
     texts

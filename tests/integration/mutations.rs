@@ -208,6 +208,7 @@ fn check_mutant(rng: &mut Rng, seed: &str, round: usize) -> bool {
                 target: dpf::target::Target::Local,
                 data_dir: std::path::Path::new(".dpf"),
                 now: chrono::Utc::now(),
+                logical: None,
             };
             let plan = dpf::plan::build(product, &context);
             assert_eq!(plan.steps.len(), product.tasks.len());
