@@ -4,10 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::gcp::{bigquery, gcp, new_project};
-use crate::run::outbox;
-use crate::server::{Reply, Server};
-use crate::util::{Run, Workspace, dpf, items_product, receipt, task};
+use crate::util::{ProductYaml, Run, Workspace, bigquery, dpf, gcp, new_project, outbox, receipt, serve, task};
 
 /// The run's logical time: `freshness` measures the newest `at` against it.
 const AT: &str = "2025-01-02T06:00:00Z";
@@ -42,29 +39,30 @@ const CHECKS: &str = r#"    checks:
 /// Extracts the readings `server` serves (with `extract_checks` on the extract), cleans them with
 /// `checks`, stores them in `shop.items` and, when `alert` is set, alerts on failed checks.
 fn product(url: &str, extract_checks: &str, checks: &str, alert: bool) -> String {
-    let mut tasks = format!(
-        r#"{extract_checks}  - id: clean
+    let product = ProductYaml::items(url, "")
+        .retries(0)
+        .checks(extract_checks)
+        .task(CLEAN)
+        .checks(checks)
+        .store_warehouse("dataset: shop, table: items, write: replace");
+    let product = if alert {
+        product.task(
+            "  - id: checks_alert\n    function: send_alerts\n    params:\n      recipient: ops@example.com\n      when: checks_failed\n",
+        )
+    } else {
+        product
+    };
+    product.to_string()
+}
+
+/// `clean`: the readings, their times as timestamps.
+const CLEAN: &str = r#"  - id: clean
     function: transform_sql
     params:
       query: SELECT id, region, temp, precip, CAST("at" AS TIMESTAMP) AS "at" FROM extract_items
-{checks}  - id: to_warehouse
-    function: store_to_bigquery
-    params: {{ dataset: shop, table: items, write: replace }}
-"#
-    );
-    if alert {
-        tasks.push_str(
-            "  - id: checks_alert\n    function: send_alerts\n    params:\n      recipient: ops@example.com\n      when: checks_failed\n",
-        );
-    }
-    items_product(url, 0, "", &tasks)
-}
+"#;
 
 const ROW_COUNT: &str = "    checks:\n      - row_count: { min: 3, max: 100 }\n";
-
-fn serve(rows: Vec<Value>) -> Server {
-    Server::start(move |_, _| Reply::json(Value::Array(rows.clone()).to_string()))
-}
 
 fn run(ws: &Workspace, yaml: &str, code: i32) -> Run {
     let file = ws.product("items_product", yaml);
@@ -98,7 +96,7 @@ struct Bad {
 #[test]
 fn every_kind_of_check_passes_good_data_and_stops_bad_data_with_exit_65_storing_nothing() {
     let ws = Workspace::new();
-    let server = serve(good());
+    let server = serve(vec![Value::Array(good())]);
     let receipt = receipt(&run(&ws, &product(&server.url, ROW_COUNT, CHECKS, false), 0));
     let results = checks(&receipt, "clean");
     assert_eq!(results.len(), 6, "{results:#?}");
@@ -177,7 +175,7 @@ fn every_kind_of_check_passes_good_data_and_stops_bad_data_with_exit_65_storing_
     for bad in cases {
         let mut rows = good();
         (bad.change)(&mut rows);
-        let server = serve(rows);
+        let server = serve(vec![Value::Array(rows)]);
         let run = run(&ws, &product(&server.url, ROW_COUNT, CHECKS, false), 65);
         let receipt = crate::util::receipt(&run);
         let context = format!("{}\n{run}", bad.check);
@@ -207,7 +205,7 @@ fn the_sample_of_an_expect_shows_the_whole_row_and_the_summary_names_the_check()
     let ws = Workspace::new();
     let mut rows = good();
     rows[0]["precip"] = json!(-1.0);
-    let server = serve(rows);
+    let server = serve(vec![Value::Array(rows)]);
     let yaml = product(&server.url, "", CHECKS, false);
     let file = ws.product("items_product", &yaml);
     let human = dpf()
@@ -256,7 +254,7 @@ fn a_warn_check_lets_the_run_go_on_and_alerts_while_an_error_check_stops_it() {
     let mut rows = good();
     rows[0]["precip"] = json!(-1.0);
     rows[3]["precip"] = json!(-2.5);
-    let server = serve(rows);
+    let server = serve(vec![Value::Array(rows)]);
     let warn = CHECKS.replace(
         "      - expect: \"precip >= 0\"\n",
         "      - expect: \"precip >= 0\"\n        name: rain is never negative\n        severity: warn\n",
@@ -303,7 +301,7 @@ fn a_warn_check_lets_the_run_go_on_and_alerts_while_an_error_check_stops_it() {
 #[test]
 fn checks_that_all_pass_are_one_json_log_line() {
     let ws = Workspace::new();
-    let server = serve(good());
+    let server = serve(vec![Value::Array(good())]);
     let run = run(&ws, &product(&server.url, "", CHECKS, true), 0);
     let lines = logged(&run, "clean", "checks");
     assert_eq!(lines.len(), 1, "{run}");
@@ -318,7 +316,7 @@ fn a_failed_check_is_in_the_on_failure_email_with_its_samples() {
     let ws = Workspace::new();
     let mut rows = good();
     rows[4]["temp"] = json!(999.0);
-    let server = serve(rows);
+    let server = serve(vec![Value::Array(rows)]);
     let alert = "  - id: heat_alert\n    function: send_alerts\n    params:\n      recipient: ops@example.com\n      when: temp > 30\n      on_failure: oncall@example.com\n";
     let yaml = product(&server.url, "", CHECKS, false) + alert;
     let run = run(&ws, &yaml, 65);
@@ -348,7 +346,7 @@ fn glitched() -> Vec<Value> {
 #[test]
 fn quarantined_rows_go_to_the_rejected_table_and_the_rest_are_stored() {
     let ws = Workspace::new();
-    let server = serve(glitched());
+    let server = serve(vec![Value::Array(glitched())]);
     let run = run(&ws, &product(&server.url, "", QUARANTINE, false), 0);
     let receipt = receipt(&run);
     let results = checks(&receipt, "clean");
@@ -387,7 +385,7 @@ fn quarantined_rows_go_to_the_rejected_table_and_the_rest_are_stored() {
 fn on_the_gcp_target_quarantined_rows_land_in_bigquery_and_a_failed_check_leaves_the_tables_as_they_were() {
     let project = new_project("checks");
     let ws = Workspace::new();
-    let server = serve(glitched());
+    let server = serve(vec![Value::Array(glitched())]);
     let file = ws.product("items_product", &product(&server.url, "", QUARANTINE, false));
     let run = gcp(ws.run(&file), &project).args(["--at", AT]).expect(0);
     let run_id = receipt(&run)["run_id"].as_str().unwrap().to_owned();
@@ -414,7 +412,7 @@ fn on_the_gcp_target_quarantined_rows_land_in_bigquery_and_a_failed_check_leaves
 
     let mut rows_now = good();
     rows_now[0]["id"] = Value::Null;
-    let server = serve(rows_now);
+    let server = serve(vec![Value::Array(rows_now)]);
     let file = ws.product("items_product", &product(&server.url, "", CHECKS, false));
     let failed = gcp(ws.run(&file), &project).args(["--at", AT]).expect(65);
     assert_eq!(receipt(&failed)["status"], "check_failed");

@@ -4,16 +4,12 @@
 
 use serde_json::{Value, json};
 
-use crate::gcp::{gcp, new_project};
-
 use crate::secret_manager::{Answer, SecretManager};
 use crate::server::{Reply, Seen, Server};
-use crate::util::{CANARY, Run, Workspace, dpf, items_product, receipt, task, task_error};
-
-/// A SendGrid stand-in: records each request and answers 202, as SendGrid does.
-fn sendgrid() -> Server {
-    Server::start(|_, _| Reply::status(202, ""))
-}
+use crate::util::{
+    CANARY, ProductYaml, Run, SENDGRID_KEY, Workspace, dpf, files, gcp, new_project, receipt, replay_command, sendgrid,
+    task, task_error,
+};
 
 fn json_body(seen: &Seen) -> Value {
     serde_json::from_str(&seen.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", seen.body))
@@ -25,23 +21,10 @@ fn a_gcp_run_whose_alert_holds_sends_one_email_with_its_rows_using_the_key_from_
     let mail = sendgrid();
     let ws = Workspace::new();
     let run = gcp(
-        dpf().args([
-            "run",
-            "weather_data_product",
-            "--replay",
-            "--format",
-            "json",
-            "--log-format",
-            "off",
-        ]),
+        replay_command(&ws, "weather_data_product")
+            .args(["--fixtures", "products/fixtures/weather_data_product_heatwave"]),
         &project,
     )
-    .args([
-        "--fixtures",
-        "products/fixtures/weather_data_product_heatwave",
-        "--data-dir",
-    ])
-    .args([ws.data()])
     .env("SENDGRID_API_URL", &mail.url)
     .expect(0);
     let receipt = receipt(&run);
@@ -51,7 +34,7 @@ fn a_gcp_run_whose_alert_holds_sends_one_email_with_its_rows_using_the_key_from_
     assert_eq!((request.method.as_str(), request.path()), ("POST", "/v3/mail/send"));
     assert_eq!(
         request.header("authorization"),
-        Some("Bearer SG.test-key-from-secret-manager")
+        Some(format!("Bearer {SENDGRID_KEY}").as_str())
     );
     assert_eq!(request.header("content-type"), Some("application/json"));
     let body = json_body(request);
@@ -81,14 +64,12 @@ fn a_gcp_run_whose_alert_holds_sends_one_email_with_its_rows_using_the_key_from_
 /// An items product on the gcp target whose extract sends `token` as a bearer token, then stores
 /// the rows in `shop.items`, followed by `alert` (YAML list items).
 fn alerting_product(url: &str, token: &str, alert: &str) -> String {
-    let tasks = format!(
-        "  - id: to_warehouse
-    function: store_to_bigquery
-    params: {{ dataset: shop, table: items, write: append }}
-{alert}"
-    );
     let auth = format!("      auth: {{ type: bearer, token: \"{token}\" }}");
-    items_product(url, 1, &auth, &tasks)
+    ProductYaml::items(url, &auth)
+        .retries(1)
+        .store_warehouse("dataset: shop, table: items, write: append")
+        .task(alert)
+        .to_string()
 }
 
 const ITEMS: &str = r#"[{"id": 1, "name": "<script>alert(1)</script>", "price": 2.5}]"#;
@@ -271,20 +252,6 @@ fn a_sendgrid_refusal_is_a_permanent_error_with_sendgrids_message() {
     assert_eq!(mail.seen().len(), 1, "a refusal is not retried");
 }
 
-/// Every file below `dir`, as text.
-fn files(dir: &std::path::Path) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(files(&path));
-        } else if let Ok(bytes) = std::fs::read(&path) {
-            out.push((path.display().to_string(), String::from_utf8_lossy(&bytes).into_owned()));
-        }
-    }
-    out
-}
-
 #[test]
 fn the_canary_secret_appears_in_no_output_of_any_command() {
     // The canary is the API key of an extract, sent in a header; the server echoes it in a next-page
@@ -299,32 +266,25 @@ fn the_canary_secret_appears_in_no_output_of_any_command() {
             _ => Reply::status(401, &format!("bad key {key} for {}", seen.target)),
         }
     });
-    let product = |name: &str, path: &str| {
-        format!(
-            r#"name: {name}
-retries: 0
-tasks:
-  - id: extract_items
-    function: extract_http
-    params:
-      url: {}{path}
-      headers: {{ X-Api-Key: "${{secret:CANARY_KEY}}" }}
+    let params = r#"      headers: { X-Api-Key: "${secret:CANARY_KEY}" }
       records: data
-      pagination: {{ type: next_url, next_url_path: next }}
-  - id: to_warehouse
-    function: store_to_bigquery
-    params: {{ dataset: shop, table: items }}
-  - id: price_alert
+      pagination: { type: next_url, next_url_path: next }"#;
+    let alert = r#"  - id: price_alert
     function: send_alerts
     params:
       recipient: ops@example.com
       when: "price > 1"
       channels: [email, slack]
-      slack_webhook: "${{secret:CANARY_KEY}}"
-      sendgrid_api_key: "${{secret:CANARY_KEY}}"
-"#,
-            server.url
-        )
+      slack_webhook: "${secret:CANARY_KEY}"
+      sendgrid_api_key: "${secret:CANARY_KEY}"
+"#;
+    let product = |name: &str, path: &str| {
+        ProductYaml::new(name)
+            .retries(0)
+            .extract("extract_items", &format!("{}{path}", server.url), params)
+            .store_warehouse("dataset: shop, table: items")
+            .task(alert)
+            .to_string()
     };
     let ws = Workspace::new();
     let file = ws.product("canary_product", &product("canary_product", "/items"));
@@ -378,7 +338,11 @@ tasks:
         if path.ends_with(".env") {
             continue;
         }
-        assert!(!text.contains(CANARY), "the canary leaked into {path}:\n{text}");
+        assert!(
+            !text.contains(CANARY),
+            "the canary leaked into {}:\n{text}",
+            path.display()
+        );
     }
 }
 

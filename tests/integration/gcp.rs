@@ -3,129 +3,13 @@
 //! writes to a Google Cloud project of its own, so tests run side by side on one pair of emulators.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::{Value, json};
 
-use crate::products::replay_command;
-
-use crate::secret_manager::{Answer, SecretManager};
-use crate::server::{Reply, Server};
-use crate::util::{Dpf, Workspace, dpf, items_product, receipt, records, task, task_error};
-
-/// The emulators' addresses, from the environment `scripts/test` sets up.
-struct Emulators {
-    bigquery: String,
-    firestore: String,
-}
-
-fn emulators() -> Emulators {
-    let var = |name: &str| {
-        std::env::var(name).unwrap_or_else(|_| {
-            panic!(
-                "{name} is not set: the gcp-target tests run against emulators that scripts/test starts \
-                 (run the suite with scripts/test; it needs python3 with venv, the Google Cloud CLI's \
-                 Firestore emulator and Java)"
-            )
-        })
-    };
-    Emulators {
-        bigquery: var("BIGQUERY_EMULATOR_HOST"),
-        firestore: var("FIRESTORE_EMULATOR_HOST"),
-    }
-}
-
-/// A project id of this test's own: 6–30 lower-case letters, digits and hyphens.
-pub(crate) fn new_project(name: &str) -> String {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let n = NEXT.fetch_add(1, Ordering::SeqCst);
-    let name: String = name.chars().filter(|c| c.is_ascii_lowercase()).take(12).collect();
-    format!("t-{name}-{}-{n}", std::process::id())
-}
-
-/// `command` on the gcp target against the emulators, in `project`.
-pub(crate) fn gcp(command: Dpf, project: &str) -> Dpf {
-    let emulators = emulators();
-    let doubles = doubles();
-    doubles.secrets.insert(
-        &format!("projects/{project}/secrets/SENDGRID_API_KEY/versions/latest"),
-        Answer::Value(SENDGRID_KEY.to_owned()),
-    );
-    command
-        .args(["--target", "gcp"])
-        .env("GCP_PROJECT", project)
-        .env("BIGQUERY_EMULATOR_HOST", &emulators.bigquery)
-        .env("FIRESTORE_EMULATOR_HOST", &emulators.firestore)
-        .env("DPF_SECRET_MANAGER_URL", &doubles.secrets.url)
-        .env("SENDGRID_API_URL", &doubles.sendgrid.url)
-}
-
-/// The SendGrid API key the Secret Manager double holds for every test project.
-const SENDGRID_KEY: &str = "SG.test-key-from-secret-manager";
-
-/// The Secret Manager and SendGrid doubles of this test process.
-struct Doubles {
-    secrets: SecretManager,
-    sendgrid: Server,
-}
-
-fn doubles() -> &'static Doubles {
-    static DOUBLES: std::sync::OnceLock<Doubles> = std::sync::OnceLock::new();
-    DOUBLES.get_or_init(|| Doubles {
-        secrets: SecretManager::start(&[]),
-        sendgrid: Server::start(|_, _| Reply::status(202, "")),
-    })
-}
-
-fn http(method: &str, url: &str, body: Option<Value>) -> Value {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::new();
-        let mut request = client
-            .request(method.parse().unwrap(), url)
-            .header("Authorization", "Bearer owner");
-        if let Some(body) = body {
-            request = request
-                .header("Content-Type", "application/json")
-                .body(body.to_string());
-        }
-        let response = request.send().await.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-        let status = response.status();
-        let text = response.text().await.unwrap();
-        assert!(status.is_success(), "{method} {url}: {status}\n{text}");
-        serde_json::from_str(&text).unwrap_or(Value::Null)
-    })
-}
-
-/// The rows of a standard-SQL query in the BigQuery emulator, as JSON objects of strings.
-pub(crate) fn bigquery(project: &str, sql: &str) -> Vec<BTreeMap<String, Value>> {
-    let url = format!("http://{}/bigquery/v2/projects/{project}/queries", emulators().bigquery);
-    let answer = http("POST", &url, Some(json!({"query": sql, "useLegacySql": false})));
-    assert!(answer.get("errors").is_none(), "{sql}: {answer}");
-    let fields: Vec<String> = answer["schema"]["fields"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["name"].as_str().unwrap().to_owned())
-        .collect();
-    answer["rows"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .map(|row| {
-            fields
-                .iter()
-                .zip(row["f"].as_array().unwrap())
-                .map(|(name, cell)| (name.clone(), cell["v"].clone()))
-                .collect()
-        })
-        .collect()
-}
+use crate::util::{
+    Dpf, ProductYaml, Workspace, bigquery, dpf, emulators, gcp, http, new_project, receipt, records, replay, serve,
+    task, task_error,
+};
 
 /// Every document of a Firestore collection: id → fields as Firestore's REST API shows them.
 fn documents(project: &str, collection: &str) -> BTreeMap<String, Value> {
@@ -191,15 +75,6 @@ fn same(a: &Value, b: &Value) -> bool {
             (Some(x), Some(y)) => close(x, y) || close(x, y * 1e6) || close(x * 1e6, y),
             _ => false,
         }
-}
-
-fn replay(ws: &Workspace, product: &str, project: Option<&str>) -> Value {
-    let command = replay_command(ws, product);
-    let command = match project {
-        Some(project) => gcp(command, project),
-        None => command,
-    };
-    receipt(&command.expect(0))
 }
 
 /// Runs `product` on the local target and on the emulators from the same fixtures; every BigQuery
@@ -285,16 +160,13 @@ fn the_sales_product_stores_the_same_rows_as_on_the_local_target() {
 /// A product that extracts from `url` and stores the rows in `shop.items` with `write`, and in
 /// the Firestore collection `items` (ids from `id`, or generated when `key` is empty).
 fn stores_product(url: &str, write: &str, method: &str, key: &str) -> String {
-    let stores = format!(
-        "  - id: to_warehouse
-    function: store_to_bigquery
-    params: {{ dataset: shop, table: items, write: {write}, method: {method}, key: id }}
-  - id: to_documents
-    function: store_to_firestore
-    params: {{ collection: items{key} }}
-"
-    );
-    items_product(url, 1, "", &stores)
+    ProductYaml::items(url, "")
+        .retries(1)
+        .store_warehouse(&format!(
+            "dataset: shop, table: items, write: {write}, method: {method}, key: id"
+        ))
+        .store_documents(&format!("collection: items{key}"))
+        .to_string()
 }
 
 /// The gcp run of `file` for the tick at midnight of January `day`, 2025, expected to exit `code`.
@@ -302,11 +174,6 @@ fn run_on(ws: &Workspace, file: &std::path::Path, project: &str, day: u32, code:
     gcp(ws.run(file), project)
         .args(["--at", &format!("2025-01-{day:02}T00:00:00Z")])
         .expect(code)
-}
-
-/// Serves the items of each request in turn (the last one again after that).
-fn serve(pages: Vec<Value>) -> Server {
-    Server::start(move |_, number| Reply::json(pages[number.min(pages.len() - 1)].to_string()))
 }
 
 fn items(first: usize, count: usize) -> Value {
@@ -510,18 +377,9 @@ fn a_new_table_is_partitioned_and_clustered_and_an_empty_response_stores_nothing
     let ws = Workspace::new();
     let file = ws.product(
         "items_product",
-        &format!(
-            r#"name: items_product
-tasks:
-  - id: extract_items
-    function: extract_http
-    params: {{ url: "{}/items" }}
-  - id: to_warehouse
-    function: store_to_bigquery
-    params: {{ dataset: shop, table: sales, partition_by: sold_on, cluster_by: [region, id] }}
-"#,
-            server.url
-        ),
+        &ProductYaml::items(&server.url, "")
+            .store_warehouse("dataset: shop, table: sales, partition_by: sold_on, cluster_by: [region, id]")
+            .to_string(),
     );
     let empty = receipt(&run_on(&ws, &file, &project, 1, 0));
     assert_eq!(task(&empty, "to_warehouse")["rows"], 0);
@@ -555,10 +413,12 @@ fn keys_that_look_alike_are_distinct_documents_on_both_targets() {
         {"a": "a", "b": "b|c", "v": 7},
     ]);
     let server = serve(vec![rows]);
-    let stores =
-        "  - id: to_documents\n    function: store_to_firestore\n    params: { collection: items, key: [a, b] }\n";
     let ws = Workspace::new();
-    let file = ws.product("items_product", &items_product(&server.url, 1, "", stores));
+    let product = ProductYaml::items(&server.url, "")
+        .retries(1)
+        .store_documents("collection: items, key: [a, b]")
+        .to_string();
+    let file = ws.product("items_product", &product);
     let check = |run: &crate::util::Run| {
         assert_eq!(task(&receipt(run), "to_documents")["rows"], 7, "{run}");
         assert!(run.stderr.contains("1 row(s) had the key of an earlier row"), "{run}");
@@ -605,18 +465,14 @@ fn keys_that_look_alike_are_distinct_documents_on_both_targets() {
 #[test]
 fn plan_receipt_summary_and_logs_name_each_destination_alike() {
     let server = serve(vec![items(0, 3)]);
-    let tasks = "  - id: to_warehouse
-    function: store_to_bigquery
-    params: { dataset: shop, table: items, write: merge, key: id }
-  - id: to_documents
-    function: store_to_firestore
-    params: { collection: items, key: id }
-  - id: notify
-    function: send_alerts
-    params: { recipient: ops@example.com }
-";
+    let product = ProductYaml::items(&server.url, "")
+        .retries(1)
+        .store_warehouse("dataset: shop, table: items, write: merge, key: id")
+        .store_documents("collection: items, key: id")
+        .task("  - id: notify\n    function: send_alerts\n    params: { recipient: ops@example.com }\n")
+        .to_string();
     let ws = Workspace::new();
-    let file = ws.product("items_product", &items_product(&server.url, 1, "", tasks));
+    let file = ws.product("items_product", &product);
     let project = new_project("destinations");
     for remote in [false, true] {
         let on_target = |command: Dpf| if remote { gcp(command, &project) } else { command };

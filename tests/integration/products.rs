@@ -3,36 +3,15 @@
 
 use serde_json::{Value, json};
 
-use crate::util::{Dpf, dpf, root};
-use crate::util::{Workspace, receipt, task};
-
-/// `dpf run PRODUCT --replay` into the workspace's data dir, with a JSON receipt and no logs.
-pub(crate) fn replay_command(ws: &Workspace, product: &str) -> Dpf {
-    dpf()
-        .args([
-            "run",
-            product,
-            "--replay",
-            "--format",
-            "json",
-            "--log-format",
-            "off",
-            "--data-dir",
-        ])
-        .args([ws.data()])
-}
-
-fn replay(ws: &Workspace, product: &str) -> Value {
-    receipt(&replay_command(ws, product).expect(0))
-}
+use crate::util::{ProductYaml, Workspace, dpf, replay, root, task};
 
 #[test]
 fn the_weather_product_runs_from_its_fixtures_and_a_rerun_adds_no_duplicates() {
     let ws = Workspace::new();
-    let first = replay(&ws, "weather_data_product");
+    let first = replay(&ws, "weather_data_product", None);
     assert_eq!(task(&first, "extract_weather")["rows"], 168);
     assert_eq!(task(&first, "to_bigquery")["rows"], 168);
-    replay(&ws, "weather_data_product");
+    replay(&ws, "weather_data_product", None);
     assert_eq!(
         ws.query("SELECT COUNT(*) AS n, COUNT(DISTINCT observed_at) AS hours FROM weather_data.weather_records"),
         [json!({"n": 168, "hours": 168})]
@@ -53,7 +32,7 @@ fn the_weather_product_runs_from_its_fixtures_and_a_rerun_adds_no_duplicates() {
 #[test]
 fn the_sales_product_pages_through_its_fixtures_and_alerts() {
     let ws = Workspace::new();
-    let receipt = replay(&ws, "sales_data_product");
+    let receipt = replay(&ws, "sales_data_product", None);
     assert_eq!(task(&receipt, "extract_orders")["pages"], 3);
     assert_eq!(receipt["alerts"][0]["task"], "low_revenue_alert");
     assert_eq!(
@@ -131,7 +110,12 @@ fn dpf_test_reports_each_expectation_that_fails() {
 #[test]
 fn replay_without_fixtures_is_a_usage_error() {
     let ws = Workspace::new();
-    let file = ws.product("items_product", "name: items_product\ntasks:\n  - id: get\n    function: extract_http\n    params: { url: \"http://127.0.0.1:9/\" }\n");
+    let file = ws.product(
+        "items_product",
+        &ProductYaml::new("items_product")
+            .extract("get", "http://127.0.0.1:9/", "")
+            .to_string(),
+    );
     let run = ws.run(&file).args(["--replay"]).expect(2);
     assert!(run.stderr.contains("no fixtures to replay"), "{run}");
 }

@@ -7,15 +7,21 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::server::{Reply, Seen, Server, closed_port_url};
-use crate::util::{Workspace, items_product, receipt, records, task, task_error};
+use crate::util::{ProductYaml, Workspace, outbox, receipt, records, task, task_error};
 
-/// A product that extracts from `url` with `params` (YAML lines indented for `params:`) and stores
-/// the rows in `shop.items` with `write`.
+/// `items_product`, each task retried twice: `extract_items` gets `url`/items with `params` (YAML
+/// lines indented for `params:`), and `to_warehouse` stores the rows in `shop.items` with `write`.
 fn product(url: &str, params: &str, write: &str) -> String {
-    let store = format!(
-        "  - id: to_warehouse\n    function: store_to_bigquery\n    params: {{ dataset: shop, table: items, write: {write}, key: id }}\n"
-    );
-    items_product(url, 2, params, &store)
+    product_getting(&format!("{url}/items"), params, write)
+}
+
+/// [`product`], whose extract gets `url` itself.
+fn product_getting(url: &str, params: &str, write: &str) -> String {
+    ProductYaml::new("items_product")
+        .retries(2)
+        .extract("extract_items", url, params)
+        .store_warehouse(&format!("dataset: shop, table: items, write: {write}, key: id"))
+        .to_string()
 }
 
 fn page_of(seen: &Seen, param: &str, default: usize) -> usize {
@@ -393,8 +399,11 @@ fn csv_ndjson_and_gzip_bodies_become_rows() {
         ("items.json.gz", "json"),
     ] {
         let ws = Workspace::new();
-        let yaml = product(&server.url, &format!("      format: {format}"), "append")
-            .replace("/items\n", &format!("/{path}\n"));
+        let yaml = product_getting(
+            &format!("{}/{path}", server.url),
+            &format!("      format: {format}"),
+            "append",
+        );
         let file = ws.product("items_product", &yaml);
         ws.run(&file).expect(0);
         let rows = ws.query("SELECT id, name, price FROM shop.items ORDER BY id");
@@ -417,7 +426,7 @@ fn bodies_past_the_size_limit_or_bombs_fail_at_once_and_keep_the_table() {
     });
     let ws = Workspace::new();
     let run_at = |path: &str, params: &str, code: i32| {
-        let yaml = product(&server.url, params, "append").replace("/items\n", &format!("/{path}\n"));
+        let yaml = product_getting(&format!("{}/{path}", server.url), params, "append");
         ws.run(&ws.product("items_product", &yaml)).expect(code)
     };
     run_at("ok", "", 0);
@@ -462,7 +471,7 @@ fn redirects_slow_bodies_and_unsendable_headers_say_what_happened() {
     });
     let ws = Workspace::new();
     let run_at = |path: &str, params: &str, code: i32| {
-        let yaml = product(&server.url, params, "append").replace("/items\n", &format!("/{path}\n"));
+        let yaml = product_getting(&format!("{}/{path}", server.url), params, "append");
         let file = ws.product("items_product", &yaml);
         ws.run(&file).env("NOTE", "one\r\nInjected: two").expect(code)
     };
@@ -589,14 +598,6 @@ tasks:
       on_failure: oncall@example.com
 "#
     )
-}
-
-pub(crate) fn outbox(ws: &Workspace) -> Vec<String> {
-    let mut files: Vec<_> = std::fs::read_dir(ws.data().join("outbox"))
-        .map(|entries| entries.map(|e| e.unwrap().path()).collect())
-        .unwrap_or_default();
-    files.sort();
-    files.iter().map(|f| std::fs::read_to_string(f).unwrap()).collect()
 }
 
 #[test]
@@ -764,20 +765,23 @@ fn sigterm_stops_the_run_and_keeps_the_previous_table() {
     assert_eq!(ids, [json!({"id": 0}), json!({"id": 1}), json!({"id": 2})]);
 }
 
+/// `items_product`, never retried, storing what it gets from `url`/items twice: in `shop.items`
+/// (replaced) and as the documents of `items`.
+fn stored_twice(url: &str) -> String {
+    ProductYaml::items(url, "")
+        .retries(0)
+        .store_warehouse("dataset: shop, table: items, write: replace")
+        .store_documents("collection: items, key: id")
+        .to_string()
+}
+
 #[test]
 fn after_sigterm_the_receipt_says_what_each_store_committed() {
     // Each request's 40,000 rows carry its number in their ids, so the stores show which run wrote.
     const ROWS: usize = 40_000;
     let server = Server::start(|_, number| Reply::json(Value::Array(records(number * 100_000, ROWS)).to_string()));
-    let tasks = "  - id: to_warehouse
-    function: store_to_bigquery
-    params: { dataset: shop, table: items, write: replace }
-  - id: to_documents
-    function: store_to_firestore
-    params: { collection: items, key: id }
-";
     let ws = Workspace::new();
-    let file = ws.product("items_product", &items_product(&server.url, 0, "", tasks));
+    let file = ws.product("items_product", &stored_twice(&server.url));
     ws.run(&file).expect(0);
     let mut current = 0;
     let documents_of = |run: usize| -> i64 {
@@ -826,14 +830,7 @@ fn a_run_killed_at_any_moment_leaves_a_whole_table() {
     // 60,000 rows take long enough to write that kills land before, during and after the commit.
     let server = Server::start(|_, number| Reply::json(Value::Array(records(number * 100_000, 60_000)).to_string()));
     let ws = Workspace::new();
-    let stores = "  - id: to_warehouse
-    function: store_to_bigquery
-    params: { dataset: shop, table: items, write: replace }
-  - id: to_documents
-    function: store_to_firestore
-    params: { collection: items, key: id }
-";
-    let file = ws.product("items_product", &items_product(&server.url, 0, "", stores));
+    let file = ws.product("items_product", &stored_twice(&server.url));
     ws.run(&file).expect(0);
     for delay in [50, 150, 250, 400, 600, 900, 1300] {
         let child = ws.run(&file).spawn();

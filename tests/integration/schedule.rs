@@ -6,31 +6,25 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::server::{Reply, Server};
-use crate::util::{Workspace, receipt};
-use crate::util::{dpf, root};
+use crate::util::{ProductYaml, Workspace, dpf, receipt, root};
 
 /// A product on a 6-hourly schedule that asks its API for exactly its data interval.
 fn windowed(url: &str, write: &str) -> String {
-    format!(
-        r#"name: windowed_product
-start_date: "2025-01-01"
-schedule: "0 */6 * * *"
-retries: 0
-tasks:
-  - id: extract_readings
-    function: extract_http
-    params:
-      url: {url}/readings
-      query:
-        start: "{{{{ data_interval_start }}}}"
-        end: "{{{{ data_interval_end | strftime('%Y-%m-%dT%H:%M') }}}}"
-        day: "{{{{ ds_nodash }}}}"
-  - id: to_warehouse
-    function: store_to_bigquery
-    params: {{ dataset: sensors, table: readings, write: {write} }}
-"#
-    )
+    ProductYaml::new("windowed_product")
+        .set("start_date", "\"2025-01-01\"")
+        .set("schedule", "\"0 */6 * * *\"")
+        .retries(0)
+        .extract("extract_readings", &format!("{url}/readings"), INTERVAL)
+        .store_warehouse(&format!("dataset: sensors, table: readings, write: {write}"))
+        .to_string()
 }
+
+/// The query of [`windowed`]'s extract: its data interval, in three forms.
+const INTERVAL: &str = r#"      query:
+        start: "{{ data_interval_start }}"
+        end: "{{ data_interval_end | strftime('%Y-%m-%dT%H:%M') }}"
+        day: "{{ ds_nodash }}"
+"#;
 
 /// `dpf backfill FILE` from `from` to `to` in the workspace's data dir.
 fn backfill(ws: &Workspace, file: &std::path::Path, from: &str, to: &str) -> crate::util::Dpf {
