@@ -10,7 +10,7 @@ use datafusion::prelude::SessionContext;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::TaskError;
-use crate::gcp::Cloud;
+use crate::target::gcp::cloud::Cloud;
 use crate::http::Transport;
 use crate::log::Log;
 use crate::receipt::{AlertReceipt, TaskReceipt};

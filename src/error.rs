@@ -68,9 +68,11 @@ impl TaskError {
         error
     }
 
-    /// A permanent error whose message is `error` with its causes.
-    pub(crate) fn caused(error: &(dyn std::error::Error + 'static)) -> Self {
-        Self::permanent(chain(error))
+    /// A permanent error whose message is `error` with its causes, and whose source it is.
+    pub(crate) fn caused(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        let mut task = Self::permanent(chain(&error));
+        task.source = Some(Arc::new(error));
+        task
     }
 
     pub(crate) fn is_transient(&self) -> bool {
@@ -100,7 +102,9 @@ impl std::error::Error for TaskError {
 
 impl From<datafusion::error::DataFusionError> for TaskError {
     fn from(error: datafusion::error::DataFusionError) -> Self {
-        TaskError::permanent(error.strip_backtrace())
+        let mut task = TaskError::permanent(error.strip_backtrace());
+        task.source = Some(Arc::new(error));
+        task
     }
 }
 

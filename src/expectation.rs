@@ -185,25 +185,42 @@ fn check_checks(outcome: &Outcome, task: &str, expected: &ExpectedChecks) -> Vec
     }
 }
 
-async fn check_values(outcome: &Outcome, check: &ValueCheck) -> Result<(), String> {
-    let table = outcome
-        .tables
-        .get(&check.task)
-        .ok_or_else(|| "the task yielded no rows (it did not run, or it is not an extract or transform)".to_owned())?;
+/// Why a `values` expectation does not hold.
+#[derive(Debug, thiserror::Error)]
+enum Mismatch {
+    #[error("the task yielded no rows (it did not run, or it is not an extract or transform)")]
+    NoRows,
+    /// The condition's SQL error, as [`crate::transform::sql::explain`] words it.
+    #[error("{0}")]
+    Condition(String),
+    #[error("the condition selects {0} rows, not exactly one")]
+    NotOneRow(usize),
+    #[error(transparent)]
+    Query(#[from] datafusion::error::DataFusionError),
+    #[error(transparent)]
+    Rows(#[from] datafusion::arrow::error::ArrowError),
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    #[error("{}", .0.join("; "))]
+    Values(Vec<String>),
+}
+
+async fn check_values(outcome: &Outcome, check: &ValueCheck) -> Result<(), Mismatch> {
+    let table = outcome.tables.get(&check.task).ok_or(Mismatch::NoRows)?;
     let session = crate::transform::sql::session();
-    crate::transform::sql::register(&session, &check.task, table).map_err(|e| e.to_string())?;
+    crate::transform::sql::register(&session, &check.task, table)?;
     let sql = format!("SELECT * FROM \"{}\" WHERE {}", check.task, check.condition);
     let found = crate::transform::sql::run(&session, &sql)
         .await
-        .map_err(|error| crate::transform::sql::explain(&error, &sql).0)?;
+        .map_err(|error| Mismatch::Condition(crate::transform::sql::explain(&error, &sql).0))?;
     if found.rows() != 1 {
-        return Err(format!("the condition selects {} rows, not exactly one", found.rows()));
+        return Err(Mismatch::NotOneRow(found.rows()));
     }
     let mut writer = ArrayWriter::new(Vec::new());
     let batches: Vec<_> = found.batches.iter().filter(|b| b.num_rows() > 0).collect();
-    writer.write_batches(&batches).map_err(|e| e.to_string())?;
-    writer.finish().map_err(|e| e.to_string())?;
-    let rows: Vec<Map<String, Value>> = serde_json::from_slice(&writer.into_inner()).map_err(|e| e.to_string())?;
+    writer.write_batches(&batches)?;
+    writer.finish()?;
+    let rows: Vec<Map<String, Value>> = serde_json::from_slice(&writer.into_inner())?;
     let row = rows.into_iter().next().unwrap_or_default();
     let mut differences = Vec::new();
     for (column, expected) in &check.equals {
@@ -222,7 +239,7 @@ async fn check_values(outcome: &Outcome, check: &ValueCheck) -> Result<(), Strin
     if differences.is_empty() {
         Ok(())
     } else {
-        Err(differences.join("; "))
+        Err(Mismatch::Values(differences))
     }
 }
 

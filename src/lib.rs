@@ -15,7 +15,6 @@ mod error;
 mod expectation;
 mod export;
 mod extract;
-mod gcp;
 mod http;
 mod log;
 pub mod plan;

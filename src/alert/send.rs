@@ -223,11 +223,11 @@ async fn deliver(
         let file = match (channel, cx.target) {
             (Channel::Email, Target::Local) => {
                 let path = outbox::email(&dir, cx.product, task, from.as_deref(), &to, &cc, message)
-                    .map_err(|e| TaskError::caused(&e))?;
+                    .map_err(TaskError::caused)?;
                 Some(path)
             }
             (Channel::Slack, Target::Local) => {
-                let path = outbox::slack(&dir, cx.product, task, message).map_err(|e| TaskError::caused(&e))?;
+                let path = outbox::slack(&dir, cx.product, task, message).map_err(TaskError::caused)?;
                 Some(path)
             }
             (Channel::Email, Target::Gcp) => {

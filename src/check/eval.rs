@@ -355,12 +355,11 @@ fn numbered(table: &Table) -> Result<Table, TaskError> {
 /// accepted values of another type than the column's), at the check; otherwise the query's error.
 async fn located_error(subject: &Subject<'_>, checks: &[Check], from: &str, error: DataFusionError) -> TaskError {
     for (j, check) in checks.iter().enumerate() {
+        // Only on this failure path does each check run alone.
         let probe = format!("SELECT {} FROM {from}", measure(j, &check.kind));
-        let planned = match subject.session.sql(&probe).await {
-            Ok(frame) => frame.into_optimized_plan().map(drop),
-            Err(error) => Err(error),
+        let Err(own) = sql::run(subject.session, &probe).await else {
+            continue;
         };
-        let Err(own) = planned else { continue };
         if let Kind::Expect(condition) = &check.kind {
             let select = format!("SELECT * FROM {from} WHERE ");
             let probe = format!("{select}{condition}");

@@ -169,7 +169,7 @@ pub(super) fn execute(
         // Projects and credentials are checked before anything is extracted.
         let cloud = match options.target {
             Target::Gcp => Some(std::sync::Arc::new(
-                crate::gcp::Cloud::connect(product, crate::http::client()).await?,
+                crate::target::gcp::cloud::Cloud::connect(product, crate::http::client()).await?,
             )),
             Target::Local => None,
         };

@@ -243,7 +243,7 @@ pub(crate) async fn fetch(params: &ExtractHttp, cx: &Context<'_>, attempts: &mut
     }
     if let Some(dir) = cx.record_dir {
         let exchanges = cx.transport.take_recorded(cx.task);
-        let path = crate::http::fixtures::save(dir, cx.task, exchanges).map_err(|e| TaskError::caused(&e))?;
+        let path = crate::http::fixtures::save(dir, cx.task, exchanges).map_err(TaskError::caused)?;
         cx.log.info(
             Some(cx.task),
             None,

@@ -51,10 +51,10 @@ impl<'a> Extract<'a> {
         let resolved = cx
             .secrets
             .resolve_json(&value, mode)
-            .map_err(|e| TaskError::caused(&e))?;
+            .map_err(TaskError::caused)?;
         let params = ExtractHttp::deserialize(resolved).map_err(|e| TaskError::permanent(format!("params: {e}")))?;
         if let Transport::Replay(fixtures) = cx.transport {
-            fixtures.load(cx.task).map_err(|e| TaskError::caused(&e))?;
+            fixtures.load(cx.task).map_err(TaskError::caused)?;
         }
         let extracted = fetch::fetch(&params, &cx, attempts).await?;
         Ok(Done {

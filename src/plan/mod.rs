@@ -287,7 +287,7 @@ fn source(call: &Call) -> Option<String> {
 
 fn destination(call: &Call, context: &Context<'_>) -> Option<String> {
     let project = |explicit: Option<&str>| {
-        target::gcp_project(explicit).unwrap_or_else(|| "<project from credentials>".to_owned())
+        target::gcp::project::configured(explicit).unwrap_or_else(|| "<project from credentials>".to_owned())
     };
     let destinations = Destination::of(call, context.target, context.data_dir, project);
     (!destinations.is_empty()).then(|| {

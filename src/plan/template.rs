@@ -29,6 +29,37 @@ pub struct TemplateError {
     pub message: String,
 }
 
+/// Why a template's text is not a template dpf can render.
+#[derive(Debug, thiserror::Error)]
+enum Problem {
+    #[error("unknown template variable `{name}`; {hint}")]
+    UnknownVariable { name: String, hint: String },
+    #[error("unknown template filter `{name}`; {hint}")]
+    UnknownFilter { name: String, hint: String },
+    #[error("`run_id` takes no filters")]
+    RunIdFilters,
+    #[error("only one formatting filter (strftime, date or unix) per template")]
+    TwoFormats,
+    #[error("shift the time (add_days, add_hours) before formatting it")]
+    ShiftAfterFormat,
+    #[error("filter `{0}` is missing its `)`")]
+    Unclosed(String),
+    #[error("`{0}` takes a quoted format, e.g. {0}('%Y-%m-%d')")]
+    NotQuoted(String),
+    #[error("`{0}` takes a whole number, e.g. {0}(-1)")]
+    NotNumber(String),
+    #[error("`{0}` is not a valid strftime format")]
+    BadFormat(String),
+}
+
+/// "did you mean" the closest of `known` to `name`, else the list of them.
+fn hint(name: &str, known: &[&str], what: &str) -> String {
+    match crate::diagnostic::closest(name, known.iter().copied()) {
+        Some(best) => format!("did you mean `{best}`?"),
+        None => format!("the {what} are {}", known.join(", ")),
+    }
+}
+
 enum Filter {
     Strftime(String),
     AddDays(i64),
@@ -72,9 +103,9 @@ fn each(
             });
         };
         let range = start..start + length + 2;
-        let expression = parse(&text[start + 2..start + length]).map_err(|message| TemplateError {
+        let expression = parse(&text[start + 2..start + length]).map_err(|problem| TemplateError {
             range: range.clone(),
-            message,
+            message: problem.to_string(),
         })?;
         out.push_str(&text[at..start]);
         out.push_str(&render(&expression, range.clone())?);
@@ -84,31 +115,29 @@ fn each(
     Ok(out)
 }
 
-fn parse(inner: &str) -> Result<Expression, String> {
+fn parse(inner: &str) -> Result<Expression, Problem> {
     let mut parts = inner.split('|').map(str::trim);
     let variable = parts.next().unwrap_or_default().to_owned();
     if !VARIABLES.contains(&variable.as_str()) {
-        let mut message = format!("unknown template variable `{variable}`");
-        match crate::diagnostic::closest(&variable, VARIABLES) {
-            Some(best) => message.push_str(&format!("; did you mean `{best}`?")),
-            None => message.push_str(&format!("; the variables are {}", VARIABLES.join(", "))),
-        }
-        return Err(message);
+        return Err(Problem::UnknownVariable {
+            hint: hint(&variable, &VARIABLES, "variables"),
+            name: variable,
+        });
     }
     let filters: Vec<Filter> = parts.map(filter).collect::<Result<_, _>>()?;
     if variable == "run_id" && !filters.is_empty() {
-        return Err("`run_id` takes no filters".to_owned());
+        return Err(Problem::RunIdFilters);
     }
     // Shifts apply to a time; once formatted (strftime, date, unix) there is no time left to shift.
     let mut formatted_already = false;
     for filter in &filters {
         match filter {
             Filter::Strftime(_) | Filter::Unix | Filter::Date if formatted_already => {
-                return Err("only one formatting filter (strftime, date or unix) per template".to_owned());
+                return Err(Problem::TwoFormats);
             }
             Filter::Strftime(_) | Filter::Unix | Filter::Date => formatted_already = true,
             Filter::AddDays(_) | Filter::AddHours(_) if formatted_already => {
-                return Err("shift the time (add_days, add_hours) before formatting it".to_owned());
+                return Err(Problem::ShiftAfterFormat);
             }
             Filter::AddDays(_) | Filter::AddHours(_) => {}
         }
@@ -116,12 +145,12 @@ fn parse(inner: &str) -> Result<Expression, String> {
     Ok(Expression { variable, filters })
 }
 
-fn filter(text: &str) -> Result<Filter, String> {
+fn filter(text: &str) -> Result<Filter, Problem> {
     let (name, argument) = match text.split_once('(') {
         Some((name, rest)) => {
             let argument = rest
                 .strip_suffix(')')
-                .ok_or_else(|| format!("filter `{text}` is missing its `)`"))?;
+                .ok_or_else(|| Problem::Unclosed(text.to_owned()))?;
             (name.trim(), Some(argument.trim()))
         }
         None => (text, None),
@@ -134,12 +163,12 @@ fn filter(text: &str) -> Result<Filter, String> {
                     .or_else(|| a.strip_prefix('"').and_then(|a| a.strip_suffix('"')))
             })
             .map(str::to_owned)
-            .ok_or_else(|| format!("`{name}` takes a quoted format, e.g. {name}('%Y-%m-%d')"))
+            .ok_or_else(|| Problem::NotQuoted(name.to_owned()))
     };
     let number = |argument: Option<&str>| {
         argument
             .and_then(|a| a.parse::<i64>().ok())
-            .ok_or_else(|| format!("`{name}` takes a whole number, e.g. {name}(-1)"))
+            .ok_or_else(|| Problem::NotNumber(name.to_owned()))
     };
     Ok(match name {
         "strftime" | "format" => {
@@ -153,12 +182,10 @@ fn filter(text: &str) -> Result<Filter, String> {
         "unix" => Filter::Unix,
         "date" => Filter::Date,
         other => {
-            let mut message = format!("unknown template filter `{other}`");
-            match crate::diagnostic::closest(other, FILTERS) {
-                Some(best) => message.push_str(&format!("; did you mean `{best}`?")),
-                None => message.push_str(&format!("; the filters are {}", FILTERS.join(", "))),
-            }
-            return Err(message);
+            return Err(Problem::UnknownFilter {
+                name: other.to_owned(),
+                hint: hint(other, &FILTERS, "filters"),
+            });
         }
     })
 }
@@ -204,7 +231,9 @@ fn evaluate(
                 .ok_or_else(|| failed(format!("`add_days({days})` leaves the calendar")))?;
             }
             Filter::AddHours(hours) => time += Duration::hours(*hours),
-            Filter::Strftime(format) => rendered = Some(formatted(&time, format).map_err(failed)?),
+            Filter::Strftime(format) => {
+                rendered = Some(formatted(&time, format).map_err(|problem| failed(problem.to_string()))?);
+            }
             Filter::Unix => rendered = Some(time.timestamp().to_string()),
             Filter::Date => rendered = Some(time.format("%Y-%m-%d").to_string()),
         }
@@ -213,10 +242,10 @@ fn evaluate(
 }
 
 /// `time` written with the strftime `format`, or why it cannot be.
-fn formatted(time: &DateTime<Tz>, format: &str) -> Result<String, String> {
+fn formatted(time: &DateTime<Tz>, format: &str) -> Result<String, Problem> {
     use std::fmt::Write;
     let mut out = String::new();
-    write!(out, "{}", time.format(format)).map_err(|_| format!("`{format}` is not a valid strftime format"))?;
+    write!(out, "{}", time.format(format)).map_err(|_| Problem::BadFormat(format.to_owned()))?;
     Ok(out)
 }
 

@@ -22,7 +22,6 @@ use crate::log::{Log, LogFormat};
 use crate::plan::Plan;
 use crate::plan::logical::Logical;
 use crate::receipt::{self, Outcome, Receipt, RunStatus, TaskReceipt, TaskStatus};
-use crate::secrets::Secrets;
 use crate::spec::SourceFile;
 use crate::spec::{Call, Function};
 use crate::table::Table;
@@ -55,7 +54,7 @@ pub(crate) async fn run(
     plan: &Plan,
     source: SourceFile,
     options: Options,
-    cloud: Option<Arc<crate::gcp::Cloud>>,
+    cloud: Option<Arc<crate::target::gcp::cloud::Cloud>>,
     cancel: CancellationToken,
 ) -> Outcome {
     let started = Utc::now();
@@ -73,10 +72,7 @@ pub(crate) async fn run(
             cancel.cancel();
         });
     }
-    let secrets = match options.target {
-        Target::Gcp => Secrets::from_secret_manager(),
-        Target::Local => Secrets::new(),
-    };
+    let secrets = options.target.secrets();
     let log = Log::new(options.log_format, &plan.product, &run_id, secrets.clone());
     // One HTTP client serves the run: extracts, the gcp target's REST calls and alerts.
     let http = OnceLock::new();

@@ -143,9 +143,9 @@ impl Secrets {
         let project = match known {
             Some(project) => project,
             None => {
-                let project = match crate::target::gcp_project(None) {
+                let project = match crate::target::gcp::project::configured(None) {
                     Some(project) => Some(project),
-                    None => gcloud_sdk::GoogleEnvironment::detect_google_project_id().await,
+                    None => crate::target::gcp::project::detected().await,
                 };
                 let project = project.ok_or_else(|| SecretError::NoProject {
                     reference: format!("${{secret:{name}}}"),

@@ -81,12 +81,23 @@ struct RawTask {
     checks: Vec<crate::check::Check>,
 }
 
-impl TryFrom<RawTask> for Task {
-    type Error = String;
+/// Params that are not those of the task's function. serde shows only this error's text, so the
+/// text holds the cause.
+#[derive(Debug, thiserror::Error)]
+#[error("params of task `{task}`: {error}")]
+pub struct ParamsError {
+    task: String,
+    error: serde_json::Error,
+}
 
-    fn try_from(raw: RawTask) -> Result<Self, String> {
-        let call =
-            Call::new(raw.function, raw.params).map_err(|error| format!("params of task `{}`: {error}", raw.id))?;
+impl TryFrom<RawTask> for Task {
+    type Error = ParamsError;
+
+    fn try_from(raw: RawTask) -> Result<Self, ParamsError> {
+        let call = Call::new(raw.function, raw.params).map_err(|error| ParamsError {
+            task: raw.id.clone(),
+            error,
+        })?;
         Ok(Task {
             id: raw.id,
             description: raw.description,

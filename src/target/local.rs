@@ -137,7 +137,7 @@ pub(super) fn repeated_keys(log: &Log, task: &str, repeated: usize) {
 /// Runs blocking store work off the async threads. The work gets a token that `stop` cancels (and
 /// so does abandoning the returned future); it checks it as it goes and just before it commits,
 /// and its answer says whether it committed.
-async fn blocking<T: Send + 'static, E: std::error::Error + Send + 'static>(
+async fn blocking<T: Send + 'static, E: std::error::Error + Send + Sync + 'static>(
     stop: &CancellationToken,
     work: impl FnOnce(&CancellationToken) -> Result<T, E> + Send + 'static,
 ) -> Result<T, TaskError> {
@@ -151,7 +151,7 @@ async fn blocking<T: Send + 'static, E: std::error::Error + Send + 'static>(
     match result {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(error)) if stop.is_cancelled() => Err(TaskError::stopped(error::chain(&error))),
-        Ok(Err(error)) => Err(TaskError::caused(&error)),
+        Ok(Err(error)) => Err(TaskError::caused(error)),
         Err(join) => Err(TaskError::permanent(format!("the store stopped unexpectedly: {join}"))),
     }
 }

@@ -10,6 +10,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::alert::channel::Channel;
+use crate::secrets::Secrets;
 use crate::spec::Call;
 use crate::store::local::{documents_path, warehouse_dir};
 
@@ -25,6 +26,15 @@ pub enum Target {
 }
 
 impl Target {
+    /// Where the run's `${secret:…}` references are read: Secret Manager on gcp, the environment
+    /// and `.env` locally.
+    pub(crate) fn secrets(self) -> Secrets {
+        match self {
+            Target::Gcp => Secrets::from_secret_manager(),
+            Target::Local => Secrets::new(),
+        }
+    }
+
     /// The target's name, as `--target` and receipts spell it.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -42,14 +52,6 @@ impl fmt::Display for Target {
 
 /// The data dir of the local target when neither `--data-dir` nor `DPF_DATA_DIR` is given.
 pub const DEFAULT_DATA_DIR: &str = ".dpf";
-
-/// The project for Google Cloud destinations: the task's own, else the environment's.
-pub fn gcp_project(explicit: Option<&str>) -> Option<String> {
-    explicit
-        .map(str::to_owned)
-        .or_else(|| std::env::var("GCP_PROJECT").ok().filter(|p| !p.is_empty()))
-        .or_else(|| std::env::var("GOOGLE_CLOUD_PROJECT").ok().filter(|p| !p.is_empty()))
-}
 
 /// `--data-dir`, else `DPF_DATA_DIR`, else [`DEFAULT_DATA_DIR`].
 pub fn data_dir(explicit: Option<&Path>) -> PathBuf {

@@ -423,3 +423,89 @@ fn on_the_gcp_target_quarantined_rows_land_in_bigquery_and_a_failed_check_leaves
     );
     assert_eq!(rows("SELECT COUNT(*) FROM shop.items__rejected"), ["2"]);
 }
+
+#[test]
+fn checks_that_cannot_run_fail_the_task_before_any_store_and_say_where() {
+    let ws = Workspace::new();
+    let server = serve(vec![Value::Array(good())]);
+    // An extract's columns are known only once it ran: the check names one it does not yield.
+    let misspelt = "    checks:\n      - not_null: regoin\n";
+    let run = run(&ws, &product(&server.url, misspelt, "", false), 1);
+    let error = task(&receipt(&run), "extract_items")["error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        error.contains("check `not_null(regoin)` names column `regoin`") && error.contains("did you mean `region`?"),
+        "{error}"
+    );
+    assert_eq!(task(&receipt(&run), "to_warehouse")["status"], "skipped");
+
+    // An `expect` that does not plan is placed at its line and column in the product file.
+    let bad_sql = "    checks:\n      - expect: \"precip >= nope\"\n";
+    let yaml = product(&server.url, "", bad_sql, false);
+    let run = self::run(&ws, &yaml, 1);
+    let error = task(&receipt(&run), "clean")["error"].as_str().unwrap().to_owned();
+    let line = yaml.lines().position(|l| l.contains("precip >= nope")).unwrap() + 1;
+    let column = yaml.lines().nth(line - 1).unwrap().find("nope").unwrap() + 1;
+    assert!(
+        error.contains(&format!("items_product.yaml:{line}:{column}:")),
+        "{error}"
+    );
+    assert!(error.contains("check `precip >= nope`"), "{error}");
+
+    // Accepted values of another type than the column's: the check is named at its line.
+    let mistyped = "    checks:\n      - accepted_values: { column: region, values: [1, 2] }\n";
+    let yaml = product(&server.url, "", mistyped, false);
+    let run = self::run(&ws, &yaml, 1);
+    let error = task(&receipt(&run), "clean")["error"].as_str().unwrap().to_owned();
+    let line = yaml.lines().position(|l| l.contains("accepted_values")).unwrap() + 1;
+    assert!(error.contains(&format!("items_product.yaml:{line}:")), "{error}");
+    assert!(error.contains("cannot be evaluated"), "{error}");
+    assert_eq!(task(&receipt(&run), "to_warehouse")["status"], "skipped");
+}
+
+#[test]
+fn nulls_pass_unique_freshness_takes_the_newest_instant_and_a_comment_ends_at_its_line() {
+    let ws = Workspace::new();
+    let mut rows = good();
+    // Two rows without a region pass `unique` as under a SQL UNIQUE constraint.
+    rows[0]["region"] = Value::Null;
+    rows[3]["region"] = Value::Null;
+    let server = serve(vec![Value::Array(rows)]);
+    // As text, 12:00+09:00 sorts after 11:00Z, the newest instant, yet is 03:00 UTC.
+    let clean = r#"  - id: clean
+    function: transform_sql
+    params:
+      query: |
+        SELECT id, region, precip,
+               CASE WHEN id = 2 THEN '2025-01-01T12:00:00+09:00' ELSE CAST("at" AS VARCHAR) END AS at_text
+        FROM extract_items
+    checks:
+      - unique: [region, id]
+      - unique: region
+        severity: warn
+      - freshness: { column: at_text, max_age: 20h }
+      - expect: "precip >= 0 -- never negative"
+"#;
+    let yaml = ProductYaml::items(&server.url, "")
+        .retries(0)
+        .task(clean)
+        .store_warehouse("dataset: shop, table: items, write: replace")
+        .to_string();
+    let run = run(&ws, &yaml, 0);
+    let results = checks(&receipt(&run), "clean");
+    assert_eq!(results["unique(region, id)"]["status"], "passed", "{results:#?}");
+    // The four regions left come in pairs.
+    assert_eq!(results["unique(region)"]["failing_rows"], 4, "{results:#?}");
+    let freshness = &results["freshness(at_text)"];
+    assert_eq!(freshness["status"], "passed", "{freshness:#}");
+    assert!(
+        freshness["message"].as_str().unwrap().contains("2025-01-01T11:00:00"),
+        "{freshness:#}"
+    );
+    assert_eq!(
+        results["precip >= 0 -- never negative"]["status"], "passed",
+        "{results:#?}"
+    );
+}

@@ -17,7 +17,8 @@ use tokio_util::sync::CancellationToken;
 use super::value::{field_path, fields};
 use super::{Documents, IdError, StoreToFirestore};
 use crate::error::TaskError;
-use crate::gcp::Cloud;
+use crate::retry::Policy;
+use crate::target::gcp::cloud::Cloud;
 use crate::table::Table;
 
 /// Firestore's limit of writes per `BatchWrite`.
@@ -28,6 +29,12 @@ const IN_FLIGHT: usize = 8;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often one document's write is tried before it is reported as failed.
 const WRITE_ATTEMPTS: usize = 4;
+/// The back-off between the tries of the writes that failed: the run's retry policy, from one
+/// second.
+const RESEND: Policy = Policy {
+    retries: WRITE_ATTEMPTS as u32 - 1,
+    first_delay: Duration::from_secs(1),
+};
 
 /// What a write did, for the receipt.
 #[derive(Debug, Default)]
@@ -145,7 +152,7 @@ pub(crate) async fn write(
             break;
         }
         tokio::select! {
-            () = tokio::time::sleep(Duration::from_millis(250 << attempt)) => {}
+            () = tokio::time::sleep(RESEND.delay(attempt - 1)) => {}
             () = cancel.cancelled() => return Err(stopped(failures.len())),
         }
         let chunks = chunk(pending, BATCH_WRITES);
@@ -250,7 +257,7 @@ async fn batch_write(db: &Firestore, database: &str, writes: Vec<Write>) -> Resu
 
 /// Whether a write's status code is worth another attempt.
 fn retryable(code: i32) -> bool {
-    crate::gcp::retryable(Code::from_i32(code))
+    crate::target::gcp::cloud::retryable(Code::from_i32(code))
 }
 
 fn code_name(code: i32) -> String {
@@ -259,7 +266,7 @@ fn code_name(code: i32) -> String {
 
 fn rpc_error(status: &Status) -> TaskError {
     let text = format!("Firestore BatchWrite failed: {:?}: {}", status.code(), status.message());
-    if crate::gcp::retryable(status.code()) {
+    if crate::target::gcp::cloud::retryable(status.code()) {
         TaskError::transient(text)
     } else {
         TaskError::permanent(text)

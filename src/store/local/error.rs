@@ -4,6 +4,9 @@ use std::path::Path;
 
 use datafusion::arrow::datatypes::DataType;
 
+/// What a Parquet file or its rows failed on: Arrow or Parquet.
+pub(crate) type Cause = Box<dyn std::error::Error + Send + Sync>;
+
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum WarehouseError {
     #[error("{path}: {source}")]
@@ -14,10 +17,18 @@ pub(crate) enum WarehouseError {
     },
     #[error("{path} is not a dpf table (it is not a link to a version folder); move it away")]
     NotATable { path: String },
-    #[error("cannot read {path}: {message}")]
-    Read { path: String, message: String },
-    #[error("cannot write {path}: {message}")]
-    Write { path: String, message: String },
+    #[error("cannot read {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: Cause,
+    },
+    #[error("cannot write {path}")]
+    Write {
+        path: String,
+        #[source]
+        source: Cause,
+    },
     #[error(
         "column `{column}` is {existing} in table {table} but {new} in the new rows; cast it in a transform to keep the table's type"
     )]

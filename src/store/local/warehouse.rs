@@ -13,6 +13,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, BooleanArray, RecordBatch, new_null_array};
 use datafusion::arrow::compute::{cast, concat_batches, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -22,7 +23,7 @@ use datafusion::parquet::file::properties::WriterProperties;
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use super::error::WarehouseError;
-use super::error::io;
+use super::error::{Cause, io};
 use super::versions::{Unfinished, current_version, next_version, remove_versions, swap, sync_dir, version_number};
 use crate::store::bigquery::WriteMode;
 use crate::table::{Table, nullable};
@@ -114,7 +115,7 @@ pub(crate) fn write(
         }
         unify(&name, existing.as_deref(), &rows.schema)?
     };
-    let new_rows = align(&schema, &rows.batches).map_err(|message| write_error(&link, message))?;
+    let new_rows = align(&schema, &rows.batches).map_err(|error| write_error(&link, error))?;
 
     let number = next_version(&versions)?;
     let version = versions.join(format!("v{number:06}"));
@@ -145,8 +146,8 @@ pub(crate) fn write(
                 .into_iter()
                 .flatten()
                 .collect::<Vec<_>>();
-            let old = align(&schema, &old).map_err(|message| write_error(&link, message))?;
-            merge(&schema, key, old, new_rows).map_err(|message| write_error(&link, message))?
+            let old = align(&schema, &old).map_err(|error| write_error(&link, error))?;
+            merge(&schema, key, old, new_rows).map_err(|error| write_error(&link, error))?
         }
     };
     let bytes = write_part(&part, &name, &schema, &kept, stop)?;
@@ -164,17 +165,17 @@ pub(crate) fn write(
     })
 }
 
-fn write_error(path: &Path, message: impl std::fmt::Display) -> WarehouseError {
+fn write_error(path: &Path, source: impl Into<Cause>) -> WarehouseError {
     WarehouseError::Write {
         path: path.display().to_string(),
-        message: message.to_string(),
+        source: source.into(),
     }
 }
 
-fn read_error(path: &Path, message: impl std::fmt::Display) -> WarehouseError {
+fn read_error(path: &Path, source: impl Into<Cause>) -> WarehouseError {
     WarehouseError::Read {
         path: path.display().to_string(),
-        message: message.to_string(),
+        source: source.into(),
     }
 }
 
@@ -237,7 +238,7 @@ fn unify(table: &str, existing: Option<&Schema>, new: &Schema) -> Result<SchemaR
 }
 
 /// `batches` with the columns of `schema`: missing ones null, text cast to the table's text type.
-fn align(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<RecordBatch>, String> {
+fn align(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<RecordBatch>, ArrowError> {
     batches
         .iter()
         .map(|batch| {
@@ -246,11 +247,11 @@ fn align(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<RecordBatch>
                 .iter()
                 .map(|field| match batch.column_by_name(field.name()) {
                     Some(column) if column.data_type() == field.data_type() => Ok(column.clone()),
-                    Some(column) => cast(column, field.data_type()).map_err(|e| e.to_string()),
+                    Some(column) => cast(column, field.data_type()),
                     None => Ok(new_null_array(field.data_type(), batch.num_rows())),
                 })
                 .collect::<Result<_, _>>()?;
-            RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())
+            RecordBatch::try_new(schema.clone(), columns)
         })
         .collect()
 }
@@ -261,37 +262,33 @@ fn merge(
     key: &[String],
     old: Vec<RecordBatch>,
     new: Vec<RecordBatch>,
-) -> Result<Vec<RecordBatch>, String> {
-    let indices: Vec<usize> = key
-        .iter()
-        .map(|k| schema.index_of(k).map_err(|e| e.to_string()))
-        .collect::<Result<_, _>>()?;
+) -> Result<Vec<RecordBatch>, ArrowError> {
+    let indices: Vec<usize> = key.iter().map(|k| schema.index_of(k)).collect::<Result<_, _>>()?;
     let converter = RowConverter::new(
         indices
             .iter()
             .map(|&i| SortField::new(schema.field(i).data_type().clone()))
             .collect(),
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     let keys_of = |batch: &RecordBatch| {
         let columns: Vec<ArrayRef> = indices.iter().map(|&i| batch.column(i).clone()).collect();
-        converter.convert_columns(&columns).map_err(|e| e.to_string())
+        converter.convert_columns(&columns)
     };
-    let new = concat_batches(schema, &new).map_err(|e| e.to_string())?;
+    let new = concat_batches(schema, &new)?;
     let new_keys = keys_of(&new)?;
     let mut seen: HashSet<&[u8]> = HashSet::with_capacity(new.num_rows());
     let mut keep = vec![false; new.num_rows()];
     for row in (0..new.num_rows()).rev() {
         keep[row] = seen.insert(new_keys.row(row).data());
     }
-    let new = filter_record_batch(&new, &BooleanArray::from(keep)).map_err(|e| e.to_string())?;
+    let new = filter_record_batch(&new, &BooleanArray::from(keep))?;
     let mut out = Vec::with_capacity(old.len() + 1);
     for batch in old {
         let keys = keys_of(&batch)?;
         let mask: BooleanArray = (0..batch.num_rows())
             .map(|row| Some(!seen.contains(keys.row(row).data())))
             .collect();
-        out.push(filter_record_batch(&batch, &mask).map_err(|e| e.to_string())?);
+        out.push(filter_record_batch(&batch, &mask)?);
     }
     out.push(new);
     Ok(out)

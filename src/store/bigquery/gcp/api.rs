@@ -13,7 +13,7 @@ use super::model::{FieldType, Job, Table as BqTable, TableFieldSchema};
 use super::schema::{ddl_type, evolve, quote};
 use super::writer::{TableRef, Writer, job_id};
 use crate::error::TaskError;
-use crate::gcp::Cloud;
+use crate::target::gcp::cloud::Cloud;
 use crate::store::bigquery::StoreToBigquery;
 
 const API: &str = "https://bigquery.googleapis.com";

@@ -2,7 +2,7 @@
 
 use super::model::{ErrorBody, ErrorProto};
 use crate::error::{ErrorKind, TaskError};
-use crate::gcp::TokenError;
+use crate::target::gcp::cloud::TokenError;
 
 /// Why a BigQuery API call failed.
 #[derive(Debug, thiserror::Error)]

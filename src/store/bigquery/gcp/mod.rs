@@ -30,7 +30,7 @@ use self::writer::TableRef;
 pub(crate) use self::writer::{Writer, Written};
 use super::{LoadMethod, StoreToBigquery, WriteMode};
 use crate::error::TaskError;
-use crate::gcp::Cloud;
+use crate::target::gcp::cloud::Cloud;
 use crate::table::Table;
 
 /// Writes `rows` to the table `store` names, in project `project`.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use gcloud_sdk::google_cloud_auth::credentials::{CacheableResource, Credentials, CredentialsProvider, EntityTag};
 use gcloud_sdk::google_cloud_auth::errors::CredentialsError;
-use gcloud_sdk::{GoogleAuthHeaders, GoogleEnvironment};
+use gcloud_sdk::GoogleAuthHeaders;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 
 use crate::spec::{Call, Product};
@@ -74,11 +74,11 @@ impl Cloud {
             if !emulated && !live.contains(&service) {
                 live.push(service);
             }
-            let project = match crate::target::gcp_project(explicit.as_deref()) {
+            let project = match super::project::configured(explicit.as_deref()) {
                 Some(project) => Some(project),
                 None => {
                     if detected.is_none() {
-                        detected = Some(GoogleEnvironment::detect_google_project_id().await);
+                        detected = Some(super::project::detected().await);
                     }
                     detected.clone().flatten()
                 }

@@ -1,4 +1,8 @@
-//! The gcp target's stores: BigQuery and Firestore, in the project each store resolves to.
+//! The gcp target: its connection to Google Cloud ([`cloud`]: credentials, emulators, the
+//! project of each store) and its stores, BigQuery and Firestore.
+
+pub(crate) mod cloud;
+pub(crate) mod project;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Destination, Target};
 use crate::component::{Done, Services, Slot};
 use crate::error::TaskError;
-use crate::gcp::Cloud;
+use cloud::Cloud;
 use crate::log::Log;
 use crate::spec::Call;
 use crate::store::{StoreToBigquery, StoreToFirestore, bigquery, firestore};
