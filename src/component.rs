@@ -10,7 +10,6 @@ use datafusion::prelude::SessionContext;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::TaskError;
-use crate::target::gcp::cloud::Cloud;
 use crate::http::Transport;
 use crate::log::Log;
 use crate::receipt::{AlertReceipt, TaskReceipt};
@@ -19,6 +18,7 @@ use crate::secrets::Secrets;
 use crate::spec::SourceFile;
 use crate::table::Table;
 use crate::target::Target;
+use crate::target::gcp::cloud::Cloud;
 use crate::transform::sql::Locator;
 
 /// What one run offers its tasks. Each component takes the part it needs.

@@ -48,10 +48,7 @@ impl<'a> Extract<'a> {
         };
         let mode = if cx.replay { Mode::Literal } else { Mode::Values };
         let value = serde_json::to_value(&self.params).expect("params serialize");
-        let resolved = cx
-            .secrets
-            .resolve_json(&value, mode)
-            .map_err(TaskError::caused)?;
+        let resolved = cx.secrets.resolve_json(&value, mode).map_err(TaskError::caused)?;
         let params = ExtractHttp::deserialize(resolved).map_err(|e| TaskError::permanent(format!("params: {e}")))?;
         if let Transport::Replay(fixtures) = cx.transport {
             fixtures.load(cx.task).map_err(TaskError::caused)?;

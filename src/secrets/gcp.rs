@@ -63,7 +63,10 @@ impl SecretManager {
                     ),
                     Code::Unauthenticated => ("the credentials were refused".to_owned(), false),
                     Code::FailedPrecondition => (format!("not readable: {}", status.message()), false),
-                    code => (format!("{code:?}: {}", status.message()), crate::target::gcp::cloud::retryable(code)),
+                    code => (
+                        format!("{code:?}: {}", status.message()),
+                        crate::target::gcp::cloud::retryable(code),
+                    ),
                 };
                 AccessError {
                     message: format!("Secret Manager: {what}"),

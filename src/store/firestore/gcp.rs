@@ -18,8 +18,8 @@ use super::value::{field_path, fields};
 use super::{Documents, IdError, StoreToFirestore};
 use crate::error::TaskError;
 use crate::retry::Policy;
-use crate::target::gcp::cloud::Cloud;
 use crate::table::Table;
+use crate::target::gcp::cloud::Cloud;
 
 /// Firestore's limit of writes per `BatchWrite`.
 pub(crate) const BATCH_WRITES: usize = 500;
@@ -152,7 +152,7 @@ pub(crate) async fn write(
             break;
         }
         tokio::select! {
-            () = tokio::time::sleep(RESEND.delay(attempt - 1)) => {}
+            () = tokio::time::sleep(RESEND.delay(attempt as u32 - 1)) => {}
             () = cancel.cancelled() => return Err(stopped(failures.len())),
         }
         let chunks = chunk(pending, BATCH_WRITES);

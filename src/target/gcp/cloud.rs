@@ -7,9 +7,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use gcloud_sdk::GoogleAuthHeaders;
 use gcloud_sdk::google_cloud_auth::credentials::{CacheableResource, Credentials, CredentialsProvider, EntityTag};
 use gcloud_sdk::google_cloud_auth::errors::CredentialsError;
-use gcloud_sdk::GoogleAuthHeaders;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 
 use crate::spec::{Call, Product};

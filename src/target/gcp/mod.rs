@@ -12,11 +12,11 @@ use tokio_util::sync::CancellationToken;
 use super::{Destination, Target};
 use crate::component::{Done, Services, Slot};
 use crate::error::TaskError;
-use cloud::Cloud;
 use crate::log::Log;
 use crate::spec::Call;
 use crate::store::{StoreToBigquery, StoreToFirestore, bigquery, firestore};
 use crate::table::Table;
+use cloud::Cloud;
 
 /// A store task on the gcp target, built for its run.
 pub(crate) struct Store<'a> {

@@ -13,8 +13,8 @@ use super::model::{FieldType, Job, Table as BqTable, TableFieldSchema};
 use super::schema::{ddl_type, evolve, quote};
 use super::writer::{TableRef, Writer, job_id};
 use crate::error::TaskError;
-use crate::target::gcp::cloud::Cloud;
 use crate::store::bigquery::StoreToBigquery;
+use crate::target::gcp::cloud::Cloud;
 
 const API: &str = "https://bigquery.googleapis.com";
 /// The API calls other than the upload are small: a stalled one is given up on.

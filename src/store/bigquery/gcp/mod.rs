@@ -30,8 +30,8 @@ use self::writer::TableRef;
 pub(crate) use self::writer::{Writer, Written};
 use super::{LoadMethod, StoreToBigquery, WriteMode};
 use crate::error::TaskError;
-use crate::target::gcp::cloud::Cloud;
 use crate::table::Table;
+use crate::target::gcp::cloud::Cloud;
 
 /// Writes `rows` to the table `store` names, in project `project`.
 pub(crate) async fn write(
