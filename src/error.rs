@@ -68,6 +68,14 @@ impl TaskError {
         error
     }
 
+    /// An error of `kind` whose message is `error` with its causes, and whose source it is: how a
+    /// component's own error, which knows its kind, becomes a task's.
+    pub(crate) fn of(kind: ErrorKind, error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        let mut task = Self::new(kind, chain(&error));
+        task.source = Some(Arc::new(error));
+        task
+    }
+
     /// A permanent error whose message is `error` with its causes, and whose source it is.
     pub(crate) fn caused(error: impl std::error::Error + Send + Sync + 'static) -> Self {
         let mut task = Self::permanent(chain(&error));

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::error::TaskError;
+use crate::error::{ErrorKind, TaskError};
 use crate::retry::{self, OnStop, Policy};
 
 /// Three attempts per delivery, about 500 ms and then 1 s apart, before a transient failure is reported.
@@ -18,6 +18,60 @@ const POLICY: Policy = Policy {
 
 /// The longest a delivery waits when a service's `Retry-After` asks for more.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// Why a delivery failed. No text holds the URL, and reqwest's errors, which name it, are not kept.
+#[derive(Debug, thiserror::Error)]
+enum DeliveryError {
+    #[error("{service}: timed out")]
+    TimedOut { service: String },
+    #[error("{service}: could not connect")]
+    Unreachable { service: String },
+    /// 408, 429 or 5xx; `retry_after` is the wait the service asked for, at most [`MAX_RETRY_AFTER`].
+    #[error("{service} answered {status}: {body}")]
+    Busy {
+        service: String,
+        status: u16,
+        body: String,
+        retry_after: Option<Duration>,
+    },
+    /// Any other status, as the caller's `refusal` words it.
+    #[error("{message}")]
+    Refused { message: String },
+    /// The last attempt's transient failure, once every attempt is spent; the text keeps its words
+    /// first, so `last` is said in it (and `chain` does not say it twice).
+    #[error("{last} (after {attempts} attempts)")]
+    GaveUp {
+        attempts: u32,
+        #[source]
+        last: TaskError,
+    },
+}
+
+impl DeliveryError {
+    /// Permanent for a refusal; transient otherwise.
+    fn kind(&self) -> ErrorKind {
+        match self {
+            DeliveryError::Refused { .. } => ErrorKind::Permanent,
+            DeliveryError::TimedOut { .. }
+            | DeliveryError::Unreachable { .. }
+            | DeliveryError::Busy { .. }
+            | DeliveryError::GaveUp { .. } => ErrorKind::Transient,
+        }
+    }
+}
+
+/// The one place a delivery's error becomes a task's, with the wait a busy service asked for.
+impl From<DeliveryError> for TaskError {
+    fn from(error: DeliveryError) -> Self {
+        let retry_after = match &error {
+            DeliveryError::Busy { retry_after, .. } => *retry_after,
+            _ => None,
+        };
+        let mut task = TaskError::of(error.kind(), error);
+        task.retry_after = retry_after;
+        task
+    }
+}
 
 /// How deliveries go out: the run's client, and the stop that ends them.
 pub(crate) struct Via<'a> {
@@ -50,10 +104,7 @@ pub(crate) async fn post(
     )
     .await;
     match result {
-        Err(error) if error.is_transient() => Err(TaskError::transient(format!(
-            "{} (after {attempts} attempts)",
-            error.message
-        ))),
+        Err(last) if last.is_transient() => Err(DeliveryError::GaveUp { attempts, last }.into()),
         result => result,
     }
 }
@@ -73,12 +124,12 @@ async fn attempt(
     }
     let response = builder.send().await.map_err(|error| {
         // Without the URL: reqwest's errors name it.
-        let why = if error.is_timeout() {
-            "timed out"
+        let service = request.service.to_owned();
+        if error.is_timeout() {
+            DeliveryError::TimedOut { service }
         } else {
-            "could not connect"
-        };
-        TaskError::transient(format!("{}: {why}", request.service))
+            DeliveryError::Unreachable { service }
+        }
     })?;
     let status = response.status().as_u16();
     let wait = response
@@ -91,9 +142,46 @@ async fn attempt(
         return Ok(());
     }
     if crate::http::transient_status(status) {
-        let mut error = TaskError::transient(format!("{} answered {status}: {}", request.service, text.trim()));
-        error.retry_after = wait.map(|wait| wait.min(MAX_RETRY_AFTER));
-        return Err(error);
+        return Err(DeliveryError::Busy {
+            service: request.service.to_owned(),
+            status,
+            body: text.trim().to_owned(),
+            retry_after: wait.map(|wait| wait.min(MAX_RETRY_AFTER)),
+        }
+        .into());
     }
-    Err(TaskError::permanent(refusal(status, &text)))
+    Err(DeliveryError::Refused {
+        message: refusal(status, &text),
+    }
+    .into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delivery_errors_become_task_errors() {
+        let busy = TaskError::from(DeliveryError::Busy {
+            service: "Slack".to_owned(),
+            status: 503,
+            body: "later".to_owned(),
+            retry_after: Some(Duration::from_secs(2)),
+        });
+        assert_eq!(busy.message, "Slack answered 503: later");
+        assert!(busy.is_transient());
+        assert_eq!(busy.retry_after, Some(Duration::from_secs(2)));
+        let gave_up = TaskError::from(DeliveryError::GaveUp {
+            attempts: 3,
+            last: busy,
+        });
+        assert_eq!(gave_up.message, "Slack answered 503: later (after 3 attempts)");
+        assert!(gave_up.is_transient());
+        assert_eq!(gave_up.retry_after, None);
+        let refused = TaskError::from(DeliveryError::Refused {
+            message: "Slack refused the message (400): no_text".to_owned(),
+        });
+        assert_eq!(refused.message, "Slack refused the message (400): no_text");
+        assert!(!refused.is_transient());
+    }
 }

@@ -10,13 +10,13 @@ use std::time::Duration;
 use futures::StreamExt;
 use gcloud_sdk::google::firestore::v1::firestore_client::FirestoreClient;
 use gcloud_sdk::google::firestore::v1::{BatchWriteRequest, Document, DocumentMask, Write, write::Operation};
-use gcloud_sdk::tonic::{Code, Status};
+use gcloud_sdk::tonic::Code;
 use gcloud_sdk::{GoogleApi, GoogleAuthMiddleware, GoogleAuthMiddlewareLayer};
 use tokio_util::sync::CancellationToken;
 
-use super::value::{field_path, fields};
+use super::value::{ValueError, field_path, fields};
 use super::{Documents, IdError, StoreToFirestore};
-use crate::error::TaskError;
+use crate::error::{ErrorKind, TaskError};
 use crate::retry::Policy;
 use crate::table::Table;
 use crate::target::gcp::cloud::Cloud;
@@ -35,6 +35,80 @@ const RESEND: Policy = Policy {
     retries: WRITE_ATTEMPTS as u32 - 1,
     first_delay: Duration::from_secs(1),
 };
+
+/// Why a write to Firestore failed. A stop is not one of these: it is a [`TaskError::stopped`]
+/// that says what was written.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum FirestoreError {
+    /// The rows cannot be named as documents.
+    #[error(transparent)]
+    Ids(IdError),
+    #[error("column `{column}`")]
+    Column {
+        column: String,
+        #[source]
+        source: ValueError,
+    },
+    #[error("cannot connect to Firestore at {url}")]
+    Connect {
+        url: String,
+        #[source]
+        source: gcloud_sdk::error::Error,
+    },
+    #[error("Firestore did not answer a BatchWrite within {} s", .after.as_secs())]
+    Timeout { after: Duration },
+    /// The whole `BatchWrite` request failed with `code`.
+    #[error("Firestore BatchWrite failed: {code:?}: {message}")]
+    Rpc { code: Code, message: String },
+    /// Writes still failed after [`WRITE_ATTEMPTS`] tries: (document id, gRPC code, message) each.
+    #[error(
+        "{} of {documents} document(s) were not written to {collection}: {}",
+        .failures.len(),
+        not_written(.failures)
+    )]
+    NotWritten {
+        documents: u64,
+        collection: String,
+        failures: Vec<(String, i32, String)>,
+    },
+}
+
+impl FirestoreError {
+    /// Transient when Firestore was out of reach or busy (every failed write retryable); permanent
+    /// otherwise.
+    pub(super) fn kind(&self) -> ErrorKind {
+        let transient = match self {
+            FirestoreError::Ids(_) | FirestoreError::Column { .. } => false,
+            FirestoreError::Connect { .. } | FirestoreError::Timeout { .. } => true,
+            FirestoreError::Rpc { code, .. } => crate::target::gcp::cloud::retryable(*code),
+            FirestoreError::NotWritten { failures, .. } => failures.iter().all(|(_, code, _)| retryable(*code)),
+        };
+        if transient {
+            ErrorKind::Transient
+        } else {
+            ErrorKind::Permanent
+        }
+    }
+}
+
+/// The one place a Firestore error becomes a task's: its kind, its text with its causes, and the
+/// error itself as the source.
+impl From<FirestoreError> for TaskError {
+    fn from(error: FirestoreError) -> Self {
+        TaskError::of(error.kind(), error)
+    }
+}
+
+/// The first five writes that failed, and `…` when there are more.
+fn not_written(failures: &[(String, i32, String)]) -> String {
+    let shown: Vec<String> = failures
+        .iter()
+        .take(5)
+        .map(|(id, code, message)| format!("`{id}`: {} {message}", code_name(*code)))
+        .collect();
+    let more = if failures.len() > shown.len() { "; …" } else { "" };
+    format!("{}{more}", shown.join("; "))
+}
 
 /// What a write did, for the receipt.
 #[derive(Debug, Default)]
@@ -58,7 +132,7 @@ pub(crate) async fn write(
 ) -> Result<Written, TaskError> {
     let named = Documents::of(&store.key, seed, rows, cancel).map_err(|e| match e {
         IdError::Stopped => TaskError::interrupted(),
-        e => TaskError::permanent(e.to_string()),
+        e => FirestoreError::Ids(e).into(),
     })?;
     if named.rows.is_empty() {
         return Ok(Written::default());
@@ -71,7 +145,7 @@ pub(crate) async fn write(
     // request at a time, as the requests go out.
     let Documents { rows: order, repeated } = named;
     let documents = order.len() as u64;
-    let build = |slice: &[(usize, usize, String)]| -> Result<Vec<Write>, TaskError> {
+    let build = |slice: &[(usize, usize, String)]| -> Result<Vec<Write>, FirestoreError> {
         slice
             .iter()
             .map(|(b, row, id)| {
@@ -92,7 +166,7 @@ pub(crate) async fn write(
             .collect()
     };
     // Each request's answer comes with its number of writes, so a stop can say what was written.
-    let send = |size: usize, writes: Result<Vec<Write>, TaskError>| {
+    let send = |size: usize, writes: Result<Vec<Write>, FirestoreError>| {
         let (db, database) = (&db, &database);
         async move {
             let answer = match writes {
@@ -105,15 +179,16 @@ pub(crate) async fn write(
     let mut requests = order.len().div_ceil(BATCH_WRITES) as u64;
     // A stop sends no further requests; those in flight finish, and the error says how far it got.
     let mut sent = 0;
-    let mut results: Vec<(usize, Result<Vec<Failed>, TaskError>)> = futures::stream::iter(order.chunks(BATCH_WRITES))
-        .take_while(|_| std::future::ready(!cancel.is_cancelled()))
-        .map(|slice| {
-            sent += slice.len();
-            send(slice.len(), build(slice))
-        })
-        .buffer_unordered(IN_FLIGHT)
-        .collect()
-        .await;
+    let mut results: Vec<(usize, Result<Vec<Failed>, FirestoreError>)> =
+        futures::stream::iter(order.chunks(BATCH_WRITES))
+            .take_while(|_| std::future::ready(!cancel.is_cancelled()))
+            .map(|slice| {
+                sent += slice.len();
+                send(slice.len(), build(slice))
+            })
+            .buffer_unordered(IN_FLIGHT)
+            .collect()
+            .await;
     let stopped = |unwritten: usize| {
         TaskError::stopped(format!(
             "stopped after {} of {documents} documents were written to {} (BatchWrite is not atomic); a rerun \
@@ -164,23 +239,12 @@ pub(crate) async fn write(
             .await;
     }
     if !failures.is_empty() {
-        let shown: Vec<String> = failures
-            .iter()
-            .take(5)
-            .map(|(id, code, message)| format!("`{id}`: {} {message}", code_name(*code)))
-            .collect();
-        let text = format!(
-            "{} of {documents} document(s) were not written to {}: {}{}",
-            failures.len(),
-            store.collection,
-            shown.join("; "),
-            if failures.len() > shown.len() { "; …" } else { "" }
-        );
-        return Err(if failures.iter().all(|(_, code, _)| retryable(*code)) {
-            TaskError::transient(text)
-        } else {
-            TaskError::permanent(text)
-        });
+        return Err(FirestoreError::NotWritten {
+            documents,
+            collection: store.collection.clone(),
+            failures,
+        }
+        .into());
     }
     Ok(Written {
         documents,
@@ -206,7 +270,7 @@ fn chunk(writes: Vec<Write>, size: usize) -> Vec<Vec<Write>> {
 }
 
 /// A Firestore client of the run's emulator or of the service, for `database`.
-async fn connect(cloud: &Cloud, database: &str) -> Result<Firestore, TaskError> {
+async fn connect(cloud: &Cloud, database: &str) -> Result<Firestore, FirestoreError> {
     let emulator = cloud.firestore_emulator.as_deref();
     let url = match emulator {
         Some(host) => format!("http://{host}"),
@@ -217,19 +281,14 @@ async fn connect(cloud: &Cloud, database: &str) -> Result<Firestore, TaskError> 
         let layer = GoogleAuthMiddlewareLayer::new(credentials, Some(database.to_owned()))?;
         GoogleApi::from_function_with_middleware(FirestoreClient::new, &url, layer).await
     };
-    connect.await.map_err(|e| {
-        TaskError::transient(format!(
-            "cannot connect to Firestore at {url}: {}",
-            crate::error::chain(&e)
-        ))
-    })
+    connect.await.map_err(|source| FirestoreError::Connect { url, source })
 }
 
 /// The Firestore API, authenticated.
 type Firestore = GoogleApi<FirestoreClient<GoogleAuthMiddleware>>;
 
 /// Sends one `BatchWrite`; the writes that failed, with their status code and message.
-async fn batch_write(db: &Firestore, database: &str, writes: Vec<Write>) -> Result<Vec<Failed>, TaskError> {
+async fn batch_write(db: &Firestore, database: &str, writes: Vec<Write>) -> Result<Vec<Failed>, FirestoreError> {
     let request = BatchWriteRequest {
         database: database.to_owned(),
         writes: writes.clone(),
@@ -237,13 +296,13 @@ async fn batch_write(db: &Firestore, database: &str, writes: Vec<Write>) -> Resu
     };
     let answer = tokio::time::timeout(REQUEST_TIMEOUT, db.get().batch_write(request))
         .await
-        .map_err(|_| {
-            TaskError::transient(format!(
-                "Firestore did not answer a BatchWrite within {} s",
-                REQUEST_TIMEOUT.as_secs()
-            ))
-        })?;
-    let response = answer.map_err(|status| rpc_error(&status))?.into_inner();
+        .map_err(|_| FirestoreError::Timeout { after: REQUEST_TIMEOUT })?;
+    let response = answer
+        .map_err(|status| FirestoreError::Rpc {
+            code: status.code(),
+            message: status.message().to_owned(),
+        })?
+        .into_inner();
     Ok(writes
         .into_iter()
         .zip(response.status.into_iter().map(Some).chain(std::iter::repeat(None)))
@@ -264,15 +323,6 @@ fn code_name(code: i32) -> String {
     format!("{:?}", Code::from_i32(code))
 }
 
-fn rpc_error(status: &Status) -> TaskError {
-    let text = format!("Firestore BatchWrite failed: {:?}: {}", status.code(), status.message());
-    if crate::target::gcp::cloud::retryable(status.code()) {
-        TaskError::transient(text)
-    } else {
-        TaskError::permanent(text)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,5 +335,34 @@ mod tests {
         let writes = vec![Write::default(); 1001];
         let sizes: Vec<usize> = chunk(writes, BATCH_WRITES).iter().map(Vec::len).collect();
         assert_eq!(sizes, [500, 500, 1]);
+    }
+
+    #[test]
+    fn errors_become_task_errors() {
+        let busy = |id: &str| (id.to_owned(), Code::Unavailable as i32, "try later".to_owned());
+        let failures = ["a", "b", "c", "d", "e", "f"].map(busy).to_vec();
+        let error = TaskError::from(FirestoreError::NotWritten {
+            documents: 9,
+            collection: "items".to_owned(),
+            failures,
+        });
+        assert_eq!(
+            error.message,
+            "6 of 9 document(s) were not written to items: `a`: Unavailable try later; `b`: Unavailable try later; \
+             `c`: Unavailable try later; `d`: Unavailable try later; `e`: Unavailable try later; …"
+        );
+        assert!(error.is_transient());
+        let denied = TaskError::from(FirestoreError::Rpc {
+            code: Code::PermissionDenied,
+            message: "no".to_owned(),
+        });
+        assert_eq!(denied.message, "Firestore BatchWrite failed: PermissionDenied: no");
+        assert!(!denied.is_transient());
+        let column = TaskError::from(FirestoreError::Column {
+            column: "price".to_owned(),
+            source: ValueError::NotANumber("abc".to_owned()),
+        });
+        assert_eq!(column.message, "column `price`: cannot read abc as a number");
+        assert!(!column.is_transient());
     }
 }

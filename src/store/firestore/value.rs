@@ -12,7 +12,7 @@ use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use gcloud_sdk::google::firestore::v1::{ArrayValue, MapValue, Value, value::ValueType};
 use gcloud_sdk::prost_types::Timestamp;
 
-use crate::error::TaskError;
+use super::gcp::FirestoreError;
 
 /// A field name as a Firestore field path: backquoted unless it is a plain identifier.
 pub(super) fn field_path(name: &str) -> String {
@@ -26,15 +26,17 @@ pub(super) fn field_path(name: &str) -> String {
 }
 
 /// The fields of row `row` of `batch`.
-pub(super) fn fields(batch: &RecordBatch, row: usize) -> Result<HashMap<String, Value>, TaskError> {
+pub(super) fn fields(batch: &RecordBatch, row: usize) -> Result<HashMap<String, Value>, FirestoreError> {
     batch
         .schema()
         .fields()
         .iter()
         .zip(batch.columns())
         .map(|(field, column)| {
-            let value = value(column.as_ref(), row)
-                .map_err(|e| TaskError::permanent(format!("column `{}`: {e}", field.name())))?;
+            let value = value(column.as_ref(), row).map_err(|source| FirestoreError::Column {
+                column: field.name().clone(),
+                source,
+            })?;
             Ok((field.name().clone(), value))
         })
         .collect()
@@ -54,14 +56,14 @@ fn timestamp(seconds: i64, nanos: i64) -> Value {
 
 /// Why a value cannot become a Firestore value.
 #[derive(Debug, thiserror::Error)]
-enum ValueError {
+pub(super) enum ValueError {
     #[error("cannot read {0} as a number")]
     NotANumber(String),
     #[error("Firestore arrays cannot hold arrays; unnest the list in SQL first")]
     NestedArray,
     #[error("{0} is larger than Firestore's 64-bit integers")]
     TooLarge(u64),
-    #[error("cannot format the value: {0}")]
+    #[error("cannot format the value")]
     Format(#[source] datafusion::arrow::error::ArrowError),
 }
 

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::error::{ApiError, proto_text, transient_reason};
+use super::error::{ApiError, BigQueryError, adding_columns};
 use super::model::{FieldType, Job, Table as BqTable, TableFieldSchema};
 use super::schema::{ddl_type, evolve, quote};
 use super::writer::{TableRef, Writer, job_id};
@@ -160,19 +160,25 @@ impl Api {
 }
 
 /// Creates the dataset of `table` when it is missing.
-pub(super) async fn ensure_dataset(api: &mut Api, table: TableRef<'_>) -> Result<(), TaskError> {
+pub(super) async fn ensure_dataset(api: &mut Api, table: TableRef<'_>) -> Result<(), BigQueryError> {
     let TableRef { project, dataset, .. } = table;
     match api.get::<serde::de::IgnoredAny>(&[project, "datasets", dataset]).await {
         Ok(_) => return Ok(()),
         Err(error) if error.status() == Some(404) => {}
-        Err(error) => return Err(error.task(&format!("cannot read dataset {project}.{dataset}"))),
+        Err(source) => {
+            return Err(BigQueryError::ReadDataset {
+                dataset: format!("{project}.{dataset}"),
+                source,
+            });
+        }
     }
     let created = json!({"datasetReference": {"projectId": project, "datasetId": dataset}});
     match api.post::<serde::de::IgnoredAny>(&[project, "datasets"], created).await {
         // Another run may have created it since.
-        Err(error) if error.status() != Some(409) => {
-            Err(error.task(&format!("cannot create dataset {project}.{dataset}")))
-        }
+        Err(source) if source.status() != Some(409) => Err(BigQueryError::CreateDataset {
+            dataset: format!("{project}.{dataset}"),
+            source,
+        }),
         _ => Ok(()),
     }
 }
@@ -211,9 +217,15 @@ pub(super) async fn ensure_table(
                     job_id(writer.run_id, writer.task),
                     fastrand::u32(..)
                 );
-                let names: Vec<&str> = added.iter().map(|f| f.name.as_str()).collect();
-                let what = format!("adding column(s) {} to {name}", names.join(", "));
-                let job = query(api, project, &id, sql).await.map_err(|e| e.context(&what))?;
+                let names: Vec<String> = added.iter().map(|f| f.name.clone()).collect();
+                let what = adding_columns(&names, &name);
+                let job = query(api, project, &id, sql)
+                    .await
+                    .map_err(|source| BigQueryError::AddColumns {
+                        columns: names,
+                        table: name.clone(),
+                        source: Box::new(source),
+                    })?;
                 finish(api, project, job, &what, writer.cancel).await?;
             }
             // Fields added inside existing records: only the tables API can add those.
@@ -221,7 +233,10 @@ pub(super) async fn ensure_table(
                 let patch = json!({"schema": {"fields": evolved}});
                 api.call::<serde::de::IgnoredAny>(Method::PATCH, &segments, &[], Some(patch))
                     .await
-                    .map_err(|e| e.task(&format!("cannot add fields to the records of {name}")))?;
+                    .map_err(|source| BigQueryError::AddFields {
+                        table: name.clone(),
+                        source,
+                    })?;
             }
             Ok(evolved)
         }
@@ -234,23 +249,23 @@ pub(super) async fn ensure_table(
                         settings["timePartitioning"] = json!({"type": "DAY", "field": column});
                     }
                     Some(other) => {
-                        return Err(TaskError::permanent(format!(
-                            "partition_by: column `{column}` is {other}; BigQuery partitions by a DATE, TIMESTAMP \
-                             or DATETIME column"
-                        )));
+                        return Err(BigQueryError::PartitionType {
+                            column: column.clone(),
+                            field_type: other.clone(),
+                        }
+                        .into());
                     }
                     None => {
-                        return Err(TaskError::permanent(format!(
-                            "partition_by: `{column}` is not a column of the rows"
-                        )));
+                        return Err(BigQueryError::NoPartitionColumn { column: column.clone() }.into());
                     }
                 }
             }
             if !store.cluster_by.is_empty() {
                 if let Some(missing) = store.cluster_by.iter().find(|c| !fields.iter().any(|f| &&f.name == c)) {
-                    return Err(TaskError::permanent(format!(
-                        "cluster_by: `{missing}` is not a column of the rows"
-                    )));
+                    return Err(BigQueryError::NoClusterColumn {
+                        column: missing.clone(),
+                    }
+                    .into());
                 }
                 settings["clustering"] = json!({ "fields": store.cluster_by });
             }
@@ -258,15 +273,15 @@ pub(super) async fn ensure_table(
                 Ok(true) => Ok(fields.to_vec()),
                 // Created by another run in the meantime: take its schema into account.
                 Ok(false) => Box::pin(ensure_table(api, table, store, writer, fields)).await,
-                Err(error) => Err(error.task(&format!("cannot create table {name}"))),
+                Err(source) => Err(BigQueryError::CreateTable { table: name, source }.into()),
             }
         }
-        Err(error) => Err(error.task(&format!("cannot read table {name}"))),
+        Err(source) => Err(BigQueryError::ReadTable { table: name, source }.into()),
     }
 }
 
 /// Starts a standard-SQL query job with id `job_id`.
-pub(super) async fn query(api: &mut Api, project: &str, job_id: &str, sql: String) -> Result<Job, TaskError> {
+pub(super) async fn query(api: &mut Api, project: &str, job_id: &str, sql: String) -> Result<Job, BigQueryError> {
     let job = json!({
         "jobReference": {"projectId": project, "jobId": job_id},
         "configuration": {"query": {"query": sql, "useLegacySql": false}},
@@ -274,11 +289,18 @@ pub(super) async fn query(api: &mut Api, project: &str, job_id: &str, sql: Strin
     match api.post(&[project, "jobs"], job).await {
         Ok(job) => Ok(job),
         // A job with this id exists: another invocation of this run started it.
-        Err(error) if error.status() == Some(409) => api
-            .job(project, job_id, None)
-            .await
-            .map_err(|e| e.task(&format!("cannot look up job {job_id}"))),
-        Err(error) => Err(error.task(&format!("cannot start query job {job_id}"))),
+        Err(error) if error.status() == Some(409) => {
+            api.job(project, job_id, None)
+                .await
+                .map_err(|source| BigQueryError::LookUpJob {
+                    job: job_id.to_owned(),
+                    source,
+                })
+        }
+        Err(source) => Err(BigQueryError::StartQuery {
+            job: job_id.to_owned(),
+            source,
+        }),
     }
 }
 
@@ -298,9 +320,7 @@ pub(super) async fn wait(
             return Ok(job);
         };
         let Some(id) = reference.job_id.clone() else {
-            return Err(TaskError::transient(
-                "BigQuery answered with a running job without an id",
-            ));
+            return Err(BigQueryError::JobWithoutId.into());
         };
         let location = reference.location.clone();
         tokio::select! {
@@ -317,7 +337,7 @@ pub(super) async fn wait(
         job = api
             .job(project, &id, location.as_deref())
             .await
-            .map_err(|e| e.task(&format!("cannot follow job {id}")))?;
+            .map_err(|source| BigQueryError::FollowJob { job: id, source })?;
     }
 }
 
@@ -333,23 +353,18 @@ pub(super) async fn finish(
     let Some(error) = job.error() else {
         return Ok(job);
     };
-    let mut message = proto_text(error);
-    let details: Vec<String> = job
+    let details = job
         .status
         .iter()
         .flat_map(|s| &s.errors)
         .filter(|e| e.message != error.message)
         .take(5)
-        .map(proto_text)
+        .cloned()
         .collect();
-    if !details.is_empty() {
-        message.push_str(&format!(" ({})", details.join("; ")));
+    Err(BigQueryError::JobFailed {
+        job: what.to_owned(),
+        error: Box::new(error.clone()),
+        details,
     }
-    let transient = error.reason.as_deref().is_some_and(transient_reason);
-    let message = format!("{what} failed: {message}");
-    Err(if transient {
-        TaskError::transient(message)
-    } else {
-        TaskError::permanent(message)
-    })
+    .into())
 }

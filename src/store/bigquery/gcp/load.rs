@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::api::{Api, finish, query, wait};
+use super::error::BigQueryError;
 use super::model::{Job, TableFieldSchema};
 use super::schema::quote;
 use super::writer::{TableRef, Writer, Written, job_id};
@@ -37,7 +38,7 @@ pub(super) async fn load(
     let parquet = crate::store::local::warehouse::write_parquet(Vec::new(), &rows.schema, &rows.batches, &go_on)
         .map_err(|e| match writer.cancel.is_cancelled() {
             true => TaskError::interrupted(),
-            false => TaskError::permanent(format!("cannot write the rows as Parquet: {e}")),
+            false => BigQueryError::Parquet(e).into(),
         })?;
     written.bytes = parquet.len() as u64;
     written.rows = rows.rows() as u64;
@@ -62,7 +63,10 @@ pub(super) async fn load(
     let settings = serde_json::json!({ "expirationTime": expires.timestamp_millis().to_string() });
     api.create_table(staging, fields, settings)
         .await
-        .map_err(|e| e.task(&format!("cannot create the staging table {staging_name}")))?;
+        .map_err(|source| BigQueryError::CreateStaging {
+            table: staging_name.clone(),
+            source,
+        })?;
     let loaded = async {
         let job = until_stopped(writer, upload(api, staging, None, "WRITE_TRUNCATE", fields, parquet)).await?;
         written.load_jobs += 1;
@@ -137,26 +141,24 @@ async fn previous(api: &mut Api, project: &str, base: &str, cancel: &Cancellatio
         let job = match api.job(project, &id, None).await {
             Ok(job) => job,
             Err(error) if error.status() == Some(404) => return Ok(Previous::Free(id)),
-            Err(error) => return Err(error.task(&format!("cannot look up job {id}"))),
+            Err(source) => return Err(BigQueryError::LookUpJob { job: id, source }.into()),
         };
         let job = wait(api, project, job, cancel).await?;
         if job.status.is_some() && job.error().is_none() {
             return Ok(Previous::Done(id));
         }
     }
-    Err(TaskError::permanent(format!(
-        "100 earlier jobs of this run failed ({base} …); look at them in BigQuery"
-    )))
+    Err(BigQueryError::EarlierJobsFailed { base: base.to_owned() }.into())
 }
 
 /// Starts a load job of `parquet` into `table` through the upload endpoint.
 /// `upload`, given up when the run is stopped.
 async fn until_stopped<T>(
     writer: &Writer<'_>,
-    upload: impl std::future::Future<Output = Result<T, TaskError>>,
+    upload: impl std::future::Future<Output = Result<T, BigQueryError>>,
 ) -> Result<T, TaskError> {
     tokio::select! {
-        result = upload => result,
+        result = upload => result.map_err(TaskError::from),
         () = writer.cancel.cancelled() => Err(TaskError::stopped(
             "stopped during the upload to BigQuery: nothing was committed, unless BigQuery already had the whole \
              upload; then its load job may still finish, and the next run of this tick finds it by its id",
@@ -171,7 +173,7 @@ async fn upload(
     disposition: &str,
     fields: &[TableFieldSchema],
     parquet: Vec<u8>,
-) -> Result<Job, TaskError> {
+) -> Result<Job, BigQueryError> {
     let TableRef {
         project,
         dataset,
@@ -211,15 +213,21 @@ async fn upload(
         )
         .timeout(Duration::from_secs(30 * 60))
         .body(body);
-    let what = format!("the load job into {dataset}.{table}");
     match (api.send(request).await, job_id) {
         (Ok(job), _) => Ok(job),
         // Already exists: the job ran before; `finish` reads how it ended.
-        (Err(error), Some(id)) if error.status() == Some(409) => api
-            .job(project, id, None)
-            .await
-            .map_err(|e| e.task(&format!("cannot look up job {id}"))),
-        (Err(error), _) => Err(error.task(&what)),
+        (Err(error), Some(id)) if error.status() == Some(409) => {
+            api.job(project, id, None)
+                .await
+                .map_err(|source| BigQueryError::LookUpJob {
+                    job: id.to_owned(),
+                    source,
+                })
+        }
+        (Err(source), _) => Err(BigQueryError::StartLoad {
+            table: format!("{dataset}.{table}"),
+            source,
+        }),
     }
 }
 

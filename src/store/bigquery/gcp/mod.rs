@@ -23,6 +23,7 @@ mod writer;
 use std::sync::Arc;
 
 use self::api::{Api, ensure_dataset, ensure_table};
+use self::error::BigQueryError;
 use self::load::load;
 use self::schema::{conform, schema_of};
 use self::stream::stream;
@@ -49,10 +50,11 @@ pub(crate) async fn write(
     let mut api = Api::new(cloud);
     for column in &store.key {
         if rows.schema.field_with_name(column).is_err() {
-            return Err(TaskError::permanent(format!(
-                "key column `{column}` is not a column of the rows; they have: {}",
-                rows.column_names().join(", ")
-            )));
+            return Err(BigQueryError::MissingKey {
+                column: column.clone(),
+                columns: rows.column_names().into_iter().map(str::to_owned).collect(),
+            }
+            .into());
         }
     }
     let fields = schema_of(&rows.schema)?;

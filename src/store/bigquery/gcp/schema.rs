@@ -7,16 +7,16 @@ use datafusion::arrow::array::{ArrayRef, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
+use super::error::BigQueryError;
 use super::model::{FieldType, Mode, TableFieldSchema};
-use crate::error::TaskError;
 use crate::table::Table;
 
 /// BigQuery fields for an Arrow schema.
-pub(super) fn schema_of(schema: &Schema) -> Result<Vec<TableFieldSchema>, TaskError> {
+pub(super) fn schema_of(schema: &Schema) -> Result<Vec<TableFieldSchema>, BigQueryError> {
     schema.fields().iter().map(|field| field_of(field)).collect()
 }
 
-fn field_of(field: &Field) -> Result<TableFieldSchema, TaskError> {
+fn field_of(field: &Field) -> Result<TableFieldSchema, BigQueryError> {
     let name = field.name();
     let out = match field.data_type() {
         DataType::List(item) | DataType::LargeList(item) | DataType::FixedSizeList(item, _) => {
@@ -24,9 +24,7 @@ fn field_of(field: &Field) -> Result<TableFieldSchema, TaskError> {
                 item.data_type(),
                 DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..)
             ) {
-                return Err(TaskError::permanent(format!(
-                    "column `{name}` is a list of lists, which BigQuery cannot store; unnest it in SQL first"
-                )));
+                return Err(BigQueryError::ListOfLists { column: name.clone() });
             }
             let mut inner = field_of(&Field::new(name, item.data_type().clone(), true))?;
             inner.mode = Mode::Repeated;
@@ -41,7 +39,7 @@ fn field_of(field: &Field) -> Result<TableFieldSchema, TaskError> {
     Ok(out)
 }
 
-fn type_of(name: &str, data_type: &DataType) -> Result<FieldType, TaskError> {
+fn type_of(name: &str, data_type: &DataType) -> Result<FieldType, BigQueryError> {
     Ok(match data_type {
         DataType::Boolean => FieldType::Boolean,
         DataType::Int8
@@ -65,9 +63,10 @@ fn type_of(name: &str, data_type: &DataType) -> Result<FieldType, TaskError> {
         DataType::Timestamp(_, None) => FieldType::Datetime,
         DataType::Time32(_) | DataType::Time64(_) => FieldType::Time,
         other => {
-            return Err(TaskError::permanent(format!(
-                "column `{name}` has type {other}, which BigQuery cannot store; CAST it in SQL first"
-            )));
+            return Err(BigQueryError::Unstorable {
+                column: name.to_owned(),
+                data_type: other.clone(),
+            });
         }
     })
 }
@@ -90,7 +89,7 @@ pub(super) fn evolve(
     theirs: &[TableFieldSchema],
     ours: &[TableFieldSchema],
     path: &str,
-) -> Result<Option<Vec<TableFieldSchema>>, TaskError> {
+) -> Result<Option<Vec<TableFieldSchema>>, BigQueryError> {
     let mut evolved = theirs.to_vec();
     let mut changed = false;
     for field in ours {
@@ -104,16 +103,20 @@ pub(super) fn evolve(
         let existing = &theirs[at];
         let (ours_type, theirs_type) = (&field.field_type, &existing.field_type);
         if !loads_into(ours_type, theirs_type) {
-            return Err(TaskError::permanent(format!(
-                "column `{column}` is {theirs_type} in {table} but the rows have {ours_type}; CAST it in SQL, \
-                 or write to a new table"
-            )));
+            return Err(BigQueryError::TypeChanged {
+                column,
+                table: table.to_owned(),
+                theirs: theirs_type.clone(),
+                ours: ours_type.clone(),
+            });
         }
         if (field.mode == Mode::Repeated) != (existing.mode == Mode::Repeated) {
-            return Err(TaskError::permanent(format!(
-                "column `{column}` is {} in {table} but the rows have it {}",
-                existing.mode, field.mode
-            )));
+            return Err(BigQueryError::ModeChanged {
+                column,
+                table: table.to_owned(),
+                theirs: existing.mode,
+                ours: field.mode,
+            });
         }
         if *ours_type == FieldType::Record {
             let nested = evolve(table, &existing.fields, &field.fields, &format!("{column}."))?;
@@ -125,10 +128,10 @@ pub(super) fn evolve(
     }
     for existing in theirs {
         if existing.mode == Mode::Required && !ours.iter().any(|f| f.name.eq_ignore_ascii_case(&existing.name)) {
-            return Err(TaskError::permanent(format!(
-                "column `{path}{}` is REQUIRED in {table} but the rows do not have it",
-                existing.name
-            )));
+            return Err(BigQueryError::RequiredMissing {
+                column: format!("{path}{}", existing.name),
+                table: table.to_owned(),
+            });
         }
     }
     Ok(changed.then_some(evolved))
@@ -136,7 +139,7 @@ pub(super) fn evolve(
 
 /// `rows` with integer columns cast to the FLOAT or NUMERIC type the table has, and timestamps in
 /// microseconds, the precision BigQuery keeps.
-pub(super) fn conform(rows: &Table, table: &[TableFieldSchema]) -> Result<Table, TaskError> {
+pub(super) fn conform(rows: &Table, table: &[TableFieldSchema]) -> Result<Table, BigQueryError> {
     let target = |field: &Field| -> DataType {
         let existing = table.iter().find(|t| t.name.eq_ignore_ascii_case(field.name()));
         match (field.data_type(), existing.map(|t| &t.field_type)) {
@@ -176,7 +179,7 @@ pub(super) fn conform(rows: &Table, table: &[TableFieldSchema]) -> Result<Table,
             RecordBatch::try_new(schema.clone(), columns)
         })
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TaskError::permanent(format!("cannot convert the rows for BigQuery: {e}")))?;
+        .map_err(BigQueryError::Convert)?;
     Ok(Table::new(schema, batches))
 }
 
@@ -255,7 +258,7 @@ pub(super) mod tests {
             ))),
             true,
         )]);
-        assert!(schema_of(&nested).unwrap_err().message.contains("list of lists"));
+        assert!(schema_of(&nested).unwrap_err().to_string().contains("list of lists"));
     }
 
     #[test]
@@ -272,7 +275,7 @@ pub(super) mod tests {
         let wrong = vec![field("b", FieldType::String)];
         let error = evolve("p.d.t", &theirs, &wrong, "").unwrap_err();
         assert_eq!(
-            error.message,
+            error.to_string(),
             "column `b` is FLOAT in p.d.t but the rows have STRING; CAST it in SQL, or write to a new table"
         );
         let mut required = field("r", FieldType::String);
@@ -280,7 +283,7 @@ pub(super) mod tests {
         assert!(
             evolve("t", &[required], &more, "")
                 .unwrap_err()
-                .message
+                .to_string()
                 .contains("REQUIRED")
         );
     }

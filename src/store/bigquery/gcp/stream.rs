@@ -4,6 +4,7 @@
 use serde_json::{Value, json};
 
 use super::api::Api;
+use super::error::BigQueryError;
 use super::writer::{TableRef, Writer, Written, job_id};
 use crate::error::TaskError;
 use crate::store::bigquery::{StoreToBigquery, WriteMode};
@@ -23,9 +24,7 @@ pub(super) async fn stream(
     written: &mut Written,
 ) -> Result<(), TaskError> {
     if store.write != WriteMode::Append {
-        return Err(TaskError::permanent(
-            "`method: streaming` appends rows; use `method: load` for `write: replace` or `write: merge`",
-        ));
+        return Err(BigQueryError::StreamingNotAppend.into());
     }
     let job_id = job_id(writer.run_id, writer.task);
     let mut request: Vec<Value> = Vec::new();
@@ -33,8 +32,7 @@ pub(super) async fn stream(
     let mut first = 0;
     let mut index = 0;
     for batch in &rows.batches {
-        let json = crate::table::json_lines(batch)
-            .map_err(|e| TaskError::permanent(format!("cannot turn the rows into JSON: {e}")))?;
+        let json = crate::table::json_lines(batch).map_err(BigQueryError::Json)?;
         for line in json.lines() {
             if request.len() == STREAM_ROWS || (size + line.len() > STREAM_BYTES && !request.is_empty()) {
                 if writer.cancel.is_cancelled() {
@@ -48,8 +46,7 @@ pub(super) async fn stream(
                 written.bytes += size as u64;
                 (size, first) = (0, index);
             }
-            let value: Value = serde_json::from_str(line)
-                .map_err(|e| TaskError::permanent(format!("cannot turn the rows into JSON: {e}")))?;
+            let value: Value = serde_json::from_str(line).map_err(BigQueryError::JsonLine)?;
             request.push(json!({"insertId": format!("{job_id}_{index}"), "json": value}));
             size += line.len() + 64;
             index += 1;
@@ -64,17 +61,20 @@ pub(super) async fn stream(
 }
 
 /// One insertAll request; `first` is the index of its first row among all the task's rows.
-async fn insert(api: &mut Api, table: TableRef<'_>, request: Vec<Value>, first: usize) -> Result<(), TaskError> {
+async fn insert(api: &mut Api, table: TableRef<'_>, request: Vec<Value>, first: usize) -> Result<(), BigQueryError> {
     let response = api
         .insert_all(table, request)
         .await
-        .map_err(|e| e.task(&format!("cannot stream rows into {}.{}", table.dataset, table.table)))?;
+        .map_err(|source| BigQueryError::Stream {
+            table: format!("{}.{}", table.dataset, table.table),
+            source,
+        })?;
     let errors = response.insert_errors;
     if errors.is_empty() {
         return Ok(());
     }
     // Rows that failed only because another row of the request was invalid say `stopped`.
-    let invalid: Vec<String> = errors
+    let reasons: Vec<String> = errors
         .iter()
         .flat_map(|row| {
             let at = first + row.index;
@@ -95,11 +95,9 @@ async fn insert(api: &mut Api, table: TableRef<'_>, request: Vec<Value>, first: 
                 })
         })
         .collect();
-    let shown: Vec<&String> = invalid.iter().take(5).collect();
-    Err(TaskError::permanent(format!(
-        "BigQuery rejected {} row(s) of the request starting at row {first}: {}{}",
-        errors.len(),
-        shown.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("; "),
-        if invalid.len() > shown.len() { "; …" } else { "" }
-    )))
+    Err(BigQueryError::Rejected {
+        rows: errors.len(),
+        first,
+        reasons,
+    })
 }
