@@ -57,17 +57,6 @@ impl TaskError {
         }
     }
 
-    /// An error of `kind` that comes from `source`; its message is `what`, then the causes.
-    pub(crate) fn from_source(
-        kind: ErrorKind,
-        what: impl fmt::Display,
-        source: impl std::error::Error + Send + Sync + 'static,
-    ) -> Self {
-        let mut error = Self::new(kind, format!("{what}: {}", chain(&source)));
-        error.source = Some(Arc::new(source));
-        error
-    }
-
     /// An error of `kind` whose message is `error` with its causes, and whose source it is: how a
     /// component's own error, which knows its kind, becomes a task's.
     pub(crate) fn of(kind: ErrorKind, error: impl std::error::Error + Send + Sync + 'static) -> Self {
@@ -78,9 +67,7 @@ impl TaskError {
 
     /// A permanent error whose message is `error` with its causes, and whose source it is.
     pub(crate) fn caused(error: impl std::error::Error + Send + Sync + 'static) -> Self {
-        let mut task = Self::permanent(chain(&error));
-        task.source = Some(Arc::new(error));
-        task
+        Self::of(ErrorKind::Permanent, error)
     }
 
     pub(crate) fn is_transient(&self) -> bool {

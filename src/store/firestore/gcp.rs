@@ -14,7 +14,7 @@ use gcloud_sdk::tonic::Code;
 use gcloud_sdk::{GoogleApi, GoogleAuthMiddleware, GoogleAuthMiddlewareLayer};
 use tokio_util::sync::CancellationToken;
 
-use super::value::{ValueError, field_path, fields};
+use super::value::{ColumnError, field_path, fields};
 use super::{Documents, IdError, StoreToFirestore};
 use crate::error::{ErrorKind, TaskError};
 use crate::retry::Policy;
@@ -43,12 +43,8 @@ pub(super) enum FirestoreError {
     /// The rows cannot be named as documents.
     #[error(transparent)]
     Ids(IdError),
-    #[error("column `{column}`")]
-    Column {
-        column: String,
-        #[source]
-        source: ValueError,
-    },
+    #[error(transparent)]
+    Column(#[from] ColumnError),
     #[error("cannot connect to Firestore at {url}")]
     Connect {
         url: String,
@@ -78,7 +74,7 @@ impl FirestoreError {
     /// otherwise.
     pub(super) fn kind(&self) -> ErrorKind {
         let transient = match self {
-            FirestoreError::Ids(_) | FirestoreError::Column { .. } => false,
+            FirestoreError::Ids(_) | FirestoreError::Column(_) => false,
             FirestoreError::Connect { .. } | FirestoreError::Timeout { .. } => true,
             FirestoreError::Rpc { code, .. } => crate::target::gcp::cloud::retryable(*code),
             FirestoreError::NotWritten { failures, .. } => failures.iter().all(|(_, code, _)| retryable(*code)),
@@ -326,6 +322,7 @@ fn code_name(code: i32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::firestore::value::ValueError;
 
     #[test]
     fn field_paths_and_chunks() {
@@ -358,10 +355,10 @@ mod tests {
         });
         assert_eq!(denied.message, "Firestore BatchWrite failed: PermissionDenied: no");
         assert!(!denied.is_transient());
-        let column = TaskError::from(FirestoreError::Column {
+        let column = TaskError::from(FirestoreError::Column(ColumnError {
             column: "price".to_owned(),
             source: ValueError::NotANumber("abc".to_owned()),
-        });
+        }));
         assert_eq!(column.message, "column `price`: cannot read abc as a number");
         assert!(!column.is_transient());
     }

@@ -12,8 +12,6 @@ use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use gcloud_sdk::google::firestore::v1::{ArrayValue, MapValue, Value, value::ValueType};
 use gcloud_sdk::prost_types::Timestamp;
 
-use super::gcp::FirestoreError;
-
 /// A field name as a Firestore field path: backquoted unless it is a plain identifier.
 pub(super) fn field_path(name: &str) -> String {
     let simple = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
@@ -25,15 +23,24 @@ pub(super) fn field_path(name: &str) -> String {
     }
 }
 
+/// A value of a column that Firestore cannot hold.
+#[derive(Debug, thiserror::Error)]
+#[error("column `{column}`")]
+pub(super) struct ColumnError {
+    pub(super) column: String,
+    #[source]
+    pub(super) source: ValueError,
+}
+
 /// The fields of row `row` of `batch`.
-pub(super) fn fields(batch: &RecordBatch, row: usize) -> Result<HashMap<String, Value>, FirestoreError> {
+pub(super) fn fields(batch: &RecordBatch, row: usize) -> Result<HashMap<String, Value>, ColumnError> {
     batch
         .schema()
         .fields()
         .iter()
         .zip(batch.columns())
         .map(|(field, column)| {
-            let value = value(column.as_ref(), row).map_err(|source| FirestoreError::Column {
+            let value = value(column.as_ref(), row).map_err(|source| ColumnError {
                 column: field.name().clone(),
                 source,
             })?;
