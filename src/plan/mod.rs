@@ -103,9 +103,18 @@ pub struct Step {
     /// The params as the run uses them, templates rendered for the plan's logical time; or why
     /// they cannot be rendered, which fails the task when it runs.
     #[serde(skip)]
-    pub call: Result<Call, String>,
+    pub call: Result<Call, Unrendered>,
     /// The references this step resolves at run time, e.g. `secret:SALES_API_TOKEN`.
     pub references: Vec<String>,
+}
+
+/// Why a step's params cannot be rendered for its run.
+#[derive(Debug, thiserror::Error)]
+pub enum Unrendered {
+    #[error("{}", .0.message)]
+    Template(template::TemplateError),
+    #[error("params: {0}")]
+    Params(serde_json::Error),
 }
 
 /// The facts `build` needs besides the product.
@@ -176,10 +185,9 @@ pub fn build(product: &Product, context: &Context<'_>) -> Plan {
             // Templates as the run renders them; a template that cannot render is shown as written.
             let rendered = match &logical {
                 Some(logical) => template::render_json(&written, logical)
-                    .map_err(|e| e.message)
+                    .map_err(Unrendered::Template)
                     .and_then(|value| {
-                        let call =
-                            Call::new(task.call.function(), value.clone()).map_err(|e| format!("params: {e}"))?;
+                        let call = Call::new(task.call.function(), value.clone()).map_err(Unrendered::Params)?;
                         Ok((call, value))
                     }),
                 None => Ok((task.call.clone(), written.clone())),

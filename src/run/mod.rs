@@ -214,7 +214,7 @@ pub(crate) async fn run(
                         i,
                         task::run_task(env, call.clone(), step, i, (tables, rejected), summary).await,
                     ),
-                    Err(message) => (i, (Err(TaskError::permanent(message.clone())), 1, Duration::ZERO)),
+                    Err(unrendered) => (i, (Err(TaskError::permanent(unrendered)), 1, Duration::ZERO)),
                 }
             }
         }))
