@@ -150,6 +150,7 @@ spec:
           - action: Ignore
             onPodConditions:
               - type: DisruptionTarget
+                status: "True"
       template:
         metadata:
           labels:
@@ -158,8 +159,14 @@ spec:
         spec:
           restartPolicy: Never
           terminationGracePeriodSeconds: 60
+          # The Pod Security "restricted" profile: non-root, no privilege escalation, no capabilities,
+          # the runtime's seccomp profile, a read-only root; the data dir (the run lock) is an emptyDir.
           securityContext:
             runAsNonRoot: true
+            runAsUser: 65532
+            runAsGroup: 65532
+            seccompProfile:
+              type: RuntimeDefault
           containers:
             - name: dpf
               image: {image}
@@ -167,12 +174,25 @@ spec:
               env:
                 - name: DPF_TARGET
                   value: {target}
+                - name: DPF_DATA_DIR
+                  value: /tmp/dpf
+              securityContext:
+                allowPrivilegeEscalation: false
+                readOnlyRootFilesystem: true
+                capabilities:
+                  drop: ["ALL"]
+              volumeMounts:
+                - name: data
+                  mountPath: /tmp/dpf
               resources:
                 requests:
                   cpu: 250m
                   memory: 256Mi
                 limits:
                   memory: 1Gi
+          volumes:
+            - name: data
+              emptyDir: {{}}
 "#,
             product_name = product.name,
             description = describe(&cron),
