@@ -1,6 +1,9 @@
 //! Schedules for the schedulers dpf leaves the scheduling to: crontab lines, Kubernetes CronJobs, and
 //! Cloud Run Jobs with the Cloud Scheduler jobs that start them. Pure: products in, text out.
 
+use std::collections::HashMap;
+use std::path::Path;
+
 use crate::plan::schedule;
 use crate::spec::Product;
 
@@ -79,9 +82,13 @@ pub(crate) fn quote_shell(text: &str) -> String {
     }
 }
 
-/// crontab lines: one per product, logs appended to a file per product. dpf's run lock keeps a slow
-/// run from overlapping the next (the late one exits 3 at once).
-pub(crate) fn crontab(products: &[&Product], settings: &Settings) -> String {
+/// crontab lines: one per product, each with the folder its file is in (`products`: each product and
+/// that folder, as given to the export), its JSON log lines appended to a file per product in a
+/// folder the line creates (the text summary on stdout would break them; the logs say the same). dpf's run lock keeps a slow run from overlapping the next (the late one exits 3 at once).
+/// cron ends a command at an unescaped `%`: every `%` is escaped.
+pub(crate) fn crontab(products: &[(&Product, &Path)], settings: &Settings) -> String {
+    let folders: HashMap<&str, &Path> = products.iter().map(|(p, folder)| (p.name.as_str(), *folder)).collect();
+    let products: Vec<&Product> = products.iter().map(|(p, _)| *p).collect();
     let mut out = String::from(
         "# dpf schedules for crontab: install with `crontab FILE` (or append to an existing crontab).\n\
          # A run still going when its next tick comes keeps its lock: the new one exits 3 and runs nothing.\n\
@@ -89,19 +96,26 @@ pub(crate) fn crontab(products: &[&Product], settings: &Settings) -> String {
          SHELL=/bin/sh\n\
          PATH=/usr/local/bin:/usr/bin:/bin\n",
     );
-    out.push_str(&unscheduled_note(products, "#"));
-    for (product, cron) in scheduled(products) {
+    out.push_str(&unscheduled_note(&products, "#"));
+    for (product, cron) in scheduled(&products) {
         let log = format!("{}/{}.log", settings.log_dir, product.name);
+        let folder = folders[product.name.as_str()].display().to_string();
+        let command = format!(
+            "cd {} && mkdir -p {} && {} run {} --products {} --target {} --log-format json > /dev/null 2>> {}",
+            quote_shell(&settings.workdir),
+            quote_shell(&settings.log_dir),
+            quote_shell(&settings.binary),
+            product.name,
+            quote_shell(if folder.is_empty() { "." } else { &folder }),
+            settings.target,
+            quote_shell(&log),
+        );
         out.push_str(&format!(
-            "\n# {}: {}\nCRON_TZ={}\n{cron} cd {} && {} run {} --target {} --log-format json >> {} 2>&1\n",
+            "\n# {}: {}\nCRON_TZ={}\n{cron} {}\n",
             product.name,
             describe(&cron),
             product.timezone,
-            quote_shell(&settings.workdir),
-            quote_shell(&settings.binary),
-            product.name,
-            settings.target,
-            quote_shell(&log),
+            command.replace('%', "\\%"),
         ));
     }
     out

@@ -81,7 +81,13 @@ pub(super) fn run(command: Command) -> anyhow::Result<Exit> {
         region: args.region,
     };
     let text = match args.format {
-        Format::Crontab => export::crontab(&products, &settings),
+        Format::Crontab => {
+            let located: Vec<_> = checked
+                .iter()
+                .filter_map(|c| Some((c.product.as_ref()?, c.source.path().parent()?)))
+                .collect();
+            export::crontab(&located, &settings)
+        }
         Format::Kubernetes => export::kubernetes(&products, &settings),
         Format::CloudRun => export::cloud_run(&products, &settings),
     };

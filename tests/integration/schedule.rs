@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::server::{Reply, Server};
-use crate::util::{ProductYaml, Workspace, dpf, receipt, root};
+use crate::util::{ProductYaml, Workspace, dpf, receipt, records, root, serve};
 
 /// A product on a 6-hourly schedule that asks its API for exactly its data interval.
 fn windowed(url: &str, write: &str) -> String {
@@ -289,6 +289,87 @@ fn exported_cronjobs_are_valid_kubernetes_and_keep_each_schedule() {
     }
 }
 
+/// The command of a crontab line as cron hands it to `sh -c`: `\%` becomes `%`, and an unescaped `%`
+/// would end the command there (what follows goes to its standard input).
+fn as_cron_runs(command: &str) -> String {
+    let mut out = String::new();
+    let mut chars = command.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, chars.peek()) {
+            ('\\', Some('%')) => {
+                out.push('%');
+                chars.next();
+            }
+            ('%', _) => break,
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+#[test]
+fn each_crontab_line_runs_from_any_folder_as_cron_runs_it() {
+    let ws = Workspace::new();
+    let server = serve(vec![json!(records(1, 3))]);
+    // Folders with `%` in their names, which cron would cut the command at, and a space.
+    let products = ws.path().join("prod%ucts");
+    let work = ws.path().join("work 100%");
+    let logs = ws.path().join("logs%");
+    std::fs::create_dir_all(&products).unwrap();
+    std::fs::create_dir_all(&work).unwrap();
+    let yaml = ProductYaml::items(&server.url, "")
+        .set("schedule", "\"0 6 * * *\"")
+        .store_warehouse("dataset: shop, table: items, write: replace")
+        .to_string();
+    std::fs::write(products.join("items_product.yaml"), yaml).unwrap();
+    let crontab = dpf()
+        .args(["schedule", "export", "--format", "crontab", "--target", "local"])
+        .args([
+            "--binary".as_ref(),
+            std::path::Path::new(env!("CARGO_BIN_EXE_dpf")).as_os_str(),
+        ])
+        .args([
+            "--workdir".as_ref(),
+            work.as_os_str(),
+            "--log-dir".as_ref(),
+            logs.as_os_str(),
+        ])
+        .args([&products])
+        .expect(0)
+        .stdout;
+    let line = crontab
+        .lines()
+        .find(|l| l.starts_with("0 6 * * * "))
+        .expect("the product's line");
+    let command = line.strip_prefix("0 6 * * * ").unwrap();
+    assert!(!command.replace("\\%", "").contains('%'), "an unescaped % in {line}");
+    let ran = std::process::Command::new("sh")
+        .args(["-c", &as_cron_runs(command)])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .current_dir("/")
+        .status()
+        .unwrap();
+    let log = std::fs::read_to_string(logs.join("items_product.log")).unwrap_or_default();
+    assert!(ran.success(), "{line}\n{log}");
+    assert!(log.lines().all(|l| serde_json::from_str::<Value>(l).is_ok()), "{log}");
+    assert!(log.contains("run finished"), "{log}");
+    let stored = dpf()
+        .args([
+            "query",
+            "SELECT COUNT(*) AS n FROM shop.items",
+            "--format",
+            "json",
+            "--data-dir",
+        ])
+        .args([work.join(".dpf")])
+        .expect(0);
+    assert_eq!(
+        serde_json::from_str::<Value>(&stored.stdout).unwrap(),
+        json!([{"n": 3}])
+    );
+}
+
 #[test]
 fn exported_crontab_and_cloud_run_keep_each_schedule() {
     let crontab = export("crontab");
@@ -298,9 +379,12 @@ fn exported_crontab_and_cloud_run_keep_each_schedule() {
         .unwrap();
     let fields: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(fields[..5].join(" "), "0 */6 * * *", "{line}");
-    assert!(line.contains("cd /srv/dpf && dpf run weather_data_product"), "{line}");
     assert!(
-        line.ends_with(">> /var/log/dpf/weather_data_product.log 2>&1"),
+        line.contains("cd /srv/dpf && mkdir -p /var/log/dpf && dpf run weather_data_product --products products"),
+        "{line}"
+    );
+    assert!(
+        line.ends_with("--log-format json > /dev/null 2>> /var/log/dpf/weather_data_product.log"),
         "{line}"
     );
 
