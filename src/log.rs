@@ -122,7 +122,7 @@ impl Log {
                     entry["attempt"] = attempt.into();
                 }
                 if let Some((key, value)) = field {
-                    entry[key] = redact(&inner.secrets, value);
+                    entry[key] = inner.secrets.redact_value(value, |text| text);
                 }
                 entry.to_string()
             }
@@ -193,19 +193,6 @@ impl Drop for Progress {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
-    }
-}
-
-/// `value` with every string in it passed through the run's redaction.
-fn redact(secrets: &Secrets, value: &Value) -> Value {
-    match value {
-        Value::String(text) => Value::String(secrets.redact(text)),
-        Value::Array(items) => items.iter().map(|v| redact(secrets, v)).collect(),
-        Value::Object(fields) => fields
-            .iter()
-            .map(|(k, v)| (secrets.redact(k), redact(secrets, v)))
-            .collect(),
-        other => other.clone(),
     }
 }
 

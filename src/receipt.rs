@@ -108,6 +108,15 @@ pub(crate) struct TaskReceipt {
     pub checks: Vec<CheckResult>,
 }
 
+impl TaskReceipt {
+    /// The task failed: `message` (already redacted) says why, `kind` whether a retry could help.
+    pub(crate) fn fail(&mut self, message: String, kind: ErrorKind) {
+        self.status = TaskStatus::Failed;
+        self.error = Some(message);
+        self.error_kind = Some(kind);
+    }
+}
+
 /// Why an alert was sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

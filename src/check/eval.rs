@@ -41,7 +41,7 @@ pub(crate) struct Subject<'a> {
     /// The run's logical time, which `freshness` measures against.
     pub(crate) logical_time: DateTime<Utc>,
     pub(crate) session: &'a SessionContext,
-    /// Places errors in `expect` SQL in the product file.
+    /// Places errors in `expect` SQL, and checks that cannot be evaluated, in the product file.
     pub(crate) locator: Locator<'a>,
 }
 

@@ -98,7 +98,8 @@ pub struct Step {
     /// The data checks on the task's output, as written, each with its name.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<crate::check::Check>,
-    /// The params with defaults filled in; `${...}` references are shown, never resolved.
+    /// The params with defaults filled in and templates rendered for the plan's logical time (as
+    /// written where they cannot be); `${...}` references are shown, never resolved.
     pub params: Value,
     /// The params as the run uses them, templates rendered for the plan's logical time; or why
     /// they cannot be rendered, which fails the task when it runs.

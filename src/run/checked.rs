@@ -8,7 +8,7 @@ use crate::check::{self, Check, Status};
 use crate::component::Services;
 use crate::error::ErrorKind;
 use crate::log::Severity;
-use crate::receipt::{TaskReceipt, TaskStatus};
+use crate::receipt::TaskReceipt;
 use crate::table::Table;
 
 /// Checks `table`, the output of task `index`; records the results in its `receipt`. Returns the
@@ -38,18 +38,15 @@ pub(super) async fn apply(
         Err(error) => {
             let message = services.secrets.redact(&error.message);
             services.log.error(Some(&id), None, format!("checks: {message}"));
-            receipt.status = TaskStatus::Failed;
-            receipt.error = Some(message);
-            receipt.error_kind = Some(error.kind);
+            receipt.fail(message, error.kind);
             return None;
         }
     };
-    // Samples go to receipts, logs and alerts: no secret in them, and no value longer than a line.
+    // Samples go to receipts, logs and alerts: no secret in them, and no text longer than a line,
+    // at any depth of a value.
     for sample in checked.results.iter_mut().flat_map(|r| r.samples.iter_mut()) {
         for value in sample.values_mut() {
-            if let serde_json::Value::String(text) = value {
-                *text = shorten(&services.secrets.redact(text));
-            }
+            *value = services.secrets.redact_value(value, |text| shorten(&text));
         }
     }
     let log = &services.log;
@@ -85,9 +82,7 @@ pub(super) async fn apply(
         .collect();
     receipt.checks = checked.results;
     if !failures.is_empty() {
-        receipt.status = TaskStatus::Failed;
-        receipt.error = Some(services.secrets.redact(&failures.join("; ")));
-        receipt.error_kind = Some(ErrorKind::Data);
+        receipt.fail(services.secrets.redact(&failures.join("; ")), ErrorKind::Data);
         return None;
     }
     if let Some(rows) = checked.rejected {

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::alert::send;
 use crate::component::{Catalog, Services};
-use crate::error::{ErrorKind, TaskError};
+use crate::error::ErrorKind;
 use crate::http::{Fixtures, Transport};
 use crate::log::{Log, LogFormat};
 use crate::plan::Plan;
@@ -168,14 +168,13 @@ pub(crate) async fn run(
         let i = index_of[task.as_str()];
         let message = env.secrets.redact(&format!("{error}"));
         env.log.error(Some(task), None, message.clone());
-        receipts[i].status = TaskStatus::Failed;
         receipts[i].attempts = 1;
-        receipts[i].error = Some(message);
-        receipts[i].error_kind = Some(if error.is_transient() {
+        let kind = if error.is_transient() {
             ErrorKind::Transient
         } else {
             ErrorKind::Permanent
-        });
+        };
+        receipts[i].fail(message, kind);
     }
 
     for stage in &plan.stages {
@@ -208,15 +207,7 @@ pub(crate) async fn run(
             let summary = &summary_so_far;
             let env = &env;
             let step = &plan.steps[i];
-            async move {
-                match &step.call {
-                    Ok(call) => (
-                        i,
-                        task::run_task(env, call.clone(), step, i, (tables, rejected), summary).await,
-                    ),
-                    Err(unrendered) => (i, (Err(TaskError::permanent(unrendered)), 1, Duration::ZERO)),
-                }
-            }
+            async move { (i, task::run_task(env, step, i, (tables, rejected), summary).await) }
         }))
         .await;
         for (i, (result, attempts, elapsed)) in results {
@@ -240,9 +231,7 @@ pub(crate) async fn run(
                             continue;
                         };
                         if let Err(error) = env.catalog.publish(&id, &table) {
-                            receipt.status = TaskStatus::Failed;
-                            receipt.error = Some(error.message);
-                            receipt.error_kind = Some(ErrorKind::Permanent);
+                            receipt.fail(error.message, ErrorKind::Permanent);
                             continue;
                         }
                         tables.insert(id, table);
@@ -285,14 +274,18 @@ pub(crate) async fn run(
         status,
         RunStatus::Failed | RunStatus::CheckFailed | RunStatus::FailedTransient | RunStatus::TimedOut
     ) {
-        let alert_tasks: Vec<(&str, &crate::alert::SendAlerts)> = plan
-            .steps
-            .iter()
-            .filter_map(|step| match &step.call {
-                Ok(Call::SendAlerts(alert)) => Some((step.id.as_str(), alert)),
-                _ => None,
-            })
-            .collect();
+        let mut alert_tasks: Vec<(&str, &crate::alert::SendAlerts)> = Vec::new();
+        for step in plan.steps.iter().filter(|s| s.function == Function::SendAlerts) {
+            match &step.call {
+                Ok(Call::SendAlerts(alert)) => alert_tasks.push((step.id.as_str(), alert)),
+                Ok(_) => {}
+                Err(unrendered) => env.log.error(
+                    Some(&step.id),
+                    None,
+                    format!("cannot tell its on_failure recipients: {unrendered}"),
+                ),
+            }
+        }
         alerts.extend(send::failure_alerts(&send::Context::of(&env, &signals), &alert_tasks, &receipts).await);
     }
     let receipt = Receipt {

@@ -11,13 +11,12 @@ use crate::plan::Step;
 use crate::receipt::TaskReceipt;
 use crate::retry::{self, OnStop, Policy};
 use crate::runtime::Runtime;
-use crate::spec::Call;
 use crate::table::Table;
 
-/// Runs one task with its retries and timeout; returns its result, attempts and duration.
+/// Runs one task with its retries and timeout; returns its result, attempts and duration. A step
+/// whose params could not be rendered fails at once.
 pub(super) async fn run_task(
     services: &Services,
-    call: Call,
     step: &Step,
     index: usize,
     (tables, rejected): (&HashMap<String, Table>, &HashMap<String, Table>),
@@ -28,6 +27,10 @@ pub(super) async fn run_task(
         id: &step.id,
         index,
         policy: Policy::new(step.retries, step.retry_delay_minutes),
+    };
+    let call = match &step.call {
+        Ok(call) => call.clone(),
+        Err(unrendered) => return (Err(TaskError::permanent(unrendered)), 1, clock.elapsed()),
     };
     let component = match Runtime::build(call, slot, services) {
         Ok(component) => component,

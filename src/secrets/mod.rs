@@ -215,6 +215,14 @@ impl Secrets {
             .add_redaction(value, shown, true);
     }
 
+    /// `value` with every string in it redacted, then passed through `then`.
+    pub(crate) fn redact_value(&self, value: &serde_json::Value, then: impl Fn(String) -> String) -> serde_json::Value {
+        let mapped = crate::spec::map_strings(value, &mut |text| {
+            Ok::<_, std::convert::Infallible>(then(self.redact(text)))
+        });
+        mapped.unwrap_or_else(|never| match never {})
+    }
+
     /// `text` with every resolved value replaced by the reference it came from.
     pub(crate) fn redact(&self, text: &str) -> String {
         let resolved = self.inner.lock().expect("secrets lock");

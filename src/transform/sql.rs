@@ -223,7 +223,8 @@ pub(crate) fn register(session: &SessionContext, name: &str, table: &Table) -> R
     Ok(())
 }
 
-/// Places errors in the SQL text of one task's params at their line and column in the product file.
+/// Places errors in one task's SQL text (its params, its `expect` checks) at their line and column in
+/// the product file, and other errors at the node they concern.
 #[derive(Clone, Copy)]
 pub(crate) struct Locator<'a> {
     pub(crate) source: &'a SourceFile,
@@ -260,10 +261,9 @@ impl Locator<'_> {
             None => TaskError::permanent(format!("`{}`: {message}", field.rsplit('/').next().unwrap_or(field))),
         }
     }
-}
 
-impl Locator<'_> {
-    /// `message`, placed at the start of the node at `field` (a path under the task).
+    /// `message`, placed at the start of the node at `field` (a path under the task, such as
+    /// `checks/2`).
     pub(crate) fn error_at_node(&self, field: &str, message: &str) -> TaskError {
         let pointer = format!("/tasks/{}/{field}", self.index);
         let (document, _) = crate::spec::yaml::load(self.source);

@@ -380,7 +380,7 @@ impl ProductYaml {
         ))
     }
 
-    /// A `store_to_firestore` task `to_documents`; `params` as for [`Self::to_warehouse`].
+    /// A `store_to_firestore` task `to_documents`; `params` as for [`Self::store_warehouse`].
     pub(crate) fn store_documents(self, params: &str) -> Self {
         self.task(&format!(
             "  - id: to_documents\n    function: store_to_firestore\n    params: {{ {params} }}\n"

@@ -29,8 +29,8 @@ const IN_FLIGHT: usize = 8;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often one document's write is tried before it is reported as failed.
 const WRITE_ATTEMPTS: usize = 4;
-/// The back-off between the tries of the writes that failed: the run's retry policy, from one
-/// second.
+/// The back-off between the tries of the writes that failed ([`WRITE_ATTEMPTS`] in all): the
+/// retry module's exponential, jittered and capped delays, from one second.
 const RESEND: Policy = Policy {
     retries: WRITE_ATTEMPTS as u32 - 1,
     first_delay: Duration::from_secs(1),
