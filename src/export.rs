@@ -52,6 +52,33 @@ fn scheduled<'a>(products: &[&'a Product]) -> Vec<(&'a Product, String)> {
         .collect()
 }
 
+/// `cron` as every scheduler takes it: Kubernetes refuses `7` for Sunday, Cloud Scheduler the
+/// `@daily`-style nicknames; both take the five fields this writes for the same times.
+fn portable(cron: &str) -> String {
+    let cron = match cron.trim() {
+        "@yearly" | "@annually" => "0 0 1 1 *",
+        "@monthly" => "0 0 1 * *",
+        "@weekly" => "0 0 * * 0",
+        "@daily" | "@midnight" => "0 0 * * *",
+        "@hourly" => "0 * * * *",
+        other => other,
+    };
+    let mut fields: Vec<String> = cron.split_whitespace().map(str::to_owned).collect();
+    if let Some(days) = fields.get_mut(4) {
+        let items: Vec<String> = days
+            .split(',')
+            .map(|item| match item.split_once('-') {
+                _ if item == "7" => "0".to_owned(),
+                Some(("7", "7")) => "0".to_owned(),
+                Some((from, "7")) => format!("{from}-6,0"),
+                _ => item.to_owned(),
+            })
+            .collect();
+        *days = items.join(",");
+    }
+    fields.join(" ")
+}
+
 fn describe(cron: &str) -> String {
     schedule::parse(cron).map_or_else(|_| cron.to_owned(), |c| schedule::describe(&c))
 }
@@ -210,7 +237,7 @@ spec:
 "#,
             product_name = product.name,
             description = describe(&cron),
-            cron = yaml_string(&cron),
+            cron = yaml_string(&portable(&cron)),
             timezone = yaml_string(&product.timezone),
             retries = product.retries,
             codes = codes.join(", "),
@@ -258,7 +285,7 @@ gcloud scheduler jobs create http {name} --project "$PROJECT" --location "$REGIO
             product_name = product.name,
             description = describe(&cron),
             target = settings.target,
-            cron = quote_shell(&cron),
+            cron = quote_shell(&portable(&cron)),
             timezone = quote_shell(&product.timezone),
         ));
     }
@@ -267,7 +294,31 @@ gcloud scheduler jobs create http {name} --project "$PROJECT" --location "$REGIO
 
 #[cfg(test)]
 mod tests {
-    use super::job_name;
+    use super::{job_name, portable};
+
+    #[test]
+    fn schedules_are_written_as_every_scheduler_takes_them() {
+        assert_eq!(portable("@daily"), "0 0 * * *");
+        assert_eq!(portable("@weekly"), "0 0 * * 0");
+        assert_eq!(portable("0 6 * * 7"), "0 6 * * 0");
+        assert_eq!(portable("0 6 * * 1,7"), "0 6 * * 1,0");
+        assert_eq!(portable("0 6 * * 5-7"), "0 6 * * 5-6,0");
+        assert_eq!(portable("0 6 * * MON-FRI"), "0 6 * * MON-FRI");
+        assert_eq!(portable("*/15 9-17 1 * *"), "*/15 9-17 1 * *");
+        for cron in ["@daily", "0 6 * * 7", "0 6 * * 5-7"] {
+            let (a, b) = (
+                crate::plan::schedule::parse(cron).unwrap(),
+                crate::plan::schedule::parse(&portable(cron)).unwrap(),
+            );
+            let start = chrono::Utc::now();
+            let tz = chrono_tz::UTC;
+            assert_eq!(
+                crate::plan::schedule::next_runs(&a, tz, start, 20),
+                crate::plan::schedule::next_runs(&b, tz, start, 20),
+                "{cron}"
+            );
+        }
+    }
 
     #[test]
     fn job_names_are_dns_labels() {

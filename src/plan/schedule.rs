@@ -19,6 +19,8 @@ pub enum CronError {
     FieldCount(usize),
     #[error("the {name} field `{text}` is not valid")]
     Field { name: &'static str, text: String },
+    #[error("it never fires: no month it names has that day")]
+    NeverFires,
 }
 
 /// Parses a 5-field cron expression or an `@daily`-style nickname.
@@ -50,9 +52,13 @@ fn extension(expression: &str) -> Option<char> {
     rest.chars().find(|c| matches!(c, 'L' | 'W' | '#' | '?'))
 }
 
-/// What is wrong with an expression that does not parse, naming the field at fault.
+/// What is wrong with an expression that does not parse, naming the field at fault, or that parses
+/// but can never fire (`0 0 31 2 *`).
 pub fn check(expression: &str) -> Result<(), CronError> {
-    let Err(message) = parse(expression) else { return Ok(()) };
+    let message = match parse(expression) {
+        Ok(cron) => return fires(&cron),
+        Err(message) => message,
+    };
     if extension(expression).is_some() {
         return Err(message);
     }
@@ -75,6 +81,19 @@ pub fn check(expression: &str) -> Result<(), CronError> {
         }
     }
     Err(message)
+}
+
+/// Whether `cron` fires at all: a day of the month that none of its months has (31 February) never
+/// comes. Eight years from a leap year hold every day any month can have.
+fn fires(cron: &Cron) -> Result<(), CronError> {
+    let from = Utc
+        .with_ymd_and_hms(2024, 1, 1, 0, 0, 0)
+        .single()
+        .expect("a valid instant");
+    match cron.find_next_occurrence(&from, true) {
+        Ok(next) if next < from + chrono::Duration::days(8 * 366) => Ok(()),
+        _ => Err(CronError::NeverFires),
+    }
 }
 
 /// The schedule in words, e.g. "At minute 0 past every 6th hour".
@@ -121,6 +140,15 @@ pub fn parse_start_date(text: &str) -> Option<DateTime<Utc>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_schedule_that_never_fires_is_refused() {
+        assert_eq!(check("0 0 31 2 *"), Err(CronError::NeverFires));
+        assert_eq!(check("0 0 31 2,4,6 *"), Err(CronError::NeverFires));
+        assert_eq!(check("0 0 29 2 *"), Ok(()), "29 February comes in leap years");
+        assert_eq!(check("0 0 31 2 MON"), Ok(()), "day of month or of week: any Monday");
+        assert_eq!(check("@daily"), Ok(()));
+    }
 
     #[test]
     fn parses_five_fields_and_nicknames_only() {
