@@ -22,6 +22,50 @@ pub(crate) enum LogFormat {
     Off,
 }
 
+impl LogFormat {
+    /// `auto` made `human` on a terminal, `json` otherwise.
+    pub(crate) fn resolved(self) -> LogFormat {
+        match self {
+            LogFormat::Auto if std::io::stderr().is_terminal() => LogFormat::Human,
+            LogFormat::Auto => LogFormat::Json,
+            other => other,
+        }
+    }
+}
+
+/// What Cloud Error Reporting takes an ERROR entry without a stack trace for: an error event to
+/// group by service and message.
+const ERROR_EVENT: &str = "type.googleapis.com/google.devtools.clouderrorreporting.v1beta1.ReportedErrorEvent";
+
+/// A Cloud Logging entry: severity, message, time and `labels` (also as fields of their own). An
+/// ERROR is typed as an error event for Error Reporting, with dpf as its service.
+pub(crate) fn entry(severity: Severity, message: &str, labels: &[(&str, &str)]) -> Value {
+    let mut entry = json!({
+        "severity": severity.name(),
+        "message": message,
+        "time": Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
+    });
+    let mut fields = serde_json::Map::new();
+    for (key, value) in labels {
+        entry[*key] = (*value).into();
+        fields.insert((*key).to_owned(), (*value).into());
+    }
+    entry["logging.googleapis.com/labels"] = Value::Object(fields);
+    if severity == Severity::Error {
+        entry["@type"] = ERROR_EVENT.into();
+        entry["serviceContext"] = json!({"service": "dpf", "version": env!("CARGO_PKG_VERSION")});
+    }
+    entry
+}
+
+/// Writes JSON log lines to stderr at once.
+pub(crate) fn write_entries(entries: &[Value]) {
+    let mut stderr = std::io::stderr().lock();
+    for entry in entries {
+        let _ = writeln!(stderr, "{entry}");
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Severity {
     Info,
@@ -56,11 +100,7 @@ struct Inner {
 impl Log {
     pub(crate) fn new(format: LogFormat, product: &str, run_id: &str, secrets: Secrets) -> Self {
         let terminal = std::io::stderr().is_terminal();
-        let format = match format {
-            LogFormat::Auto if terminal => LogFormat::Human,
-            LogFormat::Auto => LogFormat::Json,
-            other => other,
-        };
+        let format = format.resolved();
         // Progress bars only where someone watches: a terminal with human logs.
         let bars = (terminal && format == LogFormat::Human)
             .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
@@ -107,17 +147,9 @@ impl Log {
         let line = match inner.format {
             LogFormat::Off => return,
             LogFormat::Json => {
-                let mut entry = json!({
-                    "severity": severity.name(),
-                    "message": message,
-                    "time": now.to_rfc3339_opts(SecondsFormat::Micros, true),
-                    "product": inner.product,
-                    "run_id": inner.run_id,
-                    "logging.googleapis.com/labels": {"product": inner.product, "run_id": inner.run_id},
-                });
-                if let Some(task) = task {
-                    entry["task"] = task.into();
-                }
+                let mut labels = vec![("product", inner.product.as_str()), ("run_id", inner.run_id.as_str())];
+                labels.extend(task.map(|task| ("task", task)));
+                let mut entry = entry(severity, &message, &labels);
                 if let Some(attempt) = attempt {
                     entry["attempt"] = attempt.into();
                 }

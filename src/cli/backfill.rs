@@ -9,7 +9,7 @@ use crate::plan::logical;
 use crate::receipt::RunStatus;
 use crate::run::{HttpMode, Options};
 
-use super::plan::{find, invalid};
+use super::plan::{find, invalid_logged};
 use super::run::{default_fixtures, execute, exit, lock};
 use super::{Exit, ProductArgs, print};
 
@@ -58,10 +58,15 @@ fn resume_command(tick: DateTime<Utc>) -> String {
 }
 
 pub(super) fn run(args: Args) -> anyhow::Result<Exit> {
+    let (format, product) = (args.log_format, args.product.product.clone());
+    super::logged(format, &product, run_logged(args))
+}
+
+fn run_logged(args: Args) -> anyhow::Result<Exit> {
     let runtime = super::runtime::Runtime::new(true)?;
     let checked = find(&args.product.product, &args.product.products.products)?;
     let Some(product) = &checked.product else {
-        return Ok(invalid(&checked));
+        return Ok(invalid_logged(&checked, args.log_format));
     };
     let Some(cron) = product.schedule.as_deref() else {
         anyhow::bail!(

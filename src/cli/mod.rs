@@ -170,6 +170,21 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// What went wrong before a run started, as its logs say it: in JSON logs (`--log-format json`, or
+/// `auto` off a terminal) one ERROR entry, so that a job's logs hold JSON lines only; otherwise the
+/// usual `error:` lines. Exits 2 either way.
+fn logged(format: crate::log::LogFormat, product: &str, result: anyhow::Result<Exit>) -> anyhow::Result<Exit> {
+    match result {
+        Err(error) if format.resolved() == crate::log::LogFormat::Json => {
+            let message = error.chain().map(ToString::to_string).collect::<Vec<_>>().join(": ");
+            let entry = crate::log::entry(crate::log::Severity::Error, &message, &[("product", product)]);
+            crate::log::write_entries(&[entry]);
+            Ok(Exit::Usage)
+        }
+        other => other,
+    }
+}
+
 /// Prints an error once with its chain of causes.
 fn report_error(error: &anyhow::Error) {
     let mut stderr = std::io::stderr().lock();

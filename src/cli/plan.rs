@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 
 use crate::diagnostic::render::{self, Summary};
 use crate::diagnostic::{FileDiagnostics, Severity, closest};
+use crate::log::LogFormat;
 use crate::plan::{self, Context};
 use crate::validate::{Checked, check_paths};
 
@@ -52,6 +53,35 @@ pub(super) fn run(args: Args) -> anyhow::Result<Exit> {
     };
     print(&output)?;
     Ok(Exit::Success)
+}
+
+/// A product that does not validate, for a command that logs in `format`: in JSON logs one entry
+/// per diagnostic, with its file, line, column and code as fields; otherwise as [`invalid`] shows it.
+pub(super) fn invalid_logged(checked: &Checked, format: LogFormat) -> Exit {
+    if format.resolved() != LogFormat::Json {
+        return invalid(checked);
+    }
+    let product = checked.name.as_ref().map_or("", |(name, _)| name.as_str());
+    let file = checked.source.path().display().to_string();
+    let entries: Vec<_> = checked
+        .diagnostics
+        .iter()
+        .map(|d| {
+            let severity = match d.severity {
+                Severity::Error => crate::log::Severity::Error,
+                Severity::Warning => crate::log::Severity::Warning,
+            };
+            let at = checked.source.line_column(d.span.start);
+            let mut entry = crate::log::entry(severity, &d.message, &[("product", product)]);
+            entry["file"] = file.as_str().into();
+            entry["line"] = at.line.into();
+            entry["column"] = at.column.into();
+            entry["code"] = d.code.code().into();
+            entry
+        })
+        .collect();
+    crate::log::write_entries(&entries);
+    Exit::Usage
 }
 
 /// A product that does not validate: its diagnostics go to stderr, and the exit says "invalid

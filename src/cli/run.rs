@@ -16,7 +16,7 @@ use crate::spec::Product;
 use crate::target::Target;
 use crate::validate::Checked;
 
-use super::plan::{Format, find, invalid};
+use super::plan::{Format, find, invalid_logged};
 use super::runtime::Runtime;
 use super::{Exit, ProductArgs, print};
 
@@ -70,10 +70,15 @@ pub(super) fn default_fixtures(file: &Path, product: &Product) -> PathBuf {
 }
 
 pub(super) fn run(args: Args) -> anyhow::Result<Exit> {
+    let (format, product) = (args.log_format, args.product.product.clone());
+    super::logged(format, &product, run_logged(args))
+}
+
+fn run_logged(args: Args) -> anyhow::Result<Exit> {
     let runtime = Runtime::new(true)?;
     let checked = find(&args.product.product, &args.product.products.products)?;
     let Some(product) = &checked.product else {
-        return Ok(invalid(&checked));
+        return Ok(invalid_logged(&checked, args.log_format));
     };
     let fixtures = args
         .fixtures

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::server::{Reply, Seen, Server, closed_port_url};
-use crate::util::{ProductYaml, Workspace, outbox, receipt, records, task, task_error};
+use crate::util::{ProductYaml, Workspace, dpf, outbox, receipt, records, task, task_error};
 
 /// `items_product`, each task retried twice: `extract_items` gets `url`/items with `params` (YAML
 /// lines indented for `params:`), and `to_warehouse` stores the rows in `shop.items` with `write`.
@@ -1025,4 +1025,42 @@ fn an_alert_condition_error_points_into_the_product_file() {
     // `when:` is on line 11, where `colour` starts at column 30.
     assert!(error.contains("alert_product.yaml:11:30:"), "{error}");
     assert!(error.contains("colour"), "{error}");
+}
+
+#[test]
+fn with_json_logs_even_errors_before_a_run_are_one_json_entry_each() {
+    let ws = Workspace::new();
+    let error_event = "type.googleapis.com/google.devtools.clouderrorreporting.v1beta1.ReportedErrorEvent";
+    let entries = |run: &crate::util::Run| -> Vec<serde_json::Value> {
+        run.stderr
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}\n{run}")))
+            .collect()
+    };
+    // An invalid product: one entry per diagnostic, placed in the file.
+    let file = ws.product("broken", "name: broken\nschedule: \"61 * * * *\"\ntasks: []\n");
+    let run = ws.run(&file).expect(2);
+    let found = entries(&run);
+    assert!(!found.is_empty(), "{run}");
+    for entry in &found {
+        assert_eq!(entry["severity"], "ERROR", "{entry}");
+        assert_eq!(entry["@type"], error_event, "{entry}");
+        assert_eq!(entry["serviceContext"]["service"], "dpf", "{entry}");
+        assert!(entry["file"].as_str().unwrap().ends_with("broken.yaml"), "{entry}");
+        assert!(entry["line"].as_u64().unwrap() >= 1 && entry["code"].as_str().unwrap().starts_with('E'));
+    }
+    assert!(
+        found.iter().any(|e| e["code"] == "E205" && e["line"] == 2),
+        "{found:#?}"
+    );
+
+    // An unknown product: one entry.
+    let unknown = dpf()
+        .current_dir(ws.path())
+        .args(["run", "no_such_product", "--log-format", "json"])
+        .expect(2);
+    let found = entries(&unknown);
+    assert_eq!(found.len(), 1, "{unknown}");
+    assert_eq!(found[0]["@type"], error_event);
+    assert_eq!(found[0]["logging.googleapis.com/labels"]["product"], "no_such_product");
 }
