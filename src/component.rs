@@ -26,6 +26,8 @@ pub(crate) struct Services {
     pub(crate) product: String,
     pub(crate) run_id: String,
     pub(crate) target: Target,
+    /// The target whose channels alerts use: the run's, or the local outbox (`--alerts outbox`).
+    pub(crate) alerts_to: Target,
     pub(crate) data_dir: PathBuf,
     pub(crate) transport: Transport,
     pub(crate) secrets: Secrets,

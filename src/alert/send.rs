@@ -24,6 +24,8 @@ pub(crate) struct Context<'a> {
     pub product: &'a str,
     pub run_id: &'a str,
     pub target: Target,
+    /// The target whose channels the alerts use (the local outbox with `--alerts outbox`).
+    pub alerts_to: Target,
     pub data_dir: &'a Path,
     pub secrets: &'a Secrets,
     /// Where the tables of the run are registered, for alert conditions.
@@ -42,6 +44,7 @@ impl<'a> Context<'a> {
             product: &services.product,
             run_id: &services.run_id,
             target: services.target,
+            alerts_to: services.alerts_to,
             data_dir: &services.data_dir,
             secrets: &services.secrets,
             session: services.catalog.session(),
@@ -196,7 +199,7 @@ fn first_rows(table: &Table, count: usize) -> Table {
 }
 
 /// Sends `message` on each of the alert's channels: SendGrid and the Slack webhook on the gcp target,
-/// the outbox on the local target.
+/// the outbox on the local target or with `--alerts outbox`.
 async fn deliver(
     cx: &Context<'_>,
     task: &str,
@@ -219,8 +222,8 @@ async fn deliver(
         _ => alert.channels.clone(),
     };
     for channel in channels {
-        let destination = Destination::of_channel(channel, cx.target, cx.data_dir);
-        let file = match (channel, cx.target) {
+        let destination = Destination::of_channel(channel, cx.alerts_to, cx.data_dir);
+        let file = match (channel, cx.alerts_to) {
             (Channel::Email, Target::Local) => {
                 let path = outbox::email(&dir, cx.product, task, from.as_deref(), &to, &cc, message)
                     .map_err(TaskError::caused)?;

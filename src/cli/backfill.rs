@@ -122,6 +122,8 @@ fn run_logged(args: Args) -> anyhow::Result<Exit> {
         let logical = logical_of(tick)?;
         let options = Options {
             target: args.product.target.target,
+            secrets: args.product.target.secrets(),
+            alerts: args.product.target.alerts,
             data_dir: data_dir.clone(),
             http: if args.replay {
                 HttpMode::Replay(fixtures.clone())

@@ -16,7 +16,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::target::Target;
+use crate::target::{AlertSink, SecretSource, Target};
 
 /// Exit codes, stable and documented in the README.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,6 +134,19 @@ struct TargetArgs {
     /// Data dir of the local target [env: DPF_DATA_DIR] [default: .dpf]
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Where `${secret:NAME}` is read [default: secret-manager on gcp, env (and .env) on local]
+    #[arg(long, env = "DPF_SECRETS", value_enum)]
+    secrets: Option<SecretSource>,
+    /// `outbox`: alerts go to the data dir's outbox on any target instead of SendGrid and Slack.
+    #[arg(long, env = "DPF_ALERTS", value_enum, default_value_t = AlertSink::Deliver)]
+    alerts: AlertSink,
+}
+
+impl TargetArgs {
+    /// Where `${secret:NAME}` is read: as given, else the target's own source.
+    fn secrets(&self) -> SecretSource {
+        self.secrets.unwrap_or(SecretSource::of(self.target))
+    }
 }
 
 /// Runs the command line and returns the process exit code.

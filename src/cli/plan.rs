@@ -45,6 +45,8 @@ pub(super) fn run(args: Args) -> anyhow::Result<Exit> {
         data_dir: &data_dir,
         now: args.at.unwrap_or_else(Utc::now),
         logical: None,
+        secrets: args.product.target.secrets(),
+        alerts: args.product.target.alerts,
     };
     let plan = plan::build(product, &context);
     let output = match args.format {

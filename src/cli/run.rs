@@ -104,6 +104,8 @@ fn run_logged(args: Args) -> anyhow::Result<Exit> {
     };
     let options = Options {
         target: args.product.target.target,
+        secrets: args.product.target.secrets(),
+        alerts: args.product.target.alerts,
         data_dir,
         http,
         log_format: args.log_format,
@@ -168,6 +170,8 @@ pub(super) fn execute(
             data_dir: &options.data_dir,
             now: options.logical.time,
             logical: Some(&options.logical),
+            secrets: options.secrets,
+            alerts: options.alerts,
         },
     );
     runtime.block_on(async {

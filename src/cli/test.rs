@@ -8,7 +8,7 @@ use anyhow::Context as _;
 
 use crate::log::LogFormat;
 use crate::run::{HttpMode, Options};
-use crate::target::Target;
+use crate::target::{AlertSink, SecretSource, Target};
 use crate::validate::check_paths;
 
 use super::run::{default_fixtures, execute};
@@ -63,6 +63,8 @@ pub(super) fn run(args: Args) -> anyhow::Result<Exit> {
             let failures = if fixtures.is_dir() {
                 let options = Options {
                     target: Target::Local,
+                    secrets: SecretSource::Env,
+                    alerts: AlertSink::Deliver,
                     data_dir: data_dir.path().to_path_buf(),
                     http: HttpMode::Replay(fixtures),
                     log_format: if args.verbose { LogFormat::Auto } else { LogFormat::Off },

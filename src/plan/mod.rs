@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::spec::reference::{Reference, references};
 use crate::spec::{Call, Function, Product, Role};
-use crate::target::{self, Destination, Target};
+use crate::target::{self, AlertSink, Destination, SecretSource, Target};
 use graph::{Edge, Graph, Node};
 
 pub use text::render as render_text;
@@ -30,6 +30,10 @@ pub struct Plan {
     pub target: Target,
     /// The local target's data dir; absent for gcp.
     pub data_dir: Option<String>,
+    /// Where `${secret:…}` references are read: `env` or `secret-manager`.
+    pub secrets: SecretSource,
+    /// Where alerts go: `deliver` (the target's channels) or `outbox`.
+    pub alerts: AlertSink,
     pub schedule: Option<Schedule>,
     pub start_date: Option<String>,
     /// The run this plan describes: the latest tick at or before now (or `--at`).
@@ -126,6 +130,10 @@ pub struct Context<'a> {
     pub now: DateTime<Utc>,
     /// The run the plan is for; by default the latest tick at or before `now`.
     pub logical: Option<&'a logical::Logical>,
+    /// Where the run reads `${secret:…}`.
+    pub secrets: SecretSource,
+    /// Where the run's alerts go.
+    pub alerts: AlertSink,
 }
 
 /// Builds the plan of a valid product.
@@ -233,6 +241,8 @@ pub fn build(product: &Product, context: &Context<'_>) -> Plan {
         file: context.file.display().to_string(),
         target: context.target,
         data_dir: (context.target == Target::Local).then(|| context.data_dir.display().to_string()),
+        secrets: context.secrets,
+        alerts: context.alerts,
         schedule: product
             .schedule
             .as_deref()
@@ -298,7 +308,11 @@ fn destination(call: &Call, context: &Context<'_>) -> Option<String> {
     let project = |explicit: Option<&str>| {
         target::gcp::project::configured(explicit).unwrap_or_else(|| "<project from credentials>".to_owned())
     };
-    let destinations = Destination::of(call, context.target, context.data_dir, project);
+    let target = match call {
+        Call::SendAlerts(_) => context.alerts.target(context.target),
+        _ => context.target,
+    };
+    let destinations = Destination::of(call, target, context.data_dir, project);
     (!destinations.is_empty()).then(|| {
         destinations
             .iter()

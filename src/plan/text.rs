@@ -5,7 +5,7 @@ use std::fmt::Write;
 use serde_json::Value;
 
 use super::{Plan, Step};
-use crate::target::Target;
+use crate::target::{AlertSink, Target};
 
 /// Renders a plan for people: header, schedule, then the steps stage by stage.
 pub fn render(plan: &Plan) -> String {
@@ -27,6 +27,10 @@ pub fn render(plan: &Plan) -> String {
         None => Target::Gcp.to_string(),
     };
     field("target", &target);
+    field("secrets", plan.secrets.as_str());
+    if plan.alerts == AlertSink::Outbox {
+        field("alerts", "to the outbox, not through the target's channels");
+    }
     match &plan.schedule {
         Some(schedule) => {
             field(

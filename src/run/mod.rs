@@ -25,7 +25,7 @@ use crate::receipt::{self, Outcome, Receipt, RunStatus, TaskReceipt, TaskStatus}
 use crate::spec::SourceFile;
 use crate::spec::{Call, Function};
 use crate::table::Table;
-use crate::target::Target;
+use crate::target::{AlertSink, SecretSource, Target};
 
 /// Where HTTP requests go.
 #[derive(Debug, Clone)]
@@ -39,6 +39,10 @@ pub(crate) enum HttpMode {
 
 pub(crate) struct Options {
     pub target: Target,
+    /// Where `${secret:…}` references are read.
+    pub secrets: SecretSource,
+    /// Where alerts go.
+    pub alerts: AlertSink,
     pub data_dir: PathBuf,
     pub http: HttpMode,
     pub log_format: LogFormat,
@@ -72,7 +76,7 @@ pub(crate) async fn run(
             cancel.cancel();
         });
     }
-    let secrets = options.target.secrets();
+    let secrets = options.secrets.secrets();
     let log = Log::new(options.log_format, &plan.product, &run_id, secrets.clone());
     // One HTTP client serves the run: extracts, the gcp target's REST calls and alerts.
     let http = OnceLock::new();
@@ -89,6 +93,7 @@ pub(crate) async fn run(
         product: plan.product.clone(),
         run_id: run_id.clone(),
         target: options.target,
+        alerts_to: options.alerts.target(options.target),
         data_dir: options.data_dir.clone(),
         transport,
         secrets,
@@ -128,9 +133,14 @@ pub(crate) async fn run(
         None,
         None,
         format!(
-            "run {run_id} of {} started on the {} target, data interval [{}, {}){}",
+            "run {run_id} of {} started on the {} target (secrets from {}{}), data interval [{}, {}){}",
             plan.product,
             options.target.as_str(),
+            options.secrets.as_str(),
+            match options.alerts {
+                AlertSink::Outbox => ", alerts to the outbox",
+                AlertSink::Deliver => "",
+            },
             options.logical.local(options.logical.interval_start),
             options.logical.local(options.logical.interval_end),
             if replay { ", replaying recorded responses" } else { "" }
@@ -334,7 +344,7 @@ fn references_of(plan: &Plan, env: &Services) -> Vec<(String, String)> {
             Ok::<_, std::convert::Infallible>(text.to_owned())
         });
         if let Ok(Call::SendAlerts(alert)) = &step.call
-            && let Some(reference) = alert.implicit_reference(env.target)
+            && let Some(reference) = alert.implicit_reference(env.alerts_to)
         {
             texts.push((step.id.clone(), reference.to_owned()));
         }

@@ -25,16 +25,64 @@ pub enum Target {
     Gcp,
 }
 
-impl Target {
-    /// Where the run's `${secret:…}` references are read: Secret Manager on gcp, the environment
-    /// and `.env` locally.
-    pub(crate) fn secrets(self) -> Secrets {
-        match self {
-            Target::Gcp => Secrets::from_secret_manager(),
-            Target::Local => Secrets::new(),
+/// Where `${secret:NAME}` references are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SecretSource {
+    /// The environment, then a `.env` file in the working folder.
+    Env,
+    /// Secret Manager, in the product's project.
+    SecretManager,
+}
+
+impl SecretSource {
+    /// The target's own: Secret Manager on gcp, the environment locally.
+    pub fn of(target: Target) -> Self {
+        match target {
+            Target::Gcp => SecretSource::SecretManager,
+            Target::Local => SecretSource::Env,
         }
     }
 
+    /// As `--secrets` and plans spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecretSource::Env => "env",
+            SecretSource::SecretManager => "secret-manager",
+        }
+    }
+
+    /// The run's secrets, read from this source.
+    pub(crate) fn secrets(self) -> Secrets {
+        match self {
+            SecretSource::SecretManager => Secrets::from_secret_manager(),
+            SecretSource::Env => Secrets::new(),
+        }
+    }
+}
+
+/// Where alerts go.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AlertSink {
+    /// Through the target's channels: SendGrid and Slack on gcp, the outbox locally.
+    #[default]
+    Deliver,
+    /// The local outbox on any target: a product can be tried without e-mailing anyone.
+    Outbox,
+}
+
+impl AlertSink {
+    /// The target whose channels alerts of a run on `target` use.
+    pub fn target(self, target: Target) -> Target {
+        match self {
+            AlertSink::Deliver => target,
+            AlertSink::Outbox => Target::Local,
+        }
+    }
+}
+
+impl Target {
     /// The target's name, as `--target` and receipts spell it.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -124,6 +172,7 @@ impl Destination {
                 project: project(store.project.as_deref()),
                 collection: store.collection.clone(),
             }],
+            // `target` is where the alerts go (see [`AlertSink::target`]).
             (Call::SendAlerts(alert), target) => alert
                 .channels
                 .iter()

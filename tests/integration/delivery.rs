@@ -430,3 +430,58 @@ fn a_timed_out_gcp_run_still_tells_the_on_failure_recipients() {
     assert_eq!(receipt["status"], "timed_out");
     assert_eq!(receipt["alerts"][0]["trigger"], "failure");
 }
+
+#[test]
+fn on_a_laptop_the_gcp_target_reads_secrets_from_the_environment_and_alerts_into_the_outbox() {
+    let project = new_project("laptop");
+    let mail = sendgrid();
+    let ws = Workspace::new();
+    let server = Server::start(|_, _| Reply::json(ITEMS));
+    let alert = "  - id: price_alert\n    function: send_alerts\n    params:\n      recipient: ops@example.com\n      when: \"price > 1\"\n";
+    let file = ws.product(
+        "items_product",
+        &alerting_product(&server.url, "${secret:API_TOKEN}", alert),
+    );
+
+    let plan = gcp(dpf().args(["plan".as_ref(), file.as_os_str()]), &project)
+        .args(["--secrets", "env", "--alerts", "outbox", "--data-dir"])
+        .args([ws.data()])
+        .expect(0)
+        .stdout;
+    assert!(plan.contains("secrets    env"), "{plan}");
+    assert!(plan.contains("alerts     to the outbox"), "{plan}");
+    assert!(
+        plan.contains("outbox (email)"),
+        "the alert's destination is the outbox\n{plan}"
+    );
+
+    let run = gcp(ws.run(&file), &project)
+        .args(["--secrets", "env", "--alerts", "outbox"])
+        .env("API_TOKEN", "token-from-the-environment")
+        .env("SENDGRID_API_URL", &mail.url)
+        .expect(0);
+    assert_eq!(
+        server.seen()[0].header("authorization"),
+        Some("Bearer token-from-the-environment")
+    );
+    assert!(
+        run.stderr
+            .lines()
+            .next()
+            .unwrap()
+            .contains("(secrets from env, alerts to the outbox)"),
+        "{run}"
+    );
+    let sent = &receipt(&run)["alerts"][0];
+    assert!(
+        sent["destination"].as_str().unwrap().ends_with("outbox (email)"),
+        "{sent}"
+    );
+    let mails = crate::util::outbox(&ws);
+    assert_eq!(mails.len(), 1, "{run}");
+    assert!(mails[0].contains("ops@example.com"), "{}", mails[0]);
+    assert!(mail.seen().is_empty(), "nothing went to SendGrid");
+    // The rows went to BigQuery all the same.
+    let stored = crate::util::bigquery(&project, "SELECT COUNT(*) AS n FROM shop.items");
+    assert_eq!(stored[0]["n"], "1", "{stored:?}");
+}

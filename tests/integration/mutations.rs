@@ -209,6 +209,8 @@ fn check_mutant(rng: &mut Rng, seed: &str, round: usize) -> bool {
                 data_dir: std::path::Path::new(".dpf"),
                 now: chrono::Utc::now(),
                 logical: None,
+                secrets: dpf::target::SecretSource::Env,
+                alerts: dpf::target::AlertSink::Deliver,
             };
             let plan = dpf::plan::build(product, &context);
             assert_eq!(plan.steps.len(), product.tasks.len());
