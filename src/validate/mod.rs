@@ -132,7 +132,9 @@ pub fn check_source(source: SourceFile) -> Checked {
             .and_then(|n| n.as_str())
             .map(|n| (n.to_owned(), document.spans.value("/name")));
         if !diagnostics.iter().any(Diagnostic::is_error) {
-            match serde_json::from_value::<Product>(document.value) {
+            let mut value = document.value;
+            whole_numbers(&mut value);
+            match serde_json::from_value::<Product>(value) {
                 Ok(typed) => product = Some(typed),
                 // The schema and the typed model disagree: a bug, but still a clear diagnostic.
                 Err(error) => diagnostics.push(Diagnostic::new(
@@ -185,5 +187,23 @@ fn duplicate_names(checked: &mut [Checked]) {
                 this.product = None;
             }
         }
+    }
+}
+/// Whole-number floats (`retries: 2.0`) made integers, as JSON Schema counts them: the typed product
+/// then reads them where it takes an integer, and a float field takes an integer as it is.
+fn whole_numbers(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Number(number) if !number.is_i64() && !number.is_u64() => {
+            if let Some(float) = number.as_f64()
+                && float.fract() == 0.0
+                && float.abs() < 9.0e15
+            {
+                *number = serde_json::Number::from(float as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(whole_numbers),
+        Value::Object(fields) => fields.values_mut().for_each(whole_numbers),
+        _ => {}
     }
 }

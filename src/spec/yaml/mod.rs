@@ -269,11 +269,34 @@ impl<'s> Loader<'s> {
         }
     }
 
-    /// Resolves a scalar with the YAML 1.2 core schema (quoted scalars are always strings).
+    /// Resolves a scalar with the YAML 1.2 core schema: quoted scalars are strings unless a core tag
+    /// (`!!int`, `!!float`, `!!bool`, `!!null`) says what they are, as other YAML tools read them.
     fn scalar(&mut self, text: &str, style: ScalarStyle, tag: Option<&Tag>, span: &Span) -> Step<Value> {
         let tag = tag
             .filter(|tag| tag.is_yaml_core_schema())
             .map(|tag| tag.suffix.as_str());
+        if let Some(kind @ ("int" | "float" | "bool" | "null")) = tag {
+            let resolved = match resolve_plain(text.trim()) {
+                Plain::Value(value) => Some(value),
+                Plain::NonFinite => None,
+            };
+            let value = match (kind, resolved) {
+                ("int", Some(Value::Number(n))) if n.is_i64() || n.is_u64() => Some(Value::Number(n)),
+                ("float", Some(Value::Number(n))) => {
+                    n.as_f64().and_then(serde_json::Number::from_f64).map(Value::Number)
+                }
+                ("bool", Some(value @ Value::Bool(_))) | ("null", Some(value @ Value::Null)) => Some(value),
+                _ => None,
+            };
+            return value.ok_or_else(|| {
+                Diagnostic::new(
+                    Code::UnsupportedYaml,
+                    span.clone(),
+                    format!("`!!{kind}` on `{text}`, which is not one"),
+                )
+                .help(format!("write a {kind} after `!!{kind}`, or leave the tag out"))
+            });
+        }
         if style != ScalarStyle::Plain || tag == Some("str") {
             return Ok(Value::String(text.to_owned()));
         }
@@ -303,6 +326,24 @@ fn scalar_style(style: ScalarStyle) -> Style {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn core_tags_say_what_a_scalar_is() {
+        let (document, problems, _) =
+            load_str("a: !!int \"3\"\nb: !!float 2\nc: !!bool 'true'\nd: !!str 4\ne: !!null ''\n");
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(
+            document.unwrap().value,
+            json!({"a": 3, "b": 2.0, "c": true, "d": "4", "e": null})
+        );
+        let (_, problems, _) = load_str("a: !!int \"three\"\n");
+        assert_eq!(problems.len(), 1);
+        assert!(
+            problems[0].message.contains("`!!int` on `three`"),
+            "{}",
+            problems[0].message
+        );
+    }
 
     fn load_str(text: &str) -> (Option<Document>, Vec<Diagnostic>, SourceFile) {
         let source = SourceFile::new("p.yaml", text);
