@@ -75,6 +75,13 @@ enum Command {
     Query(query::Args),
     /// Print the JSON Schema of product files.
     Schema,
+    /// Print a completion script for a shell, e.g. `dpf completions bash > /etc/bash_completion.d/dpf`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `dpf man > /usr/local/share/man/man1/dpf.1`.
+    Man,
 }
 
 /// When to colour human output.
@@ -173,6 +180,19 @@ pub fn main() -> ExitCode {
         Command::Test(args) => test::run(args),
         Command::Query(args) => query::run(args),
         Command::Schema => print(crate::validate::schema::SCHEMA).map(|()| Exit::Success),
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "dpf", &mut script);
+            print(&String::from_utf8_lossy(&script)).map(|()| Exit::Success)
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+                .render(&mut page)
+                .map_err(anyhow::Error::from)
+                .and_then(|()| print(&String::from_utf8_lossy(&page)))
+                .map(|()| Exit::Success)
+        }
     };
     match result {
         Ok(exit) => exit.into(),

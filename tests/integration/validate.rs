@@ -194,3 +194,44 @@ fn version_is_printed() {
     let run = dpf().args(["--version"]).expect(0);
     assert_eq!(run.stdout, format!("dpf {}\n", env!("CARGO_PKG_VERSION")));
 }
+
+#[test]
+fn completions_and_the_manual_page_are_read_by_bash_and_man() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("dpf.bash");
+    std::fs::write(&script, dpf().args(["completions", "bash"]).expect(0).stdout).unwrap();
+    // bash completes `dpf pl` to `plan` with the script loaded.
+    let completed = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source '{}'; COMP_WORDS=(dpf pl); COMP_CWORD=1; COMP_LINE='dpf pl'; COMP_POINT=6; \
+             _dpf dpf pl dpf; echo \"${{COMPREPLY[@]}}\"",
+            script.display()
+        ))
+        .output()
+        .unwrap();
+    let words = String::from_utf8_lossy(&completed.stdout);
+    assert!(
+        completed.status.success() && words.split_whitespace().any(|w| w == "plan"),
+        "{words}"
+    );
+    for shell in ["zsh", "fish", "powershell", "elvish"] {
+        assert!(
+            !dpf().args(["completions", shell]).expect(0).stdout.is_empty(),
+            "{shell}"
+        );
+    }
+
+    let page = dir.path().join("dpf.1");
+    std::fs::write(&page, dpf().args(["man"]).expect(0).stdout).unwrap();
+    let shown = std::process::Command::new("man")
+        .args(["--warnings", "-l"])
+        .arg(&page)
+        .env("MANWIDTH", "100")
+        .output()
+        .expect("man runs");
+    let text = String::from_utf8_lossy(&shown.stdout);
+    let warnings = String::from_utf8_lossy(&shown.stderr);
+    assert!(shown.status.success() && warnings.trim().is_empty(), "{warnings}");
+    assert!(text.contains("SUBCOMMANDS") && text.contains("dpf-validate"), "{text}");
+}
