@@ -20,13 +20,24 @@ pub(super) enum Format {
     Json,
 }
 
+/// Output format of `plan`: its text and JSON, or its task graph as a picture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(super) enum PlanFormat {
+    Text,
+    Json,
+    /// A Mermaid flowchart (GitHub renders it in Markdown).
+    Mermaid,
+    /// Graphviz DOT (`dot -Tsvg`).
+    Dot,
+}
+
 #[derive(Debug, clap::Args)]
 pub(super) struct Args {
     #[command(flatten)]
     product: ProductArgs,
     /// Output format; the JSON form is stable (see the README).
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    format: Format,
+    #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+    format: PlanFormat,
     /// Plan the run of the latest tick at or before this time (RFC 3339) instead of now; the next
     /// runs count from it too.
     #[arg(long, alias = "now", value_name = "TIMESTAMP")]
@@ -50,8 +61,10 @@ pub(super) fn run(args: Args) -> anyhow::Result<Exit> {
     };
     let plan = plan::build(product, &context);
     let output = match args.format {
-        Format::Text => plan::render_text(&plan),
-        Format::Json => serde_json::to_string_pretty(&plan)? + "\n",
+        PlanFormat::Text => plan::render_text(&plan),
+        PlanFormat::Json => serde_json::to_string_pretty(&plan)? + "\n",
+        PlanFormat::Mermaid => plan::diagram::mermaid(&plan),
+        PlanFormat::Dot => plan::diagram::dot(&plan),
     };
     print(&output)?;
     Ok(Exit::Success)

@@ -1,5 +1,6 @@
 //! From a product to an execution plan: pure, printable, no side effects.
 
+pub mod diagram;
 pub mod graph;
 pub mod logical;
 pub mod schedule;

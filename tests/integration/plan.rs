@@ -134,3 +134,49 @@ fn invalid_product_prints_diagnostics_and_exits_2() {
     assert!(run.stderr.contains("error[E104]"), "{run}");
     assert!(run.stdout.is_empty());
 }
+
+#[test]
+fn the_task_graph_draws_as_mermaid_and_as_dot_that_graphviz_renders() {
+    let mermaid = dpf()
+        .args(["plan", "weather_data_product", "--format", "mermaid"])
+        .expect(0)
+        .stdout;
+    assert!(mermaid.contains("flowchart LR"), "{mermaid}");
+    assert!(mermaid.contains(r#"t1["clean<br/>transform_sql"]"#), "{mermaid}");
+    assert!(
+        mermaid.contains("t0 --> t1"),
+        "data flows from the extract to the transform\n{mermaid}"
+    );
+    assert!(
+        mermaid.contains("t3 -.-> t4"),
+        "the alert waits for the store\n{mermaid}"
+    );
+    assert!(
+        !mermaid.contains("&longitude"),
+        "a bare & breaks a Mermaid label\n{mermaid}"
+    );
+
+    let dot = dpf()
+        .args(["plan", "weather_data_product", "--format", "dot"])
+        .expect(0)
+        .stdout;
+    let mut graphviz = std::process::Command::new("dot")
+        .arg("-Tsvg")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("graphviz's dot runs (scripts/test installs it)");
+    std::io::Write::write_all(&mut graphviz.stdin.take().unwrap(), dot.as_bytes()).unwrap();
+    let rendered = graphviz.wait_with_output().unwrap();
+    let svg = String::from_utf8_lossy(&rendered.stdout);
+    assert!(
+        rendered.status.success() && rendered.stderr.is_empty(),
+        "{}\n{dot}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    for task in ["extract_weather", "clean", "to_firestore", "to_bigquery", "heat_alert"] {
+        assert!(svg.contains(task), "{task} is not drawn");
+    }
+    assert!(svg.contains("stroke-dasharray"), "the order-only edges are dashed");
+}
