@@ -119,3 +119,51 @@ fn replay_without_fixtures_is_a_usage_error() {
     let run = ws.run(&file).args(["--replay"]).expect(2);
     assert!(run.stderr.contains("no fixtures to replay"), "{run}");
 }
+
+#[test]
+fn dpf_test_reports_as_json_and_as_junit_xml_that_an_xml_parser_reads() {
+    let json = dpf().args(["test", "products", "--format", "json"]).expect(0).stdout;
+    let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let cases = report["cases"].as_array().unwrap();
+    assert!(cases.len() >= 4 && cases.iter().all(|c| c["passed"] == true), "{json}");
+    assert!(
+        cases
+            .iter()
+            .any(|c| c["name"] == "a sensor glitch of 999 °C fails a check and stores nothing")
+    );
+
+    // With an invalid file beside the products: a suite with one case in error, and exit 2.
+    let xml = dpf()
+        .args([
+            "test",
+            "products",
+            "tests/corpus/invalid/E205-invalid-schedule.yaml",
+            "--format",
+            "junit",
+        ])
+        .expect(2)
+        .stdout;
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &xml).unwrap();
+    // Python's XML parser, as CI test reporters read JUnit files.
+    let read = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys, xml.etree.ElementTree as E\n\
+             r = E.parse(sys.argv[1]).getroot()\n\
+             cases = r.findall('testsuite/testcase')\n\
+             print(r.get('tests'), r.get('failures'), r.get('errors'), len(cases), len(r.findall('testsuite/testcase/error')))",
+        ])
+        .arg(file.path())
+        .output()
+        .unwrap();
+    let counts = String::from_utf8_lossy(&read.stdout);
+    assert!(
+        read.status.success(),
+        "{}\n{xml}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    let counts: Vec<usize> = counts.split_whitespace().map(|n| n.parse().unwrap()).collect();
+    assert_eq!(counts[0], counts[3], "tests= counts every test case\n{xml}");
+    assert_eq!((counts[1], counts[2], counts[4]), (0, 1, 1), "{xml}");
+}
