@@ -10,6 +10,8 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY schemas schemas
 COPY src src
+COPY products products
+COPY examples examples
 RUN cargo build --release --locked && cp target/release/dpf /usr/local/bin/dpf
 
 # glibc and libgcc only, no shell, no package manager; runs as the unprivileged user 65532 (numeric,

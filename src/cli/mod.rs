@@ -1,6 +1,7 @@
 //! The command line: parse arguments, call the library, map results to exit codes.
 
 mod backfill;
+mod init;
 mod list;
 mod plan;
 mod query;
@@ -75,6 +76,9 @@ enum Command {
     Query(query::Args),
     /// Print the JSON Schema of product files.
     Schema,
+    /// Start a products repository: an example product with its fixtures and tests, the schema,
+    /// editor settings and a CI workflow.
+    Init(init::Args),
     /// Print a completion script for a shell, e.g. `dpf completions bash > /etc/bash_completion.d/dpf`.
     Completions {
         #[arg(value_enum)]
@@ -180,6 +184,7 @@ pub fn main() -> ExitCode {
         Command::Test(args) => test::run(args),
         Command::Query(args) => query::run(args),
         Command::Schema => print(crate::validate::schema::SCHEMA).map(|()| Exit::Success),
+        Command::Init(args) => init::run(args),
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "dpf", &mut script);

@@ -167,3 +167,27 @@ fn dpf_test_reports_as_json_and_as_junit_xml_that_an_xml_parser_reads() {
     assert_eq!(counts[0], counts[3], "tests= counts every test case\n{xml}");
     assert_eq!((counts[1], counts[2], counts[4]), (0, 1, 1), "{xml}");
 }
+
+#[test]
+fn dpf_init_starts_a_repository_whose_products_validate_and_pass_their_tests() {
+    let dir = tempfile::tempdir().unwrap();
+    dpf().args(["init".as_ref(), dir.path().as_os_str()]).expect(0);
+    dpf().current_dir(dir.path()).args(["validate", "products/"]).expect(0);
+    let tested = dpf().current_dir(dir.path()).args(["test", "products/"]).expect(0);
+    assert!(tested.stdout.contains("3 passed, 0 failed"), "{tested}");
+    let settings: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join(".vscode/settings.json")).unwrap()).unwrap();
+    assert_eq!(
+        settings["yaml.schemas"]["./schemas/data_product.schema.json"][0],
+        "products/*.yaml"
+    );
+    assert!(dir.path().join("schemas/data_product.schema.json").is_file());
+    assert!(dir.path().join(".github/workflows/products.yml").is_file());
+
+    // A second init writes nothing over what is there.
+    let product = dir.path().join("products/weather_data_product.yaml");
+    std::fs::write(&product, "name: mine\ntasks: []\n").unwrap();
+    let again = dpf().args(["init".as_ref(), dir.path().as_os_str()]).expect(2);
+    assert!(again.stderr.contains("writes nothing over existing files"), "{again}");
+    assert_eq!(std::fs::read_to_string(&product).unwrap(), "name: mine\ntasks: []\n");
+}
