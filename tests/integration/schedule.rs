@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::server::{Reply, Server};
-use crate::util::{ProductYaml, Workspace, dpf, receipt, records, root, serve};
+use crate::util::{ProductYaml, Workspace, check_with, dpf, receipt, records, root, serve};
 
 /// A product on a 6-hourly schedule that asks its API for exactly its data interval.
 fn windowed(url: &str, write: &str) -> String {
@@ -226,17 +226,9 @@ fn exported_cronjobs_are_valid_kubernetes_and_keep_each_schedule() {
     std::fs::write(file.path(), &text).unwrap();
     for minor in 29..=35 {
         let version = format!("1.{minor}.0");
-        let checked = std::process::Command::new("kubernetes-validate")
-            .args(["--strict", "--quiet", "-k", &version])
-            .arg(file.path())
-            .output()
-            .expect("kubernetes-validate runs (scripts/test installs it from PyPI)");
-        assert!(
-            checked.status.success(),
-            "Kubernetes {version} rejects the export:\n{}{}\n{text}",
-            String::from_utf8_lossy(&checked.stdout),
-            String::from_utf8_lossy(&checked.stderr)
-        );
+        let args = ["--strict", "--quiet", "-k", &version].map(std::ffi::OsStr::new);
+        let (valid, said) = check_with("kubernetes-validate", &[&args[..], &[file.path().as_os_str()]].concat());
+        assert!(valid, "Kubernetes {version} rejects the export:\n{said}\n{text}");
     }
     let documents: Vec<&str> = text.split("\n---\n").skip(1).collect();
     assert!(documents.len() >= 3, "{text}");

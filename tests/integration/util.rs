@@ -535,3 +535,19 @@ pub(crate) fn bigquery(project: &str, sql: &str) -> Vec<BTreeMap<String, Value>>
         })
         .collect()
 }
+
+/// Runs `program`, a real checker of a format that scripts/test installs, with `args` in the
+/// repository; its verdict, and what it said.
+pub(crate) fn check_with(program: &str, args: &[&std::ffi::OsStr]) -> (bool, String) {
+    let output = Command::new(program)
+        .args(args)
+        .current_dir(root())
+        .output()
+        .unwrap_or_else(|e| panic!("{program} does not run ({e}): scripts/test installs it"));
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), said)
+}
