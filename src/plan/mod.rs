@@ -313,14 +313,8 @@ fn destination(call: &Call, context: &Context<'_>) -> Option<String> {
         Call::SendAlerts(_) => context.alerts.target(context.target),
         _ => context.target,
     };
-    let destinations = Destination::of(call, target, context.data_dir, project);
-    (!destinations.is_empty()).then(|| {
-        destinations
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ")
-    })
+    let destinations = Destination::names(call, target, context.data_dir, project);
+    (!destinations.is_empty()).then(|| destinations.join("; "))
 }
 
 fn collect_references(value: &Value, out: &mut Vec<String>) {

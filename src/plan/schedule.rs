@@ -86,10 +86,9 @@ pub fn check(expression: &str) -> Result<(), CronError> {
 /// Whether `cron` fires at all: a day of the month that none of its months has (31 February) never
 /// comes. Eight years from a leap year hold every day any month can have.
 fn fires(cron: &Cron) -> Result<(), CronError> {
-    let from = Utc
-        .with_ymd_and_hms(2024, 1, 1, 0, 0, 0)
-        .single()
-        .expect("a valid instant");
+    let Some(from) = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).single() else {
+        return Ok(());
+    };
     match cron.find_next_occurrence(&from, true) {
         Ok(next) if next < from + chrono::Duration::days(8 * 366) => Ok(()),
         _ => Err(CronError::NeverFires),

@@ -31,10 +31,7 @@ enum Kind {
 impl<'a> Store<'a> {
     /// `call`, a store, as task `slot` of the run `services` serve.
     pub(crate) fn new(call: Call, slot: Slot<'a>, services: &'a Services) -> Result<Store<'a>, TaskError> {
-        let destinations = Destination::of(&call, Target::Local, &services.data_dir, |_| String::new())
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let destinations = Destination::names(&call, Target::Local, &services.data_dir, |_| String::new());
         let kind = match call {
             Call::StoreToBigquery(store) => Kind::Warehouse(store),
             Call::StoreToFirestore(store) => Kind::Documents(store),
@@ -65,11 +62,9 @@ impl<'a> Store<'a> {
                     let side = store.rejected();
                     self.warehouse(&side, rejected, stop).await?;
                     let call = Call::StoreToBigquery(side);
-                    destinations.extend(
-                        Destination::of(&call, Target::Local, self.data_dir, |_| String::new())
-                            .iter()
-                            .map(ToString::to_string),
-                    );
+                    destinations.extend(Destination::names(&call, Target::Local, self.data_dir, |_| {
+                        String::new()
+                    }));
                 }
                 let written = self.warehouse(store, rows, stop).await?;
                 Ok(Done {

@@ -182,6 +182,19 @@ impl Destination {
         }
     }
 
+    /// [`Destination::of`] as the plan, receipts and logs show each destination.
+    pub fn names(
+        call: &Call,
+        target: Target,
+        data_dir: &Path,
+        project: impl Fn(Option<&str>) -> String,
+    ) -> Vec<String> {
+        Self::of(call, target, data_dir, project)
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
     /// Where an alert's `channel` goes on `target`.
     pub fn of_channel(channel: Channel, target: Target, data_dir: &Path) -> Self {
         match (channel, target) {

@@ -46,10 +46,7 @@ impl<'a> Store<'a> {
             .project(slot.id)
             .ok_or_else(|| TaskError::permanent(format!("no Google Cloud project for `{}`", slot.id)))?
             .to_owned();
-        let destinations = Destination::of(&call, Target::Gcp, &services.data_dir, |_| project.clone())
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let destinations = Destination::names(&call, Target::Gcp, &services.data_dir, |_| project.clone());
         let kind = match call {
             Call::StoreToBigquery(store) => Kind::BigQuery(store),
             Call::StoreToFirestore(store) => Kind::Firestore(store),
@@ -83,8 +80,7 @@ impl<'a> Store<'a> {
                     let task = format!("{}__rejected", self.task);
                     let written = self.bigquery(&side, &task, rejected, stop).await?;
                     let call = Call::StoreToBigquery(side);
-                    let named = Destination::of(&call, Target::Gcp, Path::new(""), |_| self.project.clone());
-                    let named: Vec<String> = named.iter().map(ToString::to_string).collect();
+                    let named = Destination::names(&call, Target::Gcp, Path::new(""), |_| self.project.clone());
                     self.log.info(
                         Some(self.task),
                         None,
