@@ -40,6 +40,14 @@ pub(super) fn run(args: Args) -> anyhow::Result<Exit> {
     let tables = warehouse::tables(&warehouse);
     let result = runtime.block_on(async {
         let session = crate::transform::sql::session();
+        // Partitioned tables keep their parts in a folder per day.
+        session
+            .state_ref()
+            .write()
+            .config_mut()
+            .options_mut()
+            .execution
+            .listing_table_ignore_subdirectory = false;
         for (dataset, table, path) in &tables {
             let catalog = session.catalog("datafusion").expect("the default catalog exists");
             if catalog.schema(dataset).is_none() {

@@ -101,14 +101,14 @@ impl Store<'_> {
         stop: &CancellationToken,
     ) -> Result<warehouse::Written, TaskError> {
         let rows = rows.clone();
-        let warehouse = crate::store::local::warehouse_dir(self.data_dir);
-        let (store, run_id) = (store.clone(), self.run_id.to_owned());
+        let (store, run_id, data_dir) = (store.clone(), self.run_id.to_owned(), self.data_dir.to_owned());
         blocking(stop, move |stop| {
             let target = warehouse::Target {
-                warehouse: &warehouse,
+                data_dir: &data_dir,
                 dataset: &store.dataset,
                 table: &store.table,
                 run_id: &run_id,
+                partition_by: store.partition_by.as_deref(),
             };
             warehouse::write(&target, store.write, &store.key, &rows, stop)
         })

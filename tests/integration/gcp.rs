@@ -103,19 +103,8 @@ fn same_as_local(product: &str, tables: &[(&str, &str)], collections: &[&str]) {
             }
         }
     }
-    let sqlite = rusqlite::Connection::open(local.data().join("firestore.db")).unwrap();
     for collection in collections {
-        let mut statement = sqlite
-            .prepare("SELECT id, fields FROM documents WHERE collection = ?1 ORDER BY id")
-            .unwrap();
-        let expected: BTreeMap<String, Value> = statement
-            .query_map([collection], |row| {
-                let fields: String = row.get(1)?;
-                Ok((row.get(0)?, serde_json::from_str(&fields).unwrap()))
-            })
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
+        let expected = local.documents(collection);
         let actual = documents(&project, collection);
         assert_eq!(
             actual.keys().collect::<Vec<_>>(),
@@ -424,17 +413,7 @@ fn keys_that_look_alike_are_distinct_documents_on_both_targets() {
         assert!(run.stderr.contains("1 row(s) had the key of an earlier row"), "{run}");
     };
     check(&ws.run(&file).expect(0));
-    let sqlite = rusqlite::Connection::open(ws.data().join("firestore.db")).unwrap();
-    let local: BTreeMap<String, Value> = sqlite
-        .prepare("SELECT id, fields FROM documents WHERE collection = 'items'")
-        .unwrap()
-        .query_map([], |row| {
-            let fields: String = row.get(1)?;
-            Ok((row.get(0)?, serde_json::from_str(&fields).unwrap()))
-        })
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let local = ws.documents("items");
     let mut values: Vec<i64> = local.values().map(|fields| fields["v"].as_i64().unwrap()).collect();
     values.sort_unstable();
     // The repeated key holds its last row.

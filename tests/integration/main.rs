@@ -4,6 +4,7 @@ mod checks;
 mod delivery;
 mod gcp;
 mod list;
+mod local;
 mod mutations;
 mod plan;
 mod products;

@@ -864,17 +864,18 @@ fn a_write_that_fails_on_a_full_disk_leaves_no_partial_version() {
     let ws = Workspace::new();
     let file = ws.product("items_product", &product(&server.url, "", "replace"));
     ws.run(&file).expect(0);
-    let versions = ws.data().join("warehouse/shop/.versions/items");
-    let listed = || {
-        let mut names: Vec<String> = std::fs::read_dir(&versions)
+    let table = ws.data().join("warehouse/shop/items");
+    let staging = ws.data().join("warehouse-staging/shop/items");
+    let listed = |dir: &std::path::Path| {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|name| name.starts_with('v'))
             .collect();
         names.sort();
         names
     };
-    assert_eq!(listed(), ["v000001"]);
+    let parts = listed(&table);
+    assert_eq!(listed(&staging), ["lock"]);
     // A file-size limit stands in for a full disk: writes past 64 KB fail with EFBIG.
     for _ in 0..2 {
         let output = std::process::Command::new("sh")
@@ -893,14 +894,16 @@ fn a_write_that_fails_on_a_full_disk_leaves_no_partial_version() {
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert_eq!(output.status.code(), Some(1), "{stdout}");
         assert!(stdout.contains("too large"), "{stdout}");
-        assert_eq!(listed(), ["v000001"], "{stdout}");
+        assert_eq!(listed(&staging), ["lock"], "{stdout}");
+        assert_eq!(listed(&table), parts, "{stdout}");
     }
     let rows = ws.query("SELECT MIN(id) AS first, COUNT(*) AS n FROM shop.items");
     assert_eq!(rows, [json!({"first": 0, "n": 30_000})]);
-    // A version left by a killed write is cleared by the next write.
-    std::fs::create_dir(versions.join("v000009")).unwrap();
+    // What a killed write staged is cleared by the next write.
+    std::fs::create_dir(staging.join("next")).unwrap();
+    std::fs::write(staging.join("next/part-killed.parquet"), "half").unwrap();
     ws.run(&file).expect(0);
-    assert_eq!(listed(), ["v000001", "v000002"]);
+    assert_eq!(listed(&staging), ["lock"]);
 }
 
 #[test]

@@ -209,6 +209,23 @@ impl Workspace {
         ])
     }
 
+    /// The documents of `collection` in the local document store, by id, with their fields.
+    #[track_caller]
+    pub(crate) fn documents(&self, collection: &str) -> BTreeMap<String, Value> {
+        let sqlite = rusqlite::Connection::open(self.data().join("firestore.db")).unwrap();
+        let mut statement = sqlite
+            .prepare("SELECT id, fields FROM documents WHERE collection = ?1")
+            .unwrap();
+        statement
+            .query_map([collection], |row| {
+                let fields: String = row.get(1)?;
+                Ok((row.get(0)?, serde_json::from_str(&fields).unwrap()))
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
     #[track_caller]
     pub(crate) fn query(&self, sql: &str) -> Vec<Value> {
         let run = dpf()

@@ -3,6 +3,13 @@
 
 use std::path::Path;
 
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Schema};
+use datafusion::arrow::error::ArrowError;
+use datafusion::arrow::json::writer::{LineDelimited, WriterBuilder};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio_util::sync::CancellationToken;
 
@@ -153,7 +160,7 @@ fn documents(
             if stop.is_cancelled() {
                 return Err(DocumentError::Stopped);
             }
-            let lines = crate::table::json_lines(batch).map_err(|e| DocumentError::Encode(e.to_string()))?;
+            let lines = json_fields(batch).map_err(|e| DocumentError::Encode(e.to_string()))?;
             Ok(lines.lines().map(str::to_owned).collect::<Vec<_>>())
         })
         .collect::<Result<Vec<_>, DocumentError>>()?;
@@ -162,4 +169,34 @@ fn documents(
         .iter()
         .map(|(b, row, id)| (id.clone(), std::mem::take(&mut json[*b][*row])))
         .collect())
+}
+
+/// Each row of `batch` as one line of JSON, the values as the gcp target's Firestore holds them:
+/// timestamps (naive ones taken as UTC) and dates (midnight) as RFC 3339 instants in UTC with `Z`.
+fn json_fields(batch: &RecordBatch) -> Result<String, ArrowError> {
+    let utc: Arc<str> = Arc::from("UTC");
+    let mut fields = Vec::with_capacity(batch.num_columns());
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        let column = match field.data_type() {
+            DataType::Timestamp(unit, Some(zone)) if zone.as_ref() != "UTC" => {
+                cast(column, &DataType::Timestamp(*unit, Some(utc.clone())))?
+            }
+            _ => column.clone(),
+        };
+        fields.push(field.as_ref().clone().with_data_type(column.data_type().clone()));
+        columns.push(column);
+    }
+    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
+    let instant = "%Y-%m-%dT%H:%M:%S%.fZ".to_owned();
+    let mut writer = WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .with_timestamp_format(instant.clone())
+        .with_timestamp_tz_format(instant.clone())
+        .with_datetime_format(instant)
+        .with_date_format("%Y-%m-%dT00:00:00Z".to_owned())
+        .build::<_, LineDelimited>(Vec::new());
+    writer.write(&batch)?;
+    writer.finish()?;
+    String::from_utf8(writer.into_inner()).map_err(|e| ArrowError::JsonError(e.to_string()))
 }

@@ -15,8 +15,6 @@ pub(crate) enum WarehouseError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path} is not a dpf table (it is not a link to a version folder); move it away")]
-    NotATable { path: String },
     #[error("cannot read {path}")]
     Read {
         path: String,
@@ -42,6 +40,16 @@ pub(crate) enum WarehouseError {
     MissingKey { column: String, columns: String },
     #[error("`write: merge` into {table} needs a `key`: the columns that identify a row")]
     NoKey { table: String },
+    #[error(
+        "partition_by: column `{column}` is {kind}; tables are partitioned by a DATE, TIMESTAMP or DATETIME column"
+    )]
+    PartitionType { column: String, kind: DataType },
+    #[error("partition_by: `{column}` is not a column of the rows")]
+    NoPartitionColumn { column: String },
+    #[error(
+        "partition_by: the rows have a column `{column}`, the name of the partition folders; rename it in a transform"
+    )]
+    PartitionShadows { column: String },
     #[error("stopped before committing to {table}; the table is unchanged")]
     Stopped { table: String },
 }

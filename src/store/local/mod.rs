@@ -3,7 +3,7 @@
 
 pub(crate) mod documents;
 mod error;
-mod versions;
+mod staging;
 pub(crate) mod warehouse;
 
 use std::path::{Path, PathBuf};

@@ -1,20 +1,26 @@
 //! The local warehouse: BigQuery tables as folders of Parquet files, `<warehouse>/<dataset>/<table>/`.
 //!
-//! Each write makes a new version folder under `<dataset>/.versions/<table>/` (unchanged parts are
-//! hard links) and then swaps the symbolic link `<dataset>/<table>` to it with one rename. A reader —
-//! dpf, DuckDB, pandas, Spark — sees the old version or the new one, never a mix; a run killed midway
-//! leaves the old version in place and an unreferenced folder that the next write removes.
+//! Each write builds the table's new contents in its staging folder (unchanged parts are hard links)
+//! and exchanges them with the table folder in one rename (see [`super::staging`]). A reader — dpf,
+//! DuckDB, polars, pandas, Spark — sees the old contents or the new ones, never a mix; a run killed
+//! midway leaves the old contents in place and a staged folder that the next write removes.
+//!
+//! With `partition_by`, each part sits in a Hive-style folder named by the UTC date of the column,
+//! `<column>_date=2025-01-01/` (`__HIVE_DEFAULT_PARTITION__` for nulls), which DuckDB, polars and
+//! pyarrow read as a column of its own.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, BooleanArray, RecordBatch, new_null_array};
-use datafusion::arrow::compute::{cast, concat_batches, filter_record_batch};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array, new_null_array};
+use datafusion::arrow::compute::{cast, concat_batches, filter_record_batch, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{Int64Type, TimeUnit};
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::arrow::temporal_conversions::date32_to_datetime;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::basic::Compression;
@@ -24,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 pub(crate) use super::error::WarehouseError;
 use super::error::{Cause, io};
-use super::versions::{Unfinished, current_version, next_version, remove_versions, swap, sync_dir, version_number};
+use super::staging::{Staging, remove_old_versions};
 use crate::store::bigquery::WriteMode;
 use crate::table::{Table, nullable};
 
@@ -43,14 +49,21 @@ pub(crate) fn table_path(warehouse: &Path, dataset: &str, table: &str) -> PathBu
     warehouse.join(dataset).join(table)
 }
 
+/// Where writes to `dataset.table` are staged: `<data-dir>/warehouse-staging/<dataset>/<table>`.
+fn staging_path(data_dir: &Path, dataset: &str, table: &str) -> PathBuf {
+    data_dir.join("warehouse-staging").join(dataset).join(table)
+}
+
 /// A table of the local warehouse.
 pub(crate) struct Target<'a> {
-    pub warehouse: &'a Path,
+    pub data_dir: &'a Path,
     pub dataset: &'a str,
     pub table: &'a str,
     /// The writing run: an append names its file after it, so the same run appending again
     /// replaces its own rows instead of adding them twice.
     pub run_id: &'a str,
+    /// The DATE or TIMESTAMP column whose UTC date names each part's folder.
+    pub partition_by: Option<&'a str>,
 }
 
 /// Writes `rows` into the table with `mode` (merge on `key`), atomically. If `stop` is cancelled
@@ -62,7 +75,7 @@ pub(crate) fn write(
     rows: &Table,
     stop: &CancellationToken,
 ) -> Result<Written, WarehouseError> {
-    let link = table_path(target.warehouse, target.dataset, target.table);
+    let table_dir = table_path(&super::warehouse_dir(target.data_dir), target.dataset, target.table);
     let name = format!("{}.{}", target.dataset, target.table);
     if rows.schema.fields().is_empty() {
         // An empty response has no columns: there is nothing to add, replace or merge.
@@ -79,31 +92,9 @@ pub(crate) fn write(
             });
         }
     }
-    let versions = target
-        .warehouse
-        .join(target.dataset)
-        .join(".versions")
-        .join(target.table);
-    fs::create_dir_all(&versions).map_err(io(&versions))?;
-    // One writer per table at a time, across processes.
-    let lock_path = versions.join("lock");
-    let lock = File::create(&lock_path).map_err(io(&lock_path))?;
-    lock.lock().map_err(io(&lock_path))?;
-
-    let current = current_version(&link)?;
-    // Versions past the current one are what a killed write left: nobody reads them. A link to a
-    // folder of another name is left alone, with every version.
-    let current_number = match current.as_deref() {
-        None => Some(0),
-        Some(dir) => version_number(dir),
-    };
-    if let Some(current_number) = current_number {
-        remove_versions(&versions, |n| n > current_number);
-    }
-    let existing_parts = match &current {
-        Some(dir) => parts(dir)?,
-        None => Vec::new(),
-    };
+    let layout = Layout::of(target.partition_by, &rows.schema)?;
+    let staging = Staging::open(&table_dir, staging_path(target.data_dir, target.dataset, target.table))?;
+    let existing_parts = parts(&table_dir)?;
     // A replace starts the table afresh; the other modes keep its columns and their types.
     let schema = if mode == WriteMode::Replace {
         nullable(&rows.schema)
@@ -115,29 +106,38 @@ pub(crate) fn write(
         }
         unify(&name, existing.as_deref(), &rows.schema)?
     };
-    let new_rows = align(&schema, &rows.batches).map_err(|error| write_error(&link, error))?;
+    let new_rows = align(&schema, &rows.batches).map_err(|error| write_error(&table_dir, error))?;
 
-    let number = next_version(&versions)?;
-    let version = versions.join(format!("v{number:06}"));
-    fs::create_dir(&version).map_err(io(&version))?;
-    // However the write fails (a full disk, a stop), the half-written version goes with it.
-    let mut unfinished = Unfinished(Some(&version));
-    let part = version.join(format!("part-{}.parquet", target.run_id));
-    let kept = match mode {
+    let next = staging.next()?;
+    let part = format!("part-{}.parquet", target.run_id);
+    let files = match mode {
         WriteMode::Append => {
-            let existing_parts: Vec<&PathBuf> = existing_parts
-                .iter()
-                .filter(|p| p.file_name() != part.file_name())
-                .collect();
-            for old in &existing_parts {
-                let target = version.join(old.file_name().expect("parts have names"));
-                fs::hard_link(old, &target)
-                    .or_else(|_| fs::copy(old, &target).map(drop))
-                    .map_err(io(&target))?;
+            // Other runs' parts stay as they are, linked into the new contents, unless
+            // `partition_by` changed since they were written: their rows then move to its layout.
+            let mut moved = Vec::new();
+            for old in existing_parts.iter().filter(|p| p.file_name() != Some(part.as_ref())) {
+                let relative = old.strip_prefix(&table_dir).unwrap_or(old);
+                if layout.holds(relative) {
+                    let linked = next.join(relative);
+                    if let Some(folder) = linked.parent() {
+                        fs::create_dir_all(folder).map_err(io(folder))?;
+                    }
+                    fs::hard_link(old, &linked)
+                        .or_else(|_| fs::copy(old, &linked).map(drop))
+                        .map_err(io(&linked))?;
+                } else {
+                    moved.extend(read_part(old)?);
+                }
             }
-            new_rows
+            let mut files = Vec::new();
+            if !moved.is_empty() {
+                let moved = align(&schema, &moved).map_err(|error| write_error(&table_dir, error))?;
+                files.push((format!("part-{}-moved.parquet", target.run_id), moved));
+            }
+            files.push((part, new_rows));
+            files
         }
-        WriteMode::Replace => new_rows,
+        WriteMode::Replace => vec![(part, new_rows)],
         WriteMode::Merge => {
             let old = existing_parts
                 .iter()
@@ -146,23 +146,134 @@ pub(crate) fn write(
                 .into_iter()
                 .flatten()
                 .collect::<Vec<_>>();
-            let old = align(&schema, &old).map_err(|error| write_error(&link, error))?;
-            merge(&schema, key, old, new_rows).map_err(|error| write_error(&link, error))?
+            let old = align(&schema, &old).map_err(|error| write_error(&table_dir, error))?;
+            let merged = merge(&schema, key, old, new_rows).map_err(|error| write_error(&table_dir, error))?;
+            vec![(part, merged)]
         }
     };
-    let bytes = write_part(&part, &name, &schema, &kept, stop)?;
-    sync_dir(&version);
+    let mut bytes = 0;
+    for (file, batches) in &files {
+        for (folder, batches) in layout.split(batches).map_err(|error| write_error(&table_dir, error))? {
+            let folder = next.join(folder);
+            fs::create_dir_all(&folder).map_err(io(&folder))?;
+            bytes += write_part(&folder.join(file), &name, &schema, &batches, stop)?;
+        }
+    }
     if stop.is_cancelled() {
         return Err(WarehouseError::Stopped { table: name });
     }
-    swap(&link, &version)?;
-    unfinished.0 = None;
-    remove_versions(&versions, |n| n + 1 < number);
-    drop(lock);
+    staging.commit()?;
+    remove_old_versions(&table_dir);
     Ok(Written {
         rows: rows.rows(),
         bytes,
     })
+}
+
+/// Where a table's parts go: all in its folder, or in one folder per day of a column.
+enum Layout {
+    Flat,
+    Daily { column: String, folder: String },
+}
+
+impl Layout {
+    fn of(partition_by: Option<&str>, rows: &Schema) -> Result<Self, WarehouseError> {
+        let Some(column) = partition_by else {
+            return Ok(Layout::Flat);
+        };
+        let field = rows
+            .field_with_name(column)
+            .map_err(|_| WarehouseError::NoPartitionColumn {
+                column: column.to_owned(),
+            })?;
+        if !matches!(
+            field.data_type(),
+            DataType::Date32 | DataType::Date64 | DataType::Timestamp(..)
+        ) {
+            return Err(WarehouseError::PartitionType {
+                column: column.to_owned(),
+                kind: field.data_type().clone(),
+            });
+        }
+        let folder = format!("{column}_date");
+        if rows.field_with_name(&folder).is_ok() {
+            return Err(WarehouseError::PartitionShadows { column: folder });
+        }
+        Ok(Layout::Daily {
+            column: column.to_owned(),
+            folder,
+        })
+    }
+
+    /// Whether a part at `relative` (to the table folder) sits where this layout puts it.
+    fn holds(&self, relative: &Path) -> bool {
+        let mut components = relative.components();
+        match self {
+            Layout::Flat => relative.parent() == Some(Path::new("")),
+            Layout::Daily { folder, .. } => {
+                let first = components.next().and_then(|c| c.as_os_str().to_str());
+                first.is_some_and(|f| f.starts_with(&format!("{folder}="))) && components.count() == 1
+            }
+        }
+    }
+
+    /// `batches` by the folder (relative to the table folder) their rows go to, in date order.
+    /// Rows without a date go to the null partition; so does an empty write, which keeps the
+    /// table's columns in an empty part.
+    fn split(&self, batches: &[RecordBatch]) -> Result<Vec<(PathBuf, Vec<RecordBatch>)>, ArrowError> {
+        let Layout::Daily { column, folder } = self else {
+            return Ok(vec![(PathBuf::new(), batches.to_vec())]);
+        };
+        let mut days: BTreeMap<Option<i32>, Vec<RecordBatch>> = BTreeMap::new();
+        for batch in batches.iter().filter(|b| b.num_rows() > 0) {
+            let values = batch
+                .column_by_name(column)
+                .ok_or_else(|| ArrowError::SchemaError(format!("no column `{column}`")))?;
+            let mut rows: BTreeMap<Option<i32>, Vec<u32>> = BTreeMap::new();
+            for (row, day) in utc_days(values)?.into_iter().enumerate() {
+                rows.entry(day).or_default().push(row as u32);
+            }
+            for (day, indices) in rows {
+                let taken = take_record_batch(batch, &UInt32Array::from(indices))?;
+                days.entry(day).or_default().push(taken);
+            }
+        }
+        if days.is_empty() {
+            days.insert(None, batches.to_vec());
+        }
+        days.into_iter()
+            .map(|(day, batches)| {
+                let value = match day {
+                    None => "__HIVE_DEFAULT_PARTITION__".to_owned(),
+                    Some(day) => date32_to_datetime(day)
+                        .ok_or_else(|| ArrowError::ComputeError(format!("`{column}` holds a date out of range")))?
+                        .format("%Y-%m-%d")
+                        .to_string(),
+                };
+                Ok((PathBuf::from(format!("{folder}={value}")), batches))
+            })
+            .collect()
+    }
+}
+
+/// The UTC day (days since 1970-01-01) of each value of a DATE or TIMESTAMP column; naive
+/// timestamps count as UTC, as BigQuery partitions them.
+fn utc_days(values: &ArrayRef) -> Result<Vec<Option<i32>>, ArrowError> {
+    let per_day: i64 = match values.data_type() {
+        DataType::Date32 => 1,
+        DataType::Date64 => 86_400_000,
+        DataType::Timestamp(TimeUnit::Second, _) => 86_400,
+        DataType::Timestamp(TimeUnit::Millisecond, _) => 86_400_000,
+        DataType::Timestamp(TimeUnit::Microsecond, _) => 86_400_000_000,
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => 86_400_000_000_000,
+        other => return Err(ArrowError::CastError(format!("cannot partition by a {other} column"))),
+    };
+    let values = cast(values, &DataType::Int64)?;
+    Ok(values
+        .as_primitive::<Int64Type>()
+        .iter()
+        .map(|value| value.and_then(|v| i32::try_from(v.div_euclid(per_day)).ok()))
+        .collect())
 }
 
 fn write_error(path: &Path, source: impl Into<Cause>) -> WarehouseError {
@@ -179,13 +290,25 @@ fn read_error(path: &Path, source: impl Into<Cause>) -> WarehouseError {
     }
 }
 
-/// The Parquet files of a version (or of a table's link), in name order.
-pub(crate) fn parts(dir: &Path) -> Result<Vec<PathBuf>, WarehouseError> {
-    let mut found: Vec<PathBuf> = fs::read_dir(dir)
-        .map_err(io(dir))?
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|path| path.extension().is_some_and(|e| e == "parquet"))
-        .collect();
+/// The Parquet files of a table, in its partition folders too, in path order; none when the
+/// table does not exist yet.
+fn parts(table: &Path) -> Result<Vec<PathBuf>, WarehouseError> {
+    let mut found = Vec::new();
+    let mut folders = vec![table.to_owned()];
+    while let Some(folder) = folders.pop() {
+        let entries = match fs::read_dir(&folder) {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound && folder == table => break,
+            entries => entries.map_err(io(&folder))?,
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+                folders.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                found.push(path);
+            }
+        }
+    }
     found.sort();
     Ok(found)
 }
