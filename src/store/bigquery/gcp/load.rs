@@ -9,7 +9,7 @@ use super::api::{Api, finish, query, wait};
 use super::error::BigQueryError;
 use super::model::{Job, TableFieldSchema};
 use super::schema::quote;
-use super::writer::{TableRef, Writer, Written, job_id};
+use super::writer::{TableRef, Writer, Written, digest, job_id};
 use crate::error::TaskError;
 use crate::store::bigquery::{StoreToBigquery, WriteMode};
 use crate::table::Table;
@@ -26,7 +26,16 @@ pub(super) async fn load(
     written: &mut Written,
 ) -> Result<(), TaskError> {
     let project = table.project;
-    let base = job_id(writer.run_id, writer.task);
+    let go_on = || !writer.cancel.is_cancelled();
+    let parquet = crate::store::local::warehouse::write_parquet(Vec::new(), &rows.schema, &rows.batches, &go_on)
+        .map_err(|e| match writer.cancel.is_cancelled() {
+            true => TaskError::interrupted(),
+            false => BigQueryError::Parquet(e).into(),
+        })?;
+    // Rows a job of an earlier invocation already committed count as written: they are in place.
+    written.bytes = parquet.len() as u64;
+    written.rows = rows.rows() as u64;
+    let base = format!("{}_{}", job_id(writer.run_id, writer.task), digest(&parquet));
     let job_id = match previous(api, project, &base, writer.cancel).await? {
         Previous::Done(id) => {
             written.already_loaded = Some(id);
@@ -34,14 +43,6 @@ pub(super) async fn load(
         }
         Previous::Free(id) => id,
     };
-    let go_on = || !writer.cancel.is_cancelled();
-    let parquet = crate::store::local::warehouse::write_parquet(Vec::new(), &rows.schema, &rows.batches, &go_on)
-        .map_err(|e| match writer.cancel.is_cancelled() {
-            true => TaskError::interrupted(),
-            false => BigQueryError::Parquet(e).into(),
-        })?;
-    written.bytes = parquet.len() as u64;
-    written.rows = rows.rows() as u64;
     if store.write == WriteMode::Replace {
         let job = until_stopped(
             writer,

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use super::api::Api;
 use super::error::BigQueryError;
-use super::writer::{TableRef, Writer, Written, job_id};
+use super::writer::{TableRef, Writer, Written, digest, job_id};
 use crate::error::TaskError;
 use crate::store::bigquery::{StoreToBigquery, WriteMode};
 use crate::table::Table;
@@ -47,7 +47,9 @@ pub(super) async fn stream(
                 (size, first) = (0, index);
             }
             let value: Value = serde_json::from_str(line).map_err(BigQueryError::JsonLine)?;
-            request.push(json!({"insertId": format!("{job_id}_{index}"), "json": value}));
+            // The row's position and content: a rerun sends the same rows under the same ids.
+            let insert_id = format!("{job_id}_{index}_{}", digest(line.as_bytes()));
+            request.push(json!({"insertId": insert_id, "json": value}));
             size += line.len() + 64;
             index += 1;
         }

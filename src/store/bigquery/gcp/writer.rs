@@ -68,6 +68,14 @@ pub(super) fn job_id(run_id: &str, task: &str) -> String {
     id.chars().take(1000).collect()
 }
 
+/// The first 16 hex digits of the SHA-256 of `bytes`: job and insert ids carry it, so that a rerun
+/// of a run with the same rows is the same job (BigQuery skips it), and one with other rows (an
+/// incremental extract that found more) a new one.
+pub(super) fn digest(bytes: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    digest.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
