@@ -16,6 +16,10 @@ use crate::spec::Role;
 #[serde(deny_unknown_fields)]
 pub struct TestCase {
     pub name: String,
+    /// An earlier test case whose data dir this one runs in: its tables and saved cursors
+    /// [default: a fresh data dir].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
     /// Fixtures folder, relative to the product file [default: fixtures/<product>].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fixtures: Option<String>,

@@ -24,6 +24,7 @@ mod run;
 mod runtime;
 mod secrets;
 pub mod spec;
+mod state;
 mod store;
 mod table;
 pub mod target;

@@ -15,6 +15,9 @@ use crate::target::Target;
 pub(crate) struct Outcome {
     pub(crate) receipt: Receipt,
     pub(crate) tables: HashMap<String, Table>,
+    /// The cursor each incremental extract leaves: the largest value of its cursor field among
+    /// its rows; saved once every store of the run has committed.
+    pub(crate) cursors: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 /// The version of the receipt's JSON form; fields are only added within a version.
@@ -42,7 +45,7 @@ pub(crate) struct Receipt {
     pub alerts: Vec<AlertReceipt>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum RunStatus {
     Succeeded,
@@ -70,7 +73,7 @@ impl RunStatus {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum TaskStatus {
     Succeeded,

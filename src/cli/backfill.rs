@@ -133,6 +133,7 @@ fn run_logged(args: Args) -> anyhow::Result<Exit> {
             log_format: args.log_format,
             logical: logical.clone(),
             timeout: None,
+            cursors: crate::run::CursorUse::Window,
         };
         let outcome = execute(&runtime, product, &checked, options)?;
         let receipt = &outcome.receipt;

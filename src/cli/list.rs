@@ -78,22 +78,5 @@ fn table(entries: &[Entry]) -> String {
             ]
         })
         .collect();
-    let header = ["NAME", "OWNER", "SCHEDULE", "NEXT RUN", "FILE"].map(str::to_owned);
-    let mut widths = header.clone().map(|h| h.chars().count());
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in std::iter::once(&header).chain(&rows) {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect();
-        out.push_str(cells.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
+    super::aligned(["NAME", "OWNER", "SCHEDULE", "NEXT RUN", "FILE"], &rows)
 }

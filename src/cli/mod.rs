@@ -8,6 +8,8 @@ mod query;
 mod run;
 mod runtime;
 mod schedule;
+mod state;
+mod status;
 mod test;
 mod validate;
 
@@ -70,6 +72,11 @@ enum Command {
     /// Export the products' schedules for crontab, Kubernetes or Cloud Run.
     #[command(subcommand)]
     Schedule(schedule::Command),
+    /// Per product: the last run, the last success, the cursors, and whether it is late.
+    Status(status::Args),
+    /// Show or reset a product's saved state: its incremental cursors and run history.
+    #[command(subcommand)]
+    State(state::Command),
     /// Run products offline against their recorded fixtures and check their `tests:`.
     Test(test::Args),
     /// SQL over the local warehouse; tables are named `dataset.table`.
@@ -181,6 +188,8 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Backfill(args) => backfill::run(args),
         Command::Schedule(command) => schedule::run(command),
+        Command::Status(args) => status::run(args),
+        Command::State(command) => state::run(command),
         Command::Test(args) => test::run(args),
         Command::Query(args) => query::run(args),
         Command::Schema => print(crate::validate::schema::SCHEMA).map(|()| Exit::Success),
@@ -230,6 +239,28 @@ fn report_error(error: &anyhow::Error) {
     for cause in error.chain().skip(1) {
         let _ = writeln!(stderr, "  caused by: {cause}");
     }
+}
+
+/// `rows` under `header` in columns as wide as their widest cell, two spaces apart.
+fn aligned<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
+    let header = header.map(str::to_owned);
+    let mut widths = header.clone().map(|h| h.chars().count());
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(rows) {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 /// Writes command output to stdout; a closed pipe (`dpf list | head`) is not an error.

@@ -51,6 +51,7 @@ pub(super) fn run(args: Args) -> anyhow::Result<Exit> {
     };
     let data_dir = crate::target::data_dir(args.product.target.data_dir.as_deref());
     let context = Context {
+        cursors: crate::plan::Cursors::Unknown,
         file: checked.source.path(),
         target: args.product.target.target,
         data_dir: &data_dir,

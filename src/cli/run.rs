@@ -11,8 +11,9 @@ use crate::log::LogFormat;
 use crate::plan::logical::Logical;
 use crate::receipt::Outcome;
 use crate::receipt::RunStatus;
-use crate::run::{self, HttpMode, Options};
+use crate::run::{self, CursorUse, HttpMode, Options};
 use crate::spec::Product;
+use crate::state::{RunRecord, StateStore};
 use crate::target::Target;
 use crate::validate::Checked;
 
@@ -48,6 +49,9 @@ pub(super) struct Args {
     /// Stop the whole run after this long (e.g. 90s, 30m, 2h): nothing half-done is committed, exit 75.
     #[arg(long, value_name = "DURATION", value_parser = crate::spec::duration::parse)]
     timeout: Option<Duration>,
+    /// Incremental extracts start from their `initial` instead of the saved cursor.
+    #[arg(long)]
+    full_refresh: bool,
 }
 
 /// The logical time of a run of `product` at `at` (default: now).
@@ -111,6 +115,11 @@ fn run_logged(args: Args) -> anyhow::Result<Exit> {
         log_format: args.log_format,
         logical: logical(product, args.at)?,
         timeout: args.timeout,
+        cursors: if args.full_refresh {
+            CursorUse::FullRefresh
+        } else {
+            CursorUse::Saved
+        },
     };
     let outcome = execute(&runtime, product, &checked, options)?;
     let receipt = &outcome.receipt;
@@ -155,6 +164,8 @@ pub(super) fn lock(data_dir: &Path, product: &Product) -> anyhow::Result<Option<
 }
 
 /// Runs `product` on `runtime`, stopping cleanly when its stop token is cancelled (SIGINT, SIGTERM).
+/// Incremental extracts start from the cursors in the target's state store; the run is recorded
+/// there when it ends, with the cursors it leaves once every store has committed.
 pub(super) fn execute(
     runtime: &Runtime,
     product: &Product,
@@ -162,18 +173,6 @@ pub(super) fn execute(
     options: Options,
 ) -> anyhow::Result<Outcome> {
     let source = checked.source.clone();
-    let plan = crate::plan::build(
-        product,
-        &crate::plan::Context {
-            file: source.path(),
-            target: options.target,
-            data_dir: &options.data_dir,
-            now: options.logical.time,
-            logical: Some(&options.logical),
-            secrets: options.secrets,
-            alerts: options.alerts,
-        },
-    );
     runtime.block_on(async {
         // Projects and credentials are checked before anything is extracted.
         let cloud = match options.target {
@@ -182,8 +181,126 @@ pub(super) fn execute(
             )),
             Target::Local => None,
         };
-        Ok(run::run(&plan, source, options, cloud, runtime.stop.clone()).await)
+        let state = state_store(product, options.target, &options.data_dir, cloud.as_ref()).await;
+        let incremental = product.tasks.iter().any(|task| task.incremental.is_some());
+        let saved = match (&state, options.cursors, incremental) {
+            (Ok(state), CursorUse::Saved, true) => {
+                state
+                    .read(&product.name)
+                    .await
+                    .with_context(|| format!("cannot read the cursors of {} from {}", product.name, state.location()))?
+                    .cursors
+            }
+            (Err(why), CursorUse::Saved | CursorUse::FullRefresh, true) => {
+                anyhow::bail!("{} has incremental extracts but no state store: {why}", product.name)
+            }
+            _ => Default::default(),
+        };
+        let cursors = match options.cursors {
+            CursorUse::Window => crate::plan::Cursors::Window,
+            CursorUse::Saved | CursorUse::FullRefresh => crate::plan::Cursors::Saved(&saved),
+        };
+        let plan = crate::plan::build(
+            product,
+            &crate::plan::Context {
+                file: source.path(),
+                target: options.target,
+                data_dir: &options.data_dir,
+                now: options.logical.time,
+                logical: Some(&options.logical),
+                secrets: options.secrets,
+                alerts: options.alerts,
+                cursors,
+            },
+        );
+        let (target, log_format, window) = (options.target, options.log_format, options.cursors == CursorUse::Window);
+        let mut outcome = run::run(&plan, source, options, cloud, runtime.stop.clone()).await;
+        let log = crate::log::Log::new(
+            log_format,
+            &product.name,
+            &outcome.receipt.run_id,
+            crate::secrets::Secrets::default(),
+        );
+        match &state {
+            Ok(state) => {
+                // The cursors move only when every store committed: a store that failed leaves
+                // the old cursor, and the next run reads its rows again.
+                let stored = plan
+                    .steps
+                    .iter()
+                    .filter(|step| step.role == crate::spec::Role::Store)
+                    .all(|step| {
+                        outcome
+                            .receipt
+                            .tasks
+                            .iter()
+                            .any(|t| t.id == step.id && t.status == crate::receipt::TaskStatus::Succeeded)
+                    });
+                if window || !stored {
+                    outcome.cursors.clear();
+                }
+                let record = RunRecord::of(&outcome.receipt);
+                if let Err(error) = state.commit(&product.name, &outcome.cursors, record).await {
+                    log.warn(
+                        None,
+                        None,
+                        format!(
+                            "the run is not recorded in {} and its cursors are not saved (the next run reads \
+                             from the old ones): {}",
+                            state.location(),
+                            crate::error::chain(&error)
+                        ),
+                    );
+                    outcome.cursors.clear();
+                }
+            }
+            Err(why) if target == Target::Gcp => log.warn(None, None, format!("the run is not recorded: {why}")),
+            Err(_) => {}
+        }
+        Ok(outcome)
     })
+}
+
+/// The state store of `product` on `target`, connecting to Google Cloud for the gcp target.
+pub(super) async fn connected_state(product: &Product, target: Target, data_dir: &Path) -> anyhow::Result<StateStore> {
+    let cloud = match target {
+        Target::Gcp => Some(std::sync::Arc::new(
+            crate::target::gcp::cloud::Cloud::connect(product, crate::http::client()).await?,
+        )),
+        Target::Local => None,
+    };
+    state_store(product, target, data_dir, cloud.as_ref())
+        .await
+        .map_err(anyhow::Error::msg)
+}
+
+/// The target's state store: the data dir's `state.db`, or Firestore in the product's project
+/// (`GCP_PROJECT`/`GOOGLE_CLOUD_PROJECT`, else its first store's project, else the credentials').
+async fn state_store(
+    product: &Product,
+    target: Target,
+    data_dir: &Path,
+    cloud: Option<&std::sync::Arc<crate::target::gcp::cloud::Cloud>>,
+) -> Result<StateStore, String> {
+    let (Target::Gcp, Some(cloud)) = (target, cloud) else {
+        return Ok(StateStore::Local(crate::state::local::path(data_dir)));
+    };
+    let project = match crate::target::gcp::project::configured(None).or_else(|| {
+        product
+            .tasks
+            .iter()
+            .find_map(|task| cloud.project(&task.id).map(str::to_owned))
+    }) {
+        Some(project) => Some(project),
+        None => crate::target::gcp::project::detected().await,
+    };
+    match project {
+        Some(project) => Ok(StateStore::Gcp {
+            cloud: cloud.clone(),
+            project,
+        }),
+        None => Err("no Google Cloud project for it: set GCP_PROJECT".to_owned()),
+    }
 }
 
 fn next_steps(product: &Product, data_dir: &str) -> String {

@@ -74,6 +74,8 @@ pub(super) fn run(args: Args) -> anyhow::Result<Exit> {
             report.untested.push(product.name.clone());
             continue;
         }
+        // The data dir each case left, for the cases that run `after` it.
+        let mut left: Vec<(&str, tempfile::TempDir)> = Vec::new();
         for case in &product.tests {
             let clock = Instant::now();
             let fixtures = match &case.fixtures {
@@ -85,10 +87,20 @@ pub(super) fn run(args: Args) -> anyhow::Result<Exit> {
                     .join(dir),
                 None => default_fixtures(product_file.source.path(), product),
             };
-            let data_dir = tempfile::Builder::new()
-                .prefix("dpf-test-")
-                .tempdir()
-                .context("cannot make a temporary data dir")?;
+            let data_dir = match &case.after {
+                Some(earlier) => match left.iter().position(|(name, _)| name == earlier) {
+                    Some(at) => left.remove(at).1,
+                    None => anyhow::bail!(
+                        "test `{}` of {}: `after: {earlier}` names no earlier test case",
+                        case.name,
+                        product.name
+                    ),
+                },
+                None => tempfile::Builder::new()
+                    .prefix("dpf-test-")
+                    .tempdir()
+                    .context("cannot make a temporary data dir")?,
+            };
             let failures = if fixtures.is_dir() {
                 let options = Options {
                     target: Target::Local,
@@ -99,12 +111,14 @@ pub(super) fn run(args: Args) -> anyhow::Result<Exit> {
                     log_format: if args.verbose { LogFormat::Auto } else { LogFormat::Off },
                     logical: super::run::logical(product, case.at)?,
                     timeout: None,
+                    cursors: crate::run::CursorUse::Saved,
                 };
                 let outcome = execute(&runtime, product, product_file, options)?;
                 runtime.block_on(crate::expectation::check(&outcome, &case.expect))
             } else {
                 vec![format!("no fixtures: {} does not exist", fixtures.display())]
             };
+            left.push((&case.name, data_dir));
             report.cases.push(Case {
                 product: product.name.clone(),
                 file: path.clone(),

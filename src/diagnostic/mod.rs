@@ -94,8 +94,12 @@ codes! {
     InvalidCheck = "E214", "invalid-check";
     /// A data check names a column the task's output does not have.
     UnknownColumn = "E215", "unknown-column";
+    /// `incremental:` or `{{ cursor }}` where they cannot work: off an extract, a cursor the rows do not have, a lookback on a value that is not a time.
+    InvalidIncremental = "E216", "invalid-incremental";
     /// A literal value looks like a credential; use `${secret:NAME}` instead.
     PossibleCredential = "W300", "possible-credential";
+    /// An incremental extract feeds a store that would keep a re-read row twice (append without key).
+    IncrementalAppend = "W301", "incremental-append";
 }
 
 impl Code {

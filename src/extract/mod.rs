@@ -3,6 +3,7 @@
 pub(crate) mod decode;
 pub(crate) mod fetch;
 pub(crate) mod http;
+pub(crate) mod incremental;
 pub(crate) mod weather;
 
 use serde::Deserialize;
@@ -10,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::fetch::Context;
 pub(crate) use self::http::ExtractHttp;
+pub(crate) use self::incremental::Incremental;
 pub(crate) use self::weather::ExtractWeather;
 use crate::component::{Done, Services, Slot};
 use crate::error::TaskError;

@@ -112,6 +112,34 @@ pub struct Step {
     pub call: Result<Call, Unrendered>,
     /// The references this step resolves at run time, e.g. `secret:SALES_API_TOKEN`.
     pub references: Vec<String>,
+    /// Where an incremental extract starts and whether it saves a cursor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incremental: Option<IncrementalStep>,
+}
+
+/// An incremental extract in a plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct IncrementalStep {
+    /// The field of the records whose maximum is the cursor.
+    pub cursor: String,
+    /// Where the run starts (what `{{ cursor }}` renders); absent when not known yet or when there
+    /// is no cursor (no saved one, no `initial`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<Value>,
+    /// Whether the run drops the rows at or before `from` and saves the cursor its rows leave
+    /// (not in a backfill, which reads its logical window).
+    pub saves: bool,
+}
+
+/// Where a run's incremental extracts start.
+#[derive(Debug, Clone, Copy)]
+pub enum Cursors<'a> {
+    /// Not known (`dpf plan`): `{{ cursor }}` is shown as written.
+    Unknown,
+    /// A run: from the saved cursors (none on a first run or with `--full-refresh`).
+    Saved(&'a std::collections::BTreeMap<String, Value>),
+    /// A backfill run: from the start of its data interval; nothing dropped, nothing saved.
+    Window,
 }
 
 /// Why a step's params cannot be rendered for its run.
@@ -121,6 +149,8 @@ pub enum Unrendered {
     Template(template::TemplateError),
     #[error("params: {0}")]
     Params(serde_json::Error),
+    #[error("{0}")]
+    Cursor(String),
 }
 
 /// The facts `build` needs besides the product.
@@ -135,6 +165,30 @@ pub struct Context<'a> {
     pub secrets: SecretSource,
     /// Where the run's alerts go.
     pub alerts: AlertSink,
+    /// Where incremental extracts start.
+    pub cursors: Cursors<'a>,
+}
+
+/// Where the incremental extract `task` starts under `cursors`.
+fn incremental_step(
+    incremental: &crate::extract::Incremental,
+    task: &str,
+    cursors: Cursors<'_>,
+    logical: Option<&logical::Logical>,
+) -> Result<IncrementalStep, crate::extract::incremental::CursorError> {
+    let (from, saves) = match cursors {
+        Cursors::Unknown => (None, true),
+        Cursors::Saved(saved) => (incremental.start(saved.get(task))?, true),
+        Cursors::Window => (
+            logical.map(|l| Value::String(l.interval_start.to_rfc3339_opts(SecondsFormat::Secs, true))),
+            false,
+        ),
+    };
+    Ok(IncrementalStep {
+        cursor: incremental.cursor.clone(),
+        from,
+        saves,
+    })
 }
 
 /// Builds the plan of a valid product.
@@ -192,15 +246,31 @@ pub fn build(product: &Product, context: &Context<'_>) -> Plan {
                     .collect()
             };
             let written = serde_json::to_value(&task.call).unwrap_or(Value::Null);
+            let incremental = task
+                .incremental
+                .as_ref()
+                .map(|incremental| incremental_step(incremental, &task.id, context.cursors, logical.as_ref()));
+            let from = match &incremental {
+                Some(Ok(step)) => Ok(step.from.as_ref()),
+                Some(Err(error)) => Err(error),
+                None => Ok(None),
+            };
             // Templates as the run renders them; a template that cannot render is shown as written.
-            let rendered = match &logical {
-                Some(logical) => template::render_json(&written, logical)
-                    .map_err(Unrendered::Template)
-                    .and_then(|value| {
-                        let call = Call::new(task.call.function(), value.clone()).map_err(Unrendered::Params)?;
-                        Ok((call, value))
-                    }),
-                None => Ok((task.call.clone(), written.clone())),
+            let rendered = match (&logical, from) {
+                (_, Err(error)) => Err(Unrendered::Cursor(error.to_string())),
+                (Some(logical), Ok(from)) => {
+                    let cursor = match context.cursors {
+                        Cursors::Unknown => None,
+                        _ => Some(crate::extract::incremental::rendered(from)),
+                    };
+                    template::render_json(&written, logical, cursor.as_deref())
+                        .map_err(Unrendered::Template)
+                        .and_then(|value| {
+                            let call = Call::new(task.call.function(), value.clone()).map_err(Unrendered::Params)?;
+                            Ok((call, value))
+                        })
+                }
+                (None, Ok(_)) => Ok((task.call.clone(), written.clone())),
             };
             let (call, params) = match rendered {
                 Ok((call, params)) => (Ok(call), params),
@@ -230,6 +300,7 @@ pub fn build(product: &Product, context: &Context<'_>) -> Plan {
                 params,
                 call,
                 references: found,
+                incremental: incremental.and_then(Result::ok),
             }
         })
         .collect();

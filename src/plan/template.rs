@@ -1,7 +1,8 @@
 //! Airflow-style templates in string params: `{{ ds }}`, `{{ ds_nodash }}`, `{{ logical_date }}`,
 //! `{{ data_interval_start }}`, `{{ data_interval_end }}`, `{{ run_id }}`, with filters:
 //! `{{ data_interval_start | strftime('%Y-%m-%dT%H') }}`, `{{ ds | add_days(-1) }}`, `| add_hours(n)`,
-//! `| unix` (seconds since the epoch). Dates are rendered in the product's time zone.
+//! `| unix` (seconds since the epoch). Dates are rendered in the product's time zone. An incremental
+//! extract also has `{{ cursor }}`: where its run starts (see `incremental:`), without filters.
 
 use chrono::{DateTime, Days, Duration, SecondsFormat};
 use chrono_tz::Tz;
@@ -10,7 +11,8 @@ use serde_json::Value;
 use super::logical::Logical;
 
 /// The variables a template may use.
-pub const VARIABLES: [&str; 7] = [
+pub const VARIABLES: [&str; 8] = [
+    "cursor",
     "ds",
     "ds_nodash",
     "ts",
@@ -36,8 +38,8 @@ enum Problem {
     UnknownVariable { name: String, hint: String },
     #[error("unknown template filter `{name}`; {hint}")]
     UnknownFilter { name: String, hint: String },
-    #[error("`run_id` takes no filters")]
-    RunIdFilters,
+    #[error("`{0}` takes no filters")]
+    NoFilters(String),
     #[error("only one formatting filter (strftime, date or unix) per template")]
     TwoFormats,
     #[error("shift the time (add_days, add_hours) before formatting it")]
@@ -78,14 +80,36 @@ pub fn check(text: &str) -> Result<(), TemplateError> {
     each(text, |_, _| Ok(String::new())).map(drop)
 }
 
-/// `text` with every template rendered for `logical`.
-pub fn render(text: &str, logical: &Logical) -> Result<String, TemplateError> {
-    each(text, |expression, range| evaluate(expression, logical, range))
+/// Where `text` uses `variable` (the byte range of its first template), if it does.
+pub fn uses(text: &str, variable: &str) -> Option<std::ops::Range<usize>> {
+    let mut found = None;
+    let _ = each(text, |expression, range| {
+        if expression.variable == variable && found.is_none() {
+            found = Some(range);
+        }
+        Ok(String::new())
+    });
+    found
 }
 
-/// Every string inside `value` rendered.
-pub fn render_json(value: &Value, logical: &Logical) -> Result<Value, TemplateError> {
-    crate::spec::map_strings(value, &mut |text| render(text, logical))
+/// `text` with every template rendered for `logical`.
+pub fn render(text: &str, logical: &Logical) -> Result<String, TemplateError> {
+    render_with(text, logical, None)
+}
+
+/// `text` with every template rendered for `logical` and `cursor`; without a cursor (it is read
+/// from the state store when the run starts) `{{ cursor }}` stays as written.
+fn render_with(text: &str, logical: &Logical, cursor: Option<&str>) -> Result<String, TemplateError> {
+    each(text, |expression, range| match (expression.variable.as_str(), cursor) {
+        ("cursor", Some(cursor)) => Ok(cursor.to_owned()),
+        ("cursor", None) => Ok(text[range].to_owned()),
+        _ => evaluate(expression, logical, range),
+    })
+}
+
+/// Every string inside `value` rendered, `{{ cursor }}` as `cursor`.
+pub fn render_json(value: &Value, logical: &Logical, cursor: Option<&str>) -> Result<Value, TemplateError> {
+    crate::spec::map_strings(value, &mut |text| render_with(text, logical, cursor))
 }
 
 fn each(
@@ -125,8 +149,8 @@ fn parse(inner: &str) -> Result<Expression, Problem> {
         });
     }
     let filters: Vec<Filter> = parts.map(filter).collect::<Result<_, _>>()?;
-    if variable == "run_id" && !filters.is_empty() {
-        return Err(Problem::RunIdFilters);
+    if matches!(variable.as_str(), "run_id" | "cursor") && !filters.is_empty() {
+        return Err(Problem::NoFilters(variable));
     }
     // Shifts apply to a time; once formatted (strftime, date, unix) there is no time left to shift.
     let mut formatted_already = false;

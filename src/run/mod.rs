@@ -50,6 +50,19 @@ pub(crate) struct Options {
     pub logical: Logical,
     /// Bounds the whole run; when it passes, the run stops as if interrupted and exits 75.
     pub timeout: Option<Duration>,
+    /// Where incremental extracts start.
+    pub cursors: CursorUse,
+}
+
+/// Where a run's incremental extracts start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CursorUse {
+    /// From the saved cursors; the cursors the run leaves are saved.
+    Saved,
+    /// From each `initial`, as if nothing were saved (`--full-refresh`); then saved.
+    FullRefresh,
+    /// From each run's data interval (`dpf backfill`); the saved cursors are left alone.
+    Window,
 }
 
 /// Runs `plan` once, as planned for `options.logical`. Never panics on bad input: every failure
@@ -169,6 +182,8 @@ pub(crate) async fn run(
     // Rows that quarantine checks took out of a task's output, by task id.
     let mut rejected: HashMap<String, Table> = HashMap::new();
     let mut alerts = Vec::new();
+    // The cursor each incremental extract's rows leave.
+    let mut cursors = std::collections::BTreeMap::new();
     let index_of: HashMap<&str, usize> = plan.steps.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
 
     // Every reference is read before the first task runs: a missing secret stops the run before
@@ -233,7 +248,34 @@ pub(crate) async fn run(
                     receipt.pages = done.pages;
                     receipt.destinations = done.destinations;
                     alerts.extend(done.alerts);
-                    if let Some(table) = done.table {
+                    if let Some(mut table) = done.table {
+                        let incremental = plan.steps[i].incremental.as_ref().filter(|inc| inc.saves);
+                        if let Some(incremental) = incremental
+                            && let Some(from) = &incremental.from
+                        {
+                            match crate::extract::incremental::after(table, &incremental.cursor, from) {
+                                Ok(kept) => {
+                                    let read = receipt.rows.unwrap_or_default();
+                                    receipt.rows = Some(kept.rows() as u64);
+                                    if kept.rows() as u64 != read {
+                                        env.log.info(
+                                            Some(&id),
+                                            None,
+                                            format!(
+                                                "incremental: kept {} of {read} rows, those after {}",
+                                                kept.rows(),
+                                                crate::extract::incremental::rendered(Some(from))
+                                            ),
+                                        );
+                                    }
+                                    table = kept;
+                                }
+                                Err(error) => {
+                                    receipt.fail(env.secrets.redact(&error.to_string()), ErrorKind::Permanent);
+                                    continue;
+                                }
+                            }
+                        }
                         let checks = &plan.steps[i].checks;
                         let time = options.logical.time;
                         let Some(table) = checked::apply(&env, checks, i, time, table, receipt, &mut rejected).await
@@ -243,6 +285,18 @@ pub(crate) async fn run(
                         if let Err(error) = env.catalog.publish(&id, &table) {
                             receipt.fail(error.message, ErrorKind::Permanent);
                             continue;
+                        }
+                        if let Some(incremental) = incremental {
+                            match crate::extract::incremental::latest(&table, &incremental.cursor) {
+                                Ok(Some(latest)) => {
+                                    cursors.insert(id.clone(), latest);
+                                }
+                                Ok(None) => {}
+                                Err(error) => {
+                                    receipt.fail(env.secrets.redact(&error.to_string()), ErrorKind::Permanent);
+                                    continue;
+                                }
+                            }
                         }
                         tables.insert(id, table);
                     }
@@ -324,7 +378,11 @@ pub(crate) async fn run(
         RunStatus::Succeeded => env.log.info(None, None, line),
         _ => env.log.error(None, None, line),
     }
-    Outcome { receipt, tables }
+    Outcome {
+        receipt,
+        tables,
+        cursors,
+    }
 }
 
 /// (task id, text) of every string in the params of the tasks that will read references, and the

@@ -24,6 +24,9 @@ pub struct Product {
     /// IANA time zone the schedule is evaluated in.
     #[serde(default = "utc")]
     pub timezone: String,
+    /// How long a tick's successful run may be missing before `dpf status` calls the product late
+    /// [default: one schedule interval].
+    pub freshness: Option<String>,
     /// Default retry count of every task.
     #[serde(default)]
     pub retries: u32,
@@ -58,6 +61,8 @@ pub struct Task {
     pub timeout_minutes: Option<f64>,
     /// Data checks on the task's output (extracts and transforms).
     pub checks: Vec<crate::check::Check>,
+    /// Fetch only what is new since the last run (extracts).
+    pub incremental: Option<crate::extract::Incremental>,
 }
 
 #[derive(Deserialize)]
@@ -79,6 +84,7 @@ struct RawTask {
     timeout_minutes: Option<f64>,
     #[serde(default)]
     checks: Vec<crate::check::Check>,
+    incremental: Option<crate::extract::Incremental>,
 }
 
 /// Params that are not those of the task's function. serde shows only this error's text, so the
@@ -108,6 +114,7 @@ impl TryFrom<RawTask> for Task {
             retry_delay_minutes: raw.retry_delay_minutes,
             timeout_minutes: raw.timeout_minutes,
             checks: raw.checks,
+            incremental: raw.incremental,
         })
     }
 }

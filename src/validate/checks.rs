@@ -148,6 +148,7 @@ impl<'a> Checker<'a> {
         let (graph, problems) = Graph::build(&nodes);
         for i in 0..nodes.len() {
             self.data_checks(i, &nodes, &graph);
+            self.incremental(i, &nodes, &graph);
         }
         let ids: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
         for problem in problems {
@@ -164,6 +165,23 @@ impl<'a> Checker<'a> {
         };
         let ids: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
         for (t, case) in tests.iter().enumerate() {
+            if let Some(after) = case.get("after").and_then(Value::as_str) {
+                let earlier: Vec<&str> = tests[..t]
+                    .iter()
+                    .filter_map(|c| c.get("name").and_then(Value::as_str))
+                    .collect();
+                if !earlier.contains(&after) {
+                    self.out.push(
+                        Diagnostic::new(
+                            Code::InvalidValue,
+                            self.value_span(&format!("/tests/{t}/after")),
+                            format!("`after: {after}` names no earlier test case"),
+                        )
+                        .label("not the name of a test case above this one")
+                        .did_you_mean(after, earlier.iter().copied()),
+                    );
+                }
+            }
             let expect = format!("/tests/{t}/expect");
             for key in ["rows", "alerts"] {
                 let Some(map) = case.pointer(&format!("/expect/{key}")).and_then(Value::as_object) else {
@@ -390,6 +408,7 @@ impl<'a> Checker<'a> {
     }
 
     fn string(&mut self, text: &str, pointer: &str) {
+        self.cursor_template(text, pointer);
         if pointer.starts_with("/tasks/")
             && pointer.contains("/params/")
             && let Err(error) = crate::plan::template::check(text)

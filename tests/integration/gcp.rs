@@ -82,12 +82,14 @@ fn same(a: &Value, b: &Value) -> bool {
 fn same_as_local(product: &str, tables: &[(&str, &str)], collections: &[&str]) {
     let project = new_project(product);
     let local = Workspace::new();
-    replay(&local, product, None);
     let remote = Workspace::new();
     let first = replay(&remote, product, Some(&project));
     assert_eq!(first["target"], "gcp", "{first}");
-    // A second invocation of the same run: job ids, MERGE and document ids keep it from duplicating.
+    // A second invocation of the same tick: job ids, MERGE and document ids keep it from
+    // duplicating; an incremental extract reads from the cursor the first saved, on both targets.
     replay(&remote, product, Some(&project));
+    replay(&local, product, None);
+    replay(&local, product, None);
     for (table, order) in tables {
         let sql = format!("SELECT * FROM {table} ORDER BY {order}");
         let expected: Vec<Value> = local.query(&sql);
@@ -141,8 +143,8 @@ fn the_weather_product_stores_the_same_rows_as_on_the_local_target() {
 fn the_sales_product_stores_the_same_rows_as_on_the_local_target() {
     same_as_local(
         "sales_data_product",
-        &[("sales.daily_revenue", "day, region"), ("sales.orders", "order_id")],
-        &["daily_sales_summaries"],
+        &[("sales.orders", "order_id")],
+        &["order_summaries"],
     );
 }
 

@@ -12,5 +12,6 @@ mod run;
 mod schedule;
 mod secret_manager;
 mod server;
+mod state;
 mod util;
 mod validate;

@@ -210,6 +210,7 @@ fn check_mutant(rng: &mut Rng, seed: &str, round: usize) -> bool {
                 now: chrono::Utc::now(),
                 logical: None,
                 secrets: dpf::target::SecretSource::Env,
+                cursors: dpf::plan::Cursors::Unknown,
                 alerts: dpf::target::AlertSink::Deliver,
             };
             let plan = dpf::plan::build(product, &context);

@@ -40,16 +40,23 @@ fn sales_plan_json_is_stable() {
     assert_eq!(plan["version"], 1);
     assert_eq!(plan["schedule"]["next_runs"][0], "2026-11-27T02:00:00Z");
     assert_eq!(plan["schedule"]["next_runs"].as_array().unwrap().len(), 5);
-    // The three stores share one input stage and run concurrently; the alert waits for them.
+    // The orders store and the transform share one stage and run concurrently; the alert waits
+    // for the stores.
     assert_eq!(
         plan["stages"],
         serde_json::json!([
             ["extract_orders"],
-            ["daily_revenue", "orders_to_bigquery"],
-            ["revenue_to_bigquery", "summaries_to_firestore"],
-            ["low_revenue_alert"]
+            ["orders_to_bigquery", "order_summaries"],
+            ["summaries_to_firestore"],
+            ["large_order_alert"]
         ])
     );
+    // `dpf plan` reads no state: where the extract starts is known when the run starts.
+    assert_eq!(
+        plan["steps"][0]["incremental"],
+        serde_json::json!({"cursor": "updated_at", "saves": true})
+    );
+    assert_eq!(plan["steps"][0]["params"]["query"]["updated_since"], "{{ cursor }}");
     insta::assert_json_snapshot!(plan);
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::server::{Reply, Server};
-use crate::util::{ProductYaml, Workspace, check_with, dpf, receipt, records, root, serve};
+use crate::util::{ProductYaml, Workspace, backfill, check_with, dpf, receipt, records, root, serve};
 
 /// A product on a 6-hourly schedule that asks its API for exactly its data interval.
 fn windowed(url: &str, write: &str) -> String {
@@ -25,19 +25,6 @@ const INTERVAL: &str = r#"      query:
         end: "{{ data_interval_end | strftime('%Y-%m-%dT%H:%M') }}"
         day: "{{ ds_nodash }}"
 "#;
-
-/// `dpf backfill FILE` from `from` to `to` in the workspace's data dir.
-fn backfill(ws: &Workspace, file: &std::path::Path, from: &str, to: &str) -> crate::util::Dpf {
-    dpf()
-        .current_dir(ws.path())
-        .args([
-            "backfill".as_ref(),
-            file.as_os_str(),
-            "--data-dir".as_ref(),
-            ws.data().as_os_str(),
-        ])
-        .args(["--from", from, "--to", to, "--log-format", "off"])
-}
 
 /// An API that answers with one reading per request, stamped with the window it was asked for.
 fn readings_api() -> Server {

@@ -148,6 +148,12 @@ impl Child {
     #[track_caller]
     pub(crate) fn terminate(self) -> Run {
         self.signal("TERM");
+        self.wait()
+    }
+
+    /// Waits for dpf to end by itself.
+    #[track_caller]
+    pub(crate) fn wait(self) -> Run {
         let output = self.child.wait_with_output().expect("dpf stops");
         let run = Run {
             command: self.command,
@@ -298,6 +304,19 @@ pub(crate) fn replay_command(ws: &Workspace, product: &str) -> Dpf {
             "--data-dir",
         ])
         .args([ws.data()])
+}
+
+/// `dpf backfill FILE` from `from` to `to` in the workspace's data dir.
+pub(crate) fn backfill(ws: &Workspace, file: &std::path::Path, from: &str, to: &str) -> Dpf {
+    dpf()
+        .current_dir(ws.path())
+        .args([
+            "backfill".as_ref(),
+            file.as_os_str(),
+            "--data-dir".as_ref(),
+            ws.data().as_os_str(),
+        ])
+        .args(["--from", from, "--to", to, "--log-format", "off"])
 }
 
 /// The receipt of a [`replay_command`] that succeeds: on the local target, or on the gcp target in

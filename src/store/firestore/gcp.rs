@@ -8,10 +8,8 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use gcloud_sdk::google::firestore::v1::firestore_client::FirestoreClient;
 use gcloud_sdk::google::firestore::v1::{BatchWriteRequest, Document, DocumentMask, Write, write::Operation};
 use gcloud_sdk::tonic::Code;
-use gcloud_sdk::{GoogleApi, GoogleAuthMiddleware, GoogleAuthMiddlewareLayer};
 use tokio_util::sync::CancellationToken;
 
 use super::value::{ColumnError, field_path, fields};
@@ -19,7 +17,7 @@ use super::{Documents, IdError, StoreToFirestore};
 use crate::error::{ErrorKind, TaskError};
 use crate::retry::Policy;
 use crate::table::Table;
-use crate::target::gcp::cloud::Cloud;
+use crate::target::gcp::cloud::{Cloud, Firestore};
 
 /// Firestore's limit of writes per `BatchWrite`.
 pub(crate) const BATCH_WRITES: usize = 500;
@@ -134,7 +132,10 @@ pub(crate) async fn write(
         return Ok(Written::default());
     }
     let database = format!("projects/{project}/databases/(default)");
-    let db = connect(cloud, &database).await?;
+    let db = cloud
+        .firestore(&database)
+        .await
+        .map_err(|(url, source)| FirestoreError::Connect { url, source })?;
     let parent = format!("{database}/documents/{}", store.collection);
     // One write per document (Firestore refuses two writes to one document in a request): rows that
     // share a key are one document, the last of them, as on the local target. The writes are built a
@@ -264,24 +265,6 @@ fn chunk(writes: Vec<Write>, size: usize) -> Vec<Vec<Write>> {
         chunks.push(chunk);
     }
 }
-
-/// A Firestore client of the run's emulator or of the service, for `database`.
-async fn connect(cloud: &Cloud, database: &str) -> Result<Firestore, FirestoreError> {
-    let emulator = cloud.firestore_emulator.as_deref();
-    let url = match emulator {
-        Some(host) => format!("http://{host}"),
-        None => "https://firestore.googleapis.com".to_owned(),
-    };
-    let credentials = cloud.grpc_credentials(emulator);
-    let connect = async {
-        let layer = GoogleAuthMiddlewareLayer::new(credentials, Some(database.to_owned()))?;
-        GoogleApi::from_function_with_middleware(FirestoreClient::new, &url, layer).await
-    };
-    connect.await.map_err(|source| FirestoreError::Connect { url, source })
-}
-
-/// The Firestore API, authenticated.
-type Firestore = GoogleApi<FirestoreClient<GoogleAuthMiddleware>>;
 
 /// Sends one `BatchWrite`; the writes that failed, with their status code and message.
 async fn batch_write(db: &Firestore, database: &str, writes: Vec<Write>) -> Result<Vec<Failed>, FirestoreError> {

@@ -7,9 +7,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use gcloud_sdk::GoogleAuthHeaders;
+use gcloud_sdk::google::firestore::v1::firestore_client::FirestoreClient;
 use gcloud_sdk::google_cloud_auth::credentials::{CacheableResource, Credentials, CredentialsProvider, EntityTag};
 use gcloud_sdk::google_cloud_auth::errors::CredentialsError;
+use gcloud_sdk::{GoogleApi, GoogleAuthHeaders, GoogleAuthMiddleware, GoogleAuthMiddlewareLayer};
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 
 use crate::spec::{Call, Product};
@@ -138,6 +139,27 @@ impl Cloud {
                 tag: EntityTag::new(),
             }))),
         }
+    }
+}
+
+/// The Firestore API, authenticated.
+pub(crate) type Firestore = GoogleApi<FirestoreClient<GoogleAuthMiddleware>>;
+
+impl Cloud {
+    /// A Firestore client of the run's emulator or of the service, for `database`
+    /// (`projects/P/databases/D`); or the URL it could not reach and why.
+    pub(crate) async fn firestore(&self, database: &str) -> Result<Firestore, (String, gcloud_sdk::error::Error)> {
+        let emulator = self.firestore_emulator.as_deref();
+        let url = match emulator {
+            Some(host) => format!("http://{host}"),
+            None => "https://firestore.googleapis.com".to_owned(),
+        };
+        let credentials = self.grpc_credentials(emulator);
+        let connect = async {
+            let layer = GoogleAuthMiddlewareLayer::new(credentials, Some(database.to_owned()))?;
+            GoogleApi::from_function_with_middleware(FirestoreClient::new, &url, layer).await
+        };
+        connect.await.map_err(|source| (url, source))
     }
 }
 
