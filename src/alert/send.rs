@@ -359,22 +359,32 @@ pub(crate) async fn failure_alerts(
     receipts: &[TaskReceipt],
 ) -> Vec<AlertReceipt> {
     let failed: Vec<&TaskReceipt> = receipts.iter().filter(|r| r.status == TaskStatus::Failed).collect();
+    let names: Vec<&str> = failed.iter().map(|r| r.id.as_str()).collect();
+    let subject = format!("{}: run {} failed ({})", cx.product, cx.run_id, names.join(", "));
+    let intro = format!(
+        "Run {} of {} failed on the {} target. Failed: {}.",
+        cx.run_id,
+        cx.product,
+        cx.target.as_str(),
+        names.join(", ")
+    );
+    let message = message::summary(subject, &intro, &[&tasks_table(receipts), &failed_checks(receipts)]);
+    tell_on_failure(cx, alerts, &message).await
+}
+
+/// Sends `message` to the `on_failure` recipients of each of `alerts`, by e-mail; what could not be
+/// sent is logged.
+pub(crate) async fn tell_on_failure(
+    cx: &Context<'_>,
+    alerts: &[(&str, &SendAlerts)],
+    message: &message::Message,
+) -> Vec<AlertReceipt> {
     let mut sent = Vec::new();
     for &(task, alert) in alerts {
         if alert.on_failure.is_empty() {
             continue;
         }
-        let names: Vec<&str> = failed.iter().map(|r| r.id.as_str()).collect();
-        let subject = format!("{}: run {} failed ({})", cx.product, cx.run_id, names.join(", "));
-        let intro = format!(
-            "Run {} of {} failed on the {} target. Failed: {}.",
-            cx.run_id,
-            cx.product,
-            cx.target.as_str(),
-            names.join(", ")
-        );
-        let message = message::summary(subject, &intro, &[&tasks_table(receipts), &failed_checks(receipts)]);
-        match deliver(cx, task, alert, &alert.on_failure, Trigger::Failure, &message, 0).await {
+        match deliver(cx, task, alert, &alert.on_failure, Trigger::Failure, message, 0).await {
             Ok(receipts) => sent.extend(receipts),
             Err(error) => cx
                 .log

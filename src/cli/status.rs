@@ -27,6 +27,9 @@ pub(super) struct Args {
     /// Exit 1 when any product is late or its last run failed, 0 when all are on time.
     #[arg(long)]
     check: bool,
+    /// E-mail the `on_failure` recipients of each late or failed product (its alert tasks').
+    #[arg(long)]
+    alert: bool,
     /// Judge lateness at this time (RFC 3339) instead of now.
     #[arg(long, value_name = "TIMESTAMP")]
     at: Option<DateTime<Utc>>,
@@ -98,7 +101,11 @@ pub(super) fn run(args: Args) -> anyhow::Result<Exit> {
                 Ok(store) => store.read(&product.name).await.map_err(|e| crate::error::chain(&e)),
                 Err(error) => Err(format!("{error:#}")),
             };
-            entries.push(entry(product, state, now));
+            let entry = entry(product, state, now);
+            if args.alert && entry.error.is_none() && matches!(entry.status, Standing::Late | Standing::Failed) {
+                alert(product, &entry, &args.target, &data_dir, now).await;
+            }
+            entries.push(entry);
         }
         entries
     });
@@ -115,6 +122,94 @@ pub(super) fn run(args: Args) -> anyhow::Result<Exit> {
     } else {
         Exit::Success
     })
+}
+
+/// Tells the `on_failure` recipients of `product`'s alert tasks that it is late or that its last
+/// run failed, through the target's channels (or the outbox with `--alerts outbox`).
+async fn alert(product: &Product, entry: &Entry, target: &TargetArgs, data_dir: &std::path::Path, now: DateTime<Utc>) {
+    let alerts: Vec<(&str, &crate::alert::SendAlerts)> = product
+        .tasks
+        .iter()
+        .filter_map(|task| match &task.call {
+            crate::spec::Call::SendAlerts(alert) => Some((task.id.as_str(), alert)),
+            _ => None,
+        })
+        .collect();
+    let alerts_to = target.alerts.target(target.target);
+    let secrets = target.secrets().secrets();
+    let run_id = format!("{}-status-{}", product.name, now.format("%Y%m%dT%H%M%SZ"));
+    let log = crate::log::Log::new(crate::log::LogFormat::Auto, &product.name, &run_id, secrets.clone());
+    if alerts.iter().all(|(_, alert)| alert.on_failure.is_empty()) {
+        log.warn(
+            None,
+            None,
+            "no alert task has `on_failure` recipients to tell".to_owned(),
+        );
+        return;
+    }
+    let mut texts = Vec::new();
+    for (task, alert) in &alerts {
+        let written = alert.on_failure.iter().chain(&alert.cc).chain(alert.from.iter());
+        let implicit = alert.implicit_reference(alerts_to).map(str::to_owned);
+        for text in written.cloned().chain(implicit) {
+            texts.push((task.to_string(), text));
+        }
+    }
+    if let Err((task, error)) = secrets.prefetch(&texts).await {
+        let error = secrets.redact(&error.to_string());
+        log.error(Some(&task), None, format!("cannot send the status alert: {error}"));
+        return;
+    }
+    let (session, cancel, http) = (
+        crate::transform::sql::session(),
+        tokio_util::sync::CancellationToken::new(),
+        std::sync::OnceLock::new(),
+    );
+    let cx = crate::alert::send::Context {
+        product: &product.name,
+        run_id: &run_id,
+        target: target.target,
+        alerts_to,
+        data_dir,
+        secrets: &secrets,
+        session: &session,
+        log: &log,
+        cancel: &cancel,
+        http: &http,
+    };
+    let last_success = entry
+        .last_success
+        .as_ref()
+        .map_or("never".to_owned(), |r| r.logical_time.clone());
+    let (subject, intro) = match entry.status {
+        Standing::Late => (
+            format!(
+                "{}: late, no successful run for its {} tick",
+                product.name,
+                entry.due.as_deref().unwrap_or("-")
+            ),
+            format!(
+                "{} has no successful run for its tick {} (grace {} s); its last success was for {last_success}.",
+                product.name,
+                entry.due.as_deref().unwrap_or("-"),
+                entry.grace_seconds.unwrap_or_default()
+            ),
+        ),
+        _ => (
+            format!("{}: its last run failed", product.name),
+            format!(
+                "The last run of {} ({}) ended {}; its last success was for {last_success}.",
+                product.name,
+                entry.last_run.as_ref().map_or("-", |r| r.run_id.as_str()),
+                entry
+                    .last_run
+                    .as_ref()
+                    .map_or_else(String::new, |r| status_word(r.status)),
+            ),
+        ),
+    };
+    let message = crate::alert::message::summary(subject, &intro, &[]);
+    crate::alert::send::tell_on_failure(&cx, &alerts, &message).await;
 }
 
 fn entry(product: &Product, state: Result<ProductState, String>, now: DateTime<Utc>) -> Entry {

@@ -320,3 +320,35 @@ fn a_state_store_that_cannot_be_written_warns_and_the_run_still_succeeds() {
     assert!(run.stderr.contains("the run is not recorded"), "{run}");
     assert_eq!(distinct_orders(&ws), json!({"n": 4, "ids": 4}));
 }
+
+#[test]
+fn status_alert_tells_the_on_failure_recipients_of_a_late_product() {
+    let count = Arc::new(AtomicUsize::new(3));
+    let server = orders_api(count, true);
+    let ws = Workspace::new();
+    let product = orders_product(&server.url, FROM_2025, MERGE)
+        + "  - id: big_orders\n    function: send_alerts\n    input: extract_orders\n    params:\n      \
+           recipient: sales@example.com\n      when: \"amount > 100\"\n      on_failure: oncall@example.com\n";
+    ws.product("orders_product", &product);
+    let status = |at: &str, code: i32| {
+        dpf()
+            .args(["status", "--alert", "--check", "--at", at, "--products"])
+            .args([ws.path().join("products"), "--data-dir".into(), ws.data()].map(|p| p.into_os_string()))
+            .expect(code)
+    };
+    status("2025-03-01T10:30:00Z", 1);
+    let sent = crate::util::outbox(&ws);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(sent[0].contains("To: oncall@example.com"), "{}", sent[0]);
+    assert!(sent[0].contains("Subject: orders_product: late"), "{}", sent[0]);
+    assert!(
+        sent[0].contains("no successful run for its tick 2025-03-01T09:00:00Z"),
+        "{}",
+        sent[0]
+    );
+    // On time: nobody is told.
+    let file = ws.path().join("products/orders_product.yaml");
+    ws.run(&file).args(["--at", "2025-03-01T10:00:00Z"]).expect(0);
+    status("2025-03-01T10:30:00Z", 0);
+    assert_eq!(crate::util::outbox(&ws).len(), 1);
+}
