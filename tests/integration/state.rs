@@ -307,7 +307,37 @@ fn on_gcp_the_cursor_lives_in_firestore_and_never_moves_backwards() {
     // A late writer with an older cursor does not move it back.
     count.store(20, Ordering::SeqCst);
     run(&other, &other_file).args(["--full-refresh"]).expect(0);
-    assert_eq!(show(&ws)["cursors"], json!({"extract_orders": updated_at(39)}));
+    let state = show(&ws);
+    assert_eq!(state["cursors"], json!({"extract_orders": updated_at(39)}));
+
+    // History stays at the latest 100 runs: 120 older ones, as earlier runs would have left them.
+    let record = &state["runs"][0];
+    let database = format!("projects/{project}/databases/(default)");
+    let writes: Vec<Value> = (0..120)
+        .map(|n| {
+            let started = format!("2020-01-01T00:{:02}:{:02}.000Z", n / 60, n % 60);
+            let mut old = record.clone();
+            old["started_at"] = json!(started);
+            json!({"update": {
+                "name": format!("{database}/documents/_dpf/orders_product/runs/{started}-old"),
+                "fields": {
+                    "started_at": {"stringValue": started},
+                    "record": {"stringValue": old.to_string()},
+                },
+            }})
+        })
+        .collect();
+    let url = format!(
+        "http://{}/v1/{database}/documents:commit",
+        crate::util::emulators().firestore
+    );
+    crate::util::http("POST", &url, Some(json!({ "writes": writes })));
+    assert_eq!(show(&ws)["runs"].as_array().unwrap().len(), 125);
+    run(&ws, &file).expect(0);
+    let runs = show(&ws)["runs"].as_array().unwrap().clone();
+    assert_eq!(runs.len(), 100);
+    assert!(runs[0]["started_at"].as_str().unwrap() > "2026", "{}", runs[0]);
+    assert_eq!(runs[99]["started_at"], "2020-01-01T00:00:26.000Z");
 }
 
 #[test]
