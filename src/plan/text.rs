@@ -97,6 +97,21 @@ fn step_text(out: &mut String, step: &Step) {
     if let Some(source) = &step.source {
         field("from", source);
     }
+    if let Some(incremental) = &step.incremental {
+        let from = match &incremental.from {
+            Some(from) => crate::extract::incremental::rendered(Some(from)),
+            None => "the saved cursor, read when the run starts".to_owned(),
+        };
+        let saves = if incremental.saves {
+            ""
+        } else {
+            "; the saved cursor is left alone"
+        };
+        field(
+            "incremental",
+            &format!("after `{}` from {from}{saves}", incremental.cursor),
+        );
+    }
     if let Some(destination) = &step.destination {
         field("writes", destination);
     }
