@@ -61,6 +61,18 @@ pub(crate) enum RunStatus {
 }
 
 impl RunStatus {
+    /// The status as its JSON form writes it: `succeeded`, `check_failed`, …
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::FailedTransient => "failed_transient",
+            RunStatus::CheckFailed => "check_failed",
+            RunStatus::Interrupted => "interrupted",
+            RunStatus::TimedOut => "timed_out",
+        }
+    }
+
     /// The exit code the scheduler sees.
     pub(crate) fn exit_code(self) -> u8 {
         match self {

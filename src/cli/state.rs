@@ -68,22 +68,23 @@ pub(super) fn run(command: Command) -> anyhow::Result<Exit> {
                         let rows: Vec<[String; 5]> = runs
                             .iter()
                             .map(|run| {
-                                let rows: u64 = run.tasks.iter().filter_map(|t| t.rows).max().unwrap_or(0);
+                                let tasks: Vec<String> = run
+                                    .tasks
+                                    .iter()
+                                    .filter_map(|t| Some(format!("{}={}", t.id, t.rows?)))
+                                    .collect();
                                 [
                                     run.started_at.clone(),
                                     run.logical_time.clone(),
-                                    serde_json::to_value(run.status)
-                                        .ok()
-                                        .and_then(|v| v.as_str().map(str::to_owned))
-                                        .unwrap_or_default(),
+                                    run.status.as_str().to_owned(),
                                     format!("{} ms", run.duration_ms),
-                                    rows.to_string(),
+                                    tasks.join(" "),
                                 ]
                             })
                             .collect();
                         text.push_str(&format!("{} recorded run(s), the latest first:\n", runs.len()));
                         text.push_str(&super::aligned(
-                            ["STARTED", "TICK", "STATUS", "DURATION", "MOST ROWS"],
+                            ["STARTED", "TICK", "STATUS", "DURATION", "ROWS"],
                             &rows,
                         ));
                         text

@@ -204,7 +204,7 @@ async fn alert(product: &Product, entry: &Entry, target: &TargetArgs, data_dir: 
                 entry
                     .last_run
                     .as_ref()
-                    .map_or_else(String::new, |r| status_word(r.status)),
+                    .map_or_else(String::new, |r| r.status.as_str().to_owned()),
             ),
         ),
     };
@@ -273,7 +273,7 @@ fn due_tick(product: &Product, now: DateTime<Utc>) -> Option<(DateTime<Utc>, chr
 
 fn table(entries: &[Entry]) -> String {
     let when = |run: &Option<RunRecord>| match run {
-        Some(run) => format!("{} {}", run.logical_time, status_word(run.status)),
+        Some(run) => format!("{} {}", run.logical_time, run.status.as_str()),
         None => "-".to_owned(),
     };
     let rows: Vec<[String; 5]> = entries
@@ -307,11 +307,4 @@ fn table(entries: &[Entry]) -> String {
         out.push_str("no valid products\n");
     }
     out
-}
-
-fn status_word(status: RunStatus) -> String {
-    serde_json::to_value(status)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
 }
