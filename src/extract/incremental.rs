@@ -98,7 +98,9 @@ pub(crate) fn after(table: Table, column: &str, start: &Value) -> Result<Table, 
         .batches
         .iter()
         .map(|batch| {
-            let values = batch.column_by_name(column).expect("the schema has the column");
+            let values = batch.column_by_name(column).ok_or_else(|| {
+                datafusion::arrow::error::ArrowError::SchemaError(format!("a batch has no column `{column}`"))
+            })?;
             let later: BooleanArray = gt(values, &Scalar::new(&literal))?;
             let keep = or_kleene(&later, &is_null(values)?)?;
             filter_record_batch(batch, &keep)
@@ -118,13 +120,17 @@ pub(crate) fn latest(table: &Table, column: &str) -> Result<Option<Value>, Curso
     let kind = column_type(table, column)?;
     let mut found: Option<Value> = None;
     for batch in &table.batches {
-        let values = batch.column_by_name(column).expect("the schema has the column");
-        let value = batch_max(values, &kind).map_err(|source| CursorError::Compare {
-            column: column.to_owned(),
-            kind: kind.to_string(),
-            value: Box::new(Value::Null),
-            source: Box::new(source),
-        })?;
+        let values = batch.column_by_name(column).ok_or_else(|| {
+            datafusion::arrow::error::ArrowError::SchemaError(format!("a batch has no column `{column}`"))
+        });
+        let value = values
+            .and_then(|values| batch_max(values, &kind))
+            .map_err(|source| CursorError::Compare {
+                column: column.to_owned(),
+                kind: kind.to_string(),
+                value: Box::new(Value::Null),
+                source: Box::new(source),
+            })?;
         found = later(found, value);
     }
     Ok(found)

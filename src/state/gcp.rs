@@ -15,7 +15,7 @@ use gcloud_sdk::google::firestore::v1::{
 use gcloud_sdk::tonic::Code;
 use serde_json::Value;
 
-use super::{HISTORY, ProductState, RunRecord, StateError, latest_success, merged};
+use super::{HISTORY, ProductState, RunRecord, StateError, json, latest_success, merged};
 use crate::target::gcp::cloud::{Cloud, Firestore};
 
 /// The collection of dpf's state documents.
@@ -68,10 +68,6 @@ fn string(text: String) -> Field {
     Field {
         value_type: Some(ValueType::StringValue(text)),
     }
-}
-
-fn json<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_string(value).unwrap_or_default()
 }
 
 /// The product's document as state: cursors, last run, last success.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::Value;
 
-use super::{HISTORY, ProductState, RunRecord, StateError, latest_success, merged};
+use super::{HISTORY, ProductState, RunRecord, StateError, json, latest_success, merged};
 
 /// `<data-dir>/state.db`.
 pub(crate) fn path(data_dir: &Path) -> PathBuf {
@@ -179,9 +179,4 @@ pub(super) fn history(path: &Path, product: &str) -> Result<Vec<RunRecord>, Stat
         .collect::<Result<_, _>>()
         .map_err(sqlite(path))?;
     texts.iter().map(|text| record(text)).collect()
-}
-
-/// A value as the JSON text a column holds.
-fn json<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_string(value).unwrap_or_default()
 }

@@ -188,3 +188,8 @@ fn latest_success<'a>(runs: impl IntoIterator<Item = &'a RunRecord>) -> Option<&
         .filter(|run| run.status == RunStatus::Succeeded)
         .max_by_key(|run| (run.logical(), run.started_at.clone()))
 }
+
+/// A value as the JSON text the stores keep (a SQLite column, a Firestore string field).
+fn json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
