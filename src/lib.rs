@@ -17,6 +17,7 @@ mod export;
 mod extract;
 mod http;
 mod log;
+mod parallel;
 pub mod plan;
 mod receipt;
 mod retry;

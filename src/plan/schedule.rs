@@ -1,5 +1,8 @@
 //! Schedules: 5-field cron expressions, in words, and their next run times.
 
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex, PoisonError};
+
 use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
@@ -53,8 +56,26 @@ fn extension(expression: &str) -> Option<char> {
 }
 
 /// What is wrong with an expression that does not parse, naming the field at fault, or that parses
-/// but can never fire (`0 0 31 2 *`).
+/// but can never fire (`0 0 31 2 *`). Each distinct expression is checked once per process: a folder of
+/// products mostly repeats a few schedules.
 pub fn check(expression: &str) -> Result<(), CronError> {
+    static CHECKED: LazyLock<Mutex<HashMap<String, Result<(), CronError>>>> = LazyLock::new(Default::default);
+    let known = CHECKED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(expression)
+        .cloned();
+    known.unwrap_or_else(|| {
+        let result = check_once(expression);
+        CHECKED
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(expression.to_owned(), result.clone());
+        result
+    })
+}
+
+fn check_once(expression: &str) -> Result<(), CronError> {
     let message = match parse(expression) {
         Ok(cron) => return fires(&cron),
         Err(message) => message,

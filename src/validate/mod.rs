@@ -88,21 +88,26 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), DiscoveryError> {
     Ok(())
 }
 
-/// Reads and checks every product file under `paths`, including checks across files.
+/// Reads and checks every product file under `paths`, including checks across files. Files are checked
+/// on every core, and reported in the order they were found.
 pub fn check_paths(paths: &[PathBuf]) -> Result<Vec<Checked>, DiscoveryError> {
-    let mut checked = Vec::new();
-    for path in discover(paths)? {
-        let bytes = std::fs::read(&path).map_err(|source| DiscoveryError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        checked.push(match String::from_utf8(bytes) {
-            Ok(text) => check_source(SourceFile::new(path, text)),
-            Err(error) => not_utf8(path, &error),
-        });
-    }
+    let files = discover(paths)?;
+    let mut checked = crate::parallel::map(&files, |path| check_file(path))
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
     duplicate_names(&mut checked);
     Ok(checked)
+}
+
+fn check_file(path: &Path) -> Result<Checked, DiscoveryError> {
+    let bytes = std::fs::read(path).map_err(|source| DiscoveryError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(match String::from_utf8(bytes) {
+        Ok(text) => check_source(SourceFile::new(path.to_owned(), text)),
+        Err(error) => not_utf8(path.to_owned(), &error),
+    })
 }
 
 fn not_utf8(path: PathBuf, error: &std::string::FromUtf8Error) -> Checked {
