@@ -54,6 +54,27 @@ impl RowsBuilder {
         self.rows
     }
 
+    /// The page being decoded.
+    pub(crate) fn page(&self) -> usize {
+        self.page
+    }
+
+    /// Whether nothing has been decoded yet, not even a column's name.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.columns.is_empty()
+    }
+
+    /// Takes over the columns of `other`, a builder of the same rows, after its own; a column whose
+    /// name is taken keeps its values (as a repeated key does).
+    pub(crate) fn adopt(&mut self, other: RowsBuilder) {
+        for column in other.columns {
+            if !self.index.contains_key(&column.name) {
+                self.index.insert(column.name.clone(), self.columns.len());
+                self.columns.push(column);
+            }
+        }
+    }
+
     /// Starts a page: later messages name it.
     pub(crate) fn start_page(&mut self, page: usize) {
         self.page = page;
@@ -166,9 +187,19 @@ impl RowsBuilder {
     pub(crate) fn fill(&mut self, name: &str, first: usize, cell: &Cell<'_>) -> Result<(), TypeConflict> {
         let end = self.rows;
         let saved = self.record;
-        for row in first..end {
+        let position = self.column(name, usize::MAX);
+        // The first value types the column (or is refused); the others copy it in one go.
+        let mut rows = first..end;
+        if let Some(row) = rows.next() {
+            self.record = 0;
+            self.put_at(position, row, cell.clone())?;
+        }
+        if self.columns[position].repeat(cell, rows.len(), rows.start) {
+            rows = end..end;
+        }
+        for row in rows {
             self.record = row - first;
-            self.put(name, usize::MAX, row, cell.clone())?;
+            self.put_at(position, row, cell.clone())?;
         }
         self.record = saved;
         Ok(())

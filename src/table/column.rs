@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use datafusion::arrow::array::{
     Array, ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, NullArray, StringArray,
     StringBuilder, TimestampMicrosecondBuilder,
@@ -12,6 +11,7 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field};
 
 use super::cell::Cell;
+use super::iso8601;
 
 pub(super) enum Values {
     /// Only nulls so far.
@@ -130,6 +130,27 @@ impl Column {
         Ok(())
     }
 
+    /// Appends `count` copies of `cell` as rows `first..`, when the column holds exactly the rows
+    /// before `first` and `cell` is of its type; otherwise leaves it to value-by-value appends.
+    pub(super) fn repeat(&mut self, cell: &Cell<'_>, count: usize, first: usize) -> bool {
+        if self.len != first {
+            return false;
+        }
+        if matches!(cell, Cell::Null) {
+            self.pad(first + count);
+            return true;
+        }
+        match (&mut self.values, cell) {
+            (Values::Float(b), Cell::Float(v)) => b.append_value_n(*v, count),
+            (Values::Int(b), Cell::Int(v)) => b.append_value_n(*v, count),
+            (Values::Str(b), Cell::Str(v)) => (0..count).for_each(|_| b.append_value(v)),
+            (Values::Bool(b), Cell::Bool(v)) => b.append_n(count, *v),
+            _ => return false,
+        }
+        self.len += count;
+        true
+    }
+
     pub(super) fn finish(&mut self, len: usize) -> (Field, ArrayRef) {
         self.pad(len);
         let array: ArrayRef = match &mut self.values {
@@ -158,58 +179,24 @@ fn temporal(text: &StringArray) -> Option<ArrayRef> {
         for value in text.iter() {
             match value {
                 None => days.append_null(),
-                Some(v) if v.len() == 10 => {
-                    let date = NaiveDate::parse_from_str(v, "%Y-%m-%d").ok()?;
-                    days.append_value((date - NaiveDate::default()).num_days() as i32);
-                }
-                Some(_) => return None,
+                Some(v) => days.append_value(iso8601::date(v.as_bytes())?),
             }
         }
         return Some(Arc::new(days.finish()));
     }
-    let zoned = looks_like_datetime(first)?;
+    let (_, zoned) = iso8601::datetime(first.as_bytes())?;
     let mut micros = TimestampMicrosecondBuilder::with_capacity(text.len());
     for value in text.iter() {
         match value {
             None => micros.append_null(),
-            Some(v) => micros.append_value(parse_datetime(v, zoned)?),
+            Some(v) => match iso8601::datetime(v.as_bytes())? {
+                (at, same) if same == zoned => micros.append_value(at),
+                _ => return None,
+            },
         }
     }
     let micros = micros.finish();
     Some(Arc::new(if zoned { micros.with_timezone("UTC") } else { micros }))
-}
-
-/// Whether `text` has the shape of an ISO 8601 date-time, and if so whether it carries a zone.
-fn looks_like_datetime(text: &str) -> Option<bool> {
-    let bytes = text.as_bytes();
-    let shaped = bytes.len() >= 16
-        && bytes[4] == b'-'
-        && bytes[7] == b'-'
-        && matches!(bytes[10], b'T' | b' ')
-        && bytes[13] == b':';
-    shaped.then(|| text.ends_with('Z') || text.get(16..).is_some_and(|t| t.contains(['+', '-'])))
-}
-
-fn parse_datetime(text: &str, zoned: bool) -> Option<i64> {
-    if looks_like_datetime(text)? != zoned {
-        return None;
-    }
-    if zoned {
-        let normalized = text.replacen(' ', "T", 1);
-        let parsed = DateTime::parse_from_rfc3339(&normalized)
-            .or_else(|_| DateTime::parse_from_str(&normalized, "%Y-%m-%dT%H:%M%#z"))
-            .ok()?;
-        return Some(parsed.timestamp_micros());
-    }
-    [
-        "%Y-%m-%dT%H:%M:%S%.f",
-        "%Y-%m-%dT%H:%M",
-        "%Y-%m-%d %H:%M:%S%.f",
-        "%Y-%m-%d %H:%M",
-    ]
-    .iter()
-    .find_map(|format| NaiveDateTime::parse_from_str(text, format).ok())
-    .map(|t| t.and_utc().timestamp_micros())
 }
 
 fn with_nulls<B>(mut builder: B, nulls: usize, append: fn(&mut B, usize)) -> B {

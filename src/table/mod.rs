@@ -3,6 +3,7 @@
 pub(crate) mod builder;
 mod cell;
 mod column;
+mod iso8601;
 
 use std::sync::Arc;
 
