@@ -3,6 +3,7 @@
 pub(crate) mod bigquery;
 pub(crate) mod firestore;
 pub(crate) mod local;
+pub(crate) mod parquet;
 
 pub(crate) use bigquery::StoreToBigquery;
 pub(crate) use firestore::StoreToFirestore;

@@ -21,10 +21,7 @@ use datafusion::arrow::datatypes::{Int64Type, TimeUnit};
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::arrow::temporal_conversions::date32_to_datetime;
-use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use datafusion::parquet::basic::Compression;
-use datafusion::parquet::file::properties::WriterProperties;
 
 use tokio_util::sync::CancellationToken;
 
@@ -32,10 +29,8 @@ pub(crate) use super::error::WarehouseError;
 use super::error::{Cause, io};
 use super::staging::{Staging, remove_old_versions};
 use crate::store::bigquery::WriteMode;
+use crate::store::parquet;
 use crate::table::{Table, nullable};
-
-/// Rows per Parquet row group: large enough for fast scans, small enough to write in bounded memory.
-const ROW_GROUP_ROWS: usize = 256 * 1024;
 
 /// What a write did.
 #[derive(Debug)]
@@ -427,7 +422,7 @@ fn write_part(
 ) -> Result<u64, WarehouseError> {
     let file = File::create(path).map_err(io(path))?;
     let file =
-        write_parquet(file, schema, batches, &|| !stop.is_cancelled()).map_err(|e| match stop.is_cancelled() {
+        parquet::write(file, schema, batches, &|| !stop.is_cancelled()).map_err(|e| match stop.is_cancelled() {
             true => WarehouseError::Stopped {
                 table: table.to_owned(),
             },
@@ -435,28 +430,6 @@ fn write_part(
         })?;
     file.sync_all().map_err(io(path))?;
     Ok(file.metadata().map_err(io(path))?.len())
-}
-
-/// Writes `batches` as one Parquet file to `sink`: Snappy, [`ROW_GROUP_ROWS`]-row groups. Gives up
-/// between batches when `go_on` says no.
-pub(crate) fn write_parquet<W: std::io::Write + Send>(
-    sink: W,
-    schema: &SchemaRef,
-    batches: &[RecordBatch],
-    go_on: &dyn Fn() -> bool,
-) -> Result<W, datafusion::parquet::errors::ParquetError> {
-    let properties = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .build();
-    let mut writer = ArrowWriter::try_new(sink, schema.clone(), Some(properties))?;
-    for batch in batches.iter().filter(|b| b.num_rows() > 0) {
-        if !go_on() {
-            return Err(datafusion::parquet::errors::ParquetError::General("stopped".into()));
-        }
-        writer.write(batch)?;
-    }
-    writer.into_inner()
 }
 
 /// The tables of the warehouse as (dataset, table, path).

@@ -27,11 +27,12 @@ pub(super) async fn load(
 ) -> Result<(), TaskError> {
     let project = table.project;
     let go_on = || !writer.cancel.is_cancelled();
-    let parquet = crate::store::local::warehouse::write_parquet(Vec::new(), &rows.schema, &rows.batches, &go_on)
-        .map_err(|e| match writer.cancel.is_cancelled() {
+    let parquet = crate::store::parquet::write(Vec::new(), &rows.schema, &rows.batches, &go_on).map_err(|e| {
+        match writer.cancel.is_cancelled() {
             true => TaskError::interrupted(),
             false => BigQueryError::Parquet(e).into(),
-        })?;
+        }
+    })?;
     // Rows a job of an earlier invocation already committed count as written: they are in place.
     written.bytes = parquet.len() as u64;
     written.rows = rows.rows() as u64;

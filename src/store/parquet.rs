@@ -1,0 +1,189 @@
+//! Tables as Parquet files, for the local warehouse and for BigQuery loads: each row group's columns
+//! are encoded on every core at once, then written in order.
+
+use std::io::Write;
+use std::sync::Mutex;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::arrow::arrow_writer::{ArrowColumnChunk, ArrowColumnWriter, compute_leaves};
+use datafusion::parquet::basic::Compression;
+use datafusion::parquet::errors::ParquetError;
+use datafusion::parquet::file::properties::WriterProperties;
+
+/// Rows per Parquet row group: large enough for fast scans, small enough to write in bounded memory.
+const ROW_GROUP_ROWS: usize = 256 * 1024;
+
+/// Row groups of at least this many rows have their columns encoded in parallel.
+const PARALLEL_ROWS: usize = 16 * 1024;
+
+/// Writes `batches` as one Parquet file to `sink`. Gives up between row groups when `go_on` says no.
+pub(crate) fn write<W: Write + Send>(
+    sink: W,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    go_on: &dyn Fn() -> bool,
+) -> Result<W, ParquetError> {
+    // The Arrow writer embeds the Arrow schema (time zones, exact types) for readers; its parts then
+    // encode the columns in parallel.
+    let (mut file, factory) =
+        ArrowWriter::try_new(sink, schema.clone(), Some(properties(schema)))?.into_serialized_writer()?;
+    for (index, group) in row_groups(batches).into_iter().enumerate() {
+        if !go_on() {
+            return Err(ParquetError::General("stopped".into()));
+        }
+        let writers = factory.create_column_writers(index)?;
+        let mut row_group = file.next_row_group()?;
+        for chunk in encode(schema, &group, writers)? {
+            chunk.append_to_row_group(&mut row_group)?;
+        }
+        row_group.close()?;
+    }
+    file.into_inner()
+}
+
+/// Snappy, and dictionaries for every column but dates and times. Measured on 1,000,000 weather rows
+/// and 200,000 orders: times are mostly distinct, so their dictionary fills up and is dropped after
+/// every value was interned; without it the write is 15 % faster and the file 10 % smaller. Other
+/// columns gain from theirs (or the writer drops it on its own). LZ4 was no faster than Snappy here.
+fn properties(schema: &SchemaRef) -> WriterProperties {
+    let mut builder = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
+    for field in schema.fields() {
+        if matches!(
+            field.data_type(),
+            DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 | DataType::Time32(_) | DataType::Time64(_)
+        ) {
+            builder = builder.set_column_dictionary_enabled(field.name().as_str().into(), false);
+        }
+    }
+    builder.build()
+}
+
+/// The batches cut into row groups of at most [`ROW_GROUP_ROWS`] rows (slices share their buffers).
+fn row_groups(batches: &[RecordBatch]) -> Vec<Vec<RecordBatch>> {
+    let mut groups = Vec::new();
+    let mut group: Vec<RecordBatch> = Vec::new();
+    let mut rows = 0;
+    for batch in batches.iter().filter(|b| b.num_rows() > 0) {
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            let take = (ROW_GROUP_ROWS - rows).min(batch.num_rows() - offset);
+            group.push(batch.slice(offset, take));
+            (offset, rows) = (offset + take, rows + take);
+            if rows == ROW_GROUP_ROWS {
+                groups.push(std::mem::take(&mut group));
+                rows = 0;
+            }
+        }
+    }
+    if !group.is_empty() {
+        groups.push(group);
+    }
+    groups
+}
+
+/// Encodes one row group, its columns shared among the cores; the chunks come back in column order.
+fn encode(
+    schema: &SchemaRef,
+    group: &[RecordBatch],
+    writers: Vec<ArrowColumnWriter>,
+) -> Result<Vec<ArrowColumnChunk>, ParquetError> {
+    // A column may have several leaves (a list, a struct), each with a writer of its own. A thread
+    // takes a column's writers out of its slot.
+    let mut writers = writers.into_iter();
+    let columns: Vec<(usize, Mutex<Vec<ArrowColumnWriter>>)> = (0..schema.fields().len())
+        .map(|index| {
+            let leaves = leaf_count(schema.field(index).data_type());
+            (index, Mutex::new(writers.by_ref().take(leaves).collect()))
+        })
+        .collect();
+    let encode_column = |(index, slot): &(usize, Mutex<Vec<ArrowColumnWriter>>)| {
+        let mut writers = std::mem::take(&mut *slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        let field = schema.field(*index);
+        for batch in group {
+            for (writer, leaf) in writers.iter_mut().zip(compute_leaves(field, batch.column(*index))?) {
+                writer.write(&leaf)?;
+            }
+        }
+        writers
+            .into_iter()
+            .map(ArrowColumnWriter::close)
+            .collect::<Result<Vec<_>, ParquetError>>()
+    };
+    // Threads pay off only on row groups of some size.
+    let done = if group.iter().map(RecordBatch::num_rows).sum::<usize>() < PARALLEL_ROWS {
+        columns.iter().map(encode_column).collect()
+    } else {
+        crate::parallel::map(&columns, encode_column)
+    };
+    let mut chunks = Vec::new();
+    for column in done {
+        chunks.extend(column?);
+    }
+    Ok(chunks)
+}
+
+/// How many Parquet leaf columns an Arrow type becomes.
+fn leaf_count(data_type: &DataType) -> usize {
+    match data_type {
+        DataType::List(field)
+        | DataType::LargeList(field)
+        | DataType::ListView(field)
+        | DataType::LargeListView(field)
+        | DataType::FixedSizeList(field, _)
+        | DataType::Map(field, _) => leaf_count(field.data_type()),
+        DataType::Struct(fields) => fields.iter().map(|f| leaf_count(f.data_type())).sum(),
+        DataType::Dictionary(_, value) => leaf_count(value),
+        DataType::RunEndEncoded(_, values) => leaf_count(values.data_type()),
+        _ => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{ArrayRef, Float64Array, Int64Array, ListArray, StringArray, StructArray};
+    use datafusion::arrow::datatypes::{Field, Int64Type, Schema};
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    use super::*;
+
+    #[test]
+    fn nested_and_flat_columns_read_back_across_row_groups() {
+        let rows = ROW_GROUP_ROWS + 10;
+        let ids: ArrayRef = Arc::new(Int64Array::from_iter_values(0..rows as i64));
+        let names: ArrayRef = Arc::new(StringArray::from_iter_values((0..rows).map(|i| format!("n{}", i % 7))));
+        let lists: ArrayRef = Arc::new(ListArray::from_iter_primitive::<Int64Type, _, _>(
+            (0..rows).map(|i| (i % 3 != 0).then(|| vec![Some(i as i64), None])),
+        ));
+        let structs: ArrayRef = Arc::new(StructArray::from(vec![
+            (
+                Arc::new(Field::new("x", DataType::Float64, true)),
+                Arc::new(Float64Array::from_iter_values((0..rows).map(|i| i as f64 / 2.0))) as ArrayRef,
+            ),
+            (Arc::new(Field::new("y", DataType::Utf8, true)), names.clone()),
+        ]));
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, false),
+            Field::new("list", lists.data_type().clone(), true),
+            Field::new("point", structs.data_type().clone(), false),
+        ]));
+        let batch = RecordBatch::try_new(schema.clone(), vec![ids, names, lists, structs]).unwrap();
+        // Two batches, cut across the row-group boundary.
+        let batches = [batch.slice(0, 1000), batch.slice(1000, rows - 1000)];
+        let file = write(tempfile::tempfile().unwrap(), &schema, &batches, &|| true).unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+        assert_eq!(reader.metadata().num_row_groups(), 2);
+        let read: Vec<RecordBatch> = reader.build().unwrap().map(Result::unwrap).collect();
+        let read = datafusion::arrow::compute::concat_batches(&read[0].schema(), &read).unwrap();
+        assert_eq!(read.schema(), schema);
+        assert_eq!(read, batch);
+        let stopped = write(Vec::new(), &schema, &batches, &|| false).unwrap_err();
+        assert_eq!(stopped.to_string(), "Parquet error: stopped");
+    }
+}
