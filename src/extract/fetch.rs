@@ -1,17 +1,21 @@
 //! The running `extract_http`: builds each request, follows pagination, retries transient failures
 //! per request (pages already fetched are kept), and decodes every page into one table.
 
-use std::collections::HashMap;
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
+use futures::stream::{FuturesOrdered, StreamExt as _};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::decode::{self, Page, Shape};
-use super::http::{Auth, ExtractHttp, KeyLocation, Method, Pagination};
+use super::http::{Auth, ExtractHttp, Format, KeyLocation, Method, Pagination};
 use crate::error::TaskError;
 use crate::http::{Request, Response, Transport};
 use crate::log::Log;
@@ -169,20 +173,35 @@ enum Next {
     Url(Url),
 }
 
+/// Requests kept in flight ahead of decoding when the next pages' URLs are known before the page in
+/// hand is decoded: page numbers, and offsets that step by a page size.
+const PREFETCH: usize = 4;
+
+/// A page's response, as its request ended.
+struct Sent {
+    url: Url,
+    /// The page number or offset it asked for, under page-number and offset pagination.
+    counter: i64,
+    result: Result<Response, TaskError>,
+    attempts: u32,
+}
+
+/// The requests sent and not yet decoded, oldest first.
+type InFlight<'a> = FuturesOrdered<Pin<Box<dyn Future<Output = Sent> + 'a>>>;
+
 /// Fetches every page. `attempts` ends as the attempts of the request that needed the most, also when
-/// the extract fails.
+/// the extract fails. Each page is decoded on a blocking thread while the next requests are under way.
 pub(crate) async fn fetch(params: &ExtractHttp, cx: &Context<'_>, attempts: &mut u32) -> Result<Extracted, TaskError> {
     let requests = Requests::new(params, cx)?;
     let base = parse_url(&params.url)?;
     let mut query = query_pairs(params);
     let pagination = params.pagination.as_ref();
-    let lookups: Vec<&str> = pagination.and_then(Pagination::lookup).into_iter().collect();
-    let shape = Shape {
+    let paginated = pagination.is_some();
+    let shape = Arc::new(Shape {
         format: params.format,
-        records: params.records.as_deref(),
-        include: &params.include,
-        lookups: &lookups,
-    };
+        records: params.records.clone(),
+        include: params.include.clone(),
+    });
     // Page-number and offset pagination count from `start`.
     let mut counter = 0;
     if let Some(p) = pagination {
@@ -194,53 +213,140 @@ pub(crate) async fn fetch(params: &ExtractHttp, cx: &Context<'_>, attempts: &mut
             query.push((name.to_owned(), size.to_string()));
         }
     }
-    let mut url = with_query(&base, &query);
+    let url = with_query(&base, &query);
     let mut builder = RowsBuilder::stopping_on(cx.cancel.clone());
-    let mut progress = cx.log.progress(cx.task);
-    let (mut pages, mut bytes) = (0usize, 0usize);
+    let progress = Shared {
+        progress: RefCell::new(cx.log.progress(cx.task)),
+        bytes: Cell::new(0),
+        rows: Cell::new(0),
+    };
     *attempts = 1;
     let max_pages = pagination.map_or(1, |p| p.max_pages().max(1));
-    // Each URL fetched, with its page number.
+    // The step between prefetched pages; a recording holds exactly the pages the run used.
+    let step = match pagination {
+        _ if cx.record_dir.is_some() => None,
+        Some(Pagination::PageNumber { .. }) => Some(1),
+        Some(p @ Pagination::Offset { .. }) => p.page_size().and_then(|size| i64::try_from(size).ok()),
+        _ => None,
+    };
+    let send_page = |url: Url, page: usize, counter: i64| -> Pin<Box<dyn Future<Output = Sent> + '_>> {
+        let (requests, progress) = (&requests, &progress);
+        Box::pin(async move {
+            let (result, attempts) = send(cx, &requests.request(url.clone()), page, progress).await;
+            Sent {
+                url,
+                counter,
+                result,
+                attempts,
+            }
+        })
+    };
+    // Each URL requested, with its page number.
     let mut fetched: HashMap<String, usize> = HashMap::from([(url.to_string(), 1)]);
+    let mut in_flight: InFlight<'_> = FuturesOrdered::new();
+    // Responses that arrived while an earlier page was decoded, and the URLs of all requests not yet
+    // decoded, in page order.
+    let mut ready: VecDeque<Sent> = VecDeque::new();
+    let mut queued: VecDeque<Url> = VecDeque::from([url.clone()]);
+    in_flight.push_back(send_page(url, 1, counter));
+    let mut last = (1usize, counter);
+    let mut pages = 0usize;
     loop {
         pages += 1;
-        let request = requests.request(url.clone());
-        let (response, tries) = send(cx, &request, pages, &mut bytes, &mut progress, builder.rows()).await;
-        *attempts = (*attempts).max(tries);
-        let mut response = response.map_err(|error| on_page(error, pages, pagination.is_some()))?;
-        builder.start_page(pages);
-        let page =
-            decode::decode(std::mem::take(&mut response.body), &shape, &mut builder).map_err(|error| match error {
-                decode::DecodeError::Stopped => TaskError::interrupted(),
-                error => on_page(TaskError::permanent(error), pages, pagination.is_some()),
-            })?;
-        progress.update(pages, builder.rows(), bytes);
-        let next = match pagination {
-            None => Next::Done,
-            Some(p) => next_page(p, &page, &response, &url, &mut counter, &mut query, &base)?,
-        };
-        match next {
-            Next::Done => break,
-            Next::Url(_) if pages as u64 >= max_pages => {
-                return Err(TaskError::permanent(format!(
-                    "pagination did not end after {max_pages} pages (pagination.max_pages); raise it if the API \
-                     really has more, or check that the API ends its pages as `type: {}` expects",
-                    pagination.map_or("", Pagination::as_str)
-                )));
-            }
-            Next::Url(next) => {
-                // An API that hands back a page it already gave would loop until max_pages.
-                if let Some(page) = fetched.get(next.as_str()) {
-                    return Err(TaskError::permanent(format!(
-                        "page {pages} points back to page {page} ({}): the API's pagination loops",
-                        cx.secrets.redact(next.as_str())
-                    )));
-                }
-                fetched.insert(next.to_string(), pages + 1);
-                url = next;
+        if let Some(step) = step {
+            while queued.len() < PREFETCH && (last.0 as u64) < max_pages {
+                last = (last.0 + 1, last.1 + step);
+                let url = at_counter(pagination, last.1, &mut query, &base);
+                fetched.insert(url.to_string(), last.0);
+                queued.push_back(url.clone());
+                in_flight.push_back(send_page(url, last.0, last.1));
             }
         }
+        let sent = match ready.pop_front() {
+            Some(sent) => sent,
+            None => in_flight
+                .next()
+                .await
+                .expect("every page is requested before it is awaited"),
+        };
+        queued.pop_front();
+        *attempts = (*attempts).max(sent.attempts);
+        let mut response = sent.result.map_err(|error| on_page(error, pages, paginated))?;
+        let body = Arc::new(std::mem::take(&mut response.body));
+        builder.start_page(pages);
+        let decoding = decode_apart(builder, Arc::clone(&body), &shape);
+        // What follows, when the response tells it before its rows are decoded: request it now.
+        let early = match pagination {
+            Some(p) if counted(p).is_none() => Some(following(
+                p,
+                params.format,
+                &body,
+                &response,
+                &sent.url,
+                &mut query,
+                &base,
+            )),
+            _ => None,
+        };
+        drop(body);
+        if let Some(Ok(Next::Url(next))) = &early
+            && (pages as u64) < max_pages
+            && !fetched.contains_key(next.as_str())
+        {
+            fetched.insert(next.to_string(), pages + 1);
+            queued.push_back(next.clone());
+            in_flight.push_back(send_page(next.clone(), pages + 1, 0));
+            last = (pages + 1, 0);
+        }
+        let (returned, decoded) = finish_decoding(decoding, &mut in_flight, &mut ready).await?;
+        builder = returned;
+        let page = decoded.map_err(|error| match error {
+            decode::DecodeError::Stopped => TaskError::interrupted(),
+            error => on_page(TaskError::permanent(error), pages, paginated),
+        })?;
+        progress.rows.set(builder.rows());
+        progress
+            .progress
+            .borrow_mut()
+            .update(pages, builder.rows(), progress.bytes.get());
+        let next = match (pagination, early) {
+            (None, _) => Next::Done,
+            // An empty page ends every kind of pagination.
+            _ if page.records == 0 => Next::Done,
+            (_, Some(early)) => early?,
+            (Some(p), None) => counted_next(p, &page, sent.counter, &mut query, &base),
+        };
+        let Next::Url(next) = next else { break };
+        if pages as u64 >= max_pages {
+            return Err(TaskError::permanent(format!(
+                "pagination did not end after {max_pages} pages (pagination.max_pages); raise it if the API \
+                 really has more, or check that the API ends its pages as `type: {}` expects",
+                pagination.map_or("", Pagination::as_str)
+            )));
+        }
+        if queued.front() != Some(&next) {
+            // What was requested ahead is not the next page (offsets that stepped by other than the
+            // page size): those requests are dropped.
+            for url in queued.drain(..) {
+                fetched.remove(url.as_str());
+            }
+            in_flight = FuturesOrdered::new();
+            ready.clear();
+            // An API that hands back a page it already gave would loop until max_pages.
+            if let Some(page) = fetched.get(next.as_str()) {
+                return Err(TaskError::permanent(format!(
+                    "page {pages} points back to page {page} ({}): the API's pagination loops",
+                    cx.secrets.redact(next.as_str())
+                )));
+            }
+            let counter = pagination.map_or(0, |p| counter_after(p, sent.counter, page.records));
+            fetched.insert(next.to_string(), pages + 1);
+            queued.push_back(next.clone());
+            in_flight.push_back(send_page(next, pages + 1, counter));
+            last = (pages + 1, counter);
+        }
     }
+    drop(in_flight);
     if let Some(dir) = cx.record_dir {
         let exchanges = cx.transport.take_recorded(cx.task);
         let path = crate::http::fixtures::save(dir, cx.task, exchanges).map_err(TaskError::caused)?;
@@ -253,8 +359,48 @@ pub(crate) async fn fetch(params: &ExtractHttp, cx: &Context<'_>, attempts: &mut
     Ok(Extracted {
         table: Table::from_batch(builder.finish()),
         pages,
-        bytes,
+        bytes: progress.bytes.get(),
     })
+}
+
+/// A page being decoded on a blocking thread; it yields the builder back with the outcome.
+type Decoding = tokio::task::JoinHandle<(RowsBuilder, Result<Page, decode::DecodeError>)>;
+
+/// Starts decoding `body` into `builder` on a blocking thread.
+fn decode_apart(mut builder: RowsBuilder, body: Arc<Vec<u8>>, shape: &Arc<Shape>) -> Decoding {
+    /// A body shared with the pagination lookup, dropped by each as soon as it is done with it.
+    struct Body(Arc<Vec<u8>>);
+    impl AsRef<[u8]> for Body {
+        fn as_ref(&self) -> &[u8] {
+            &self.0
+        }
+    }
+    let shape = Arc::clone(shape);
+    tokio::task::spawn_blocking(move || {
+        let page = decode::decode(Body(body), &shape, &mut builder);
+        (builder, page)
+    })
+}
+
+/// Waits for `decoding` while the requests in flight go on; their responses wait in `ready`.
+async fn finish_decoding(
+    mut decoding: Decoding,
+    in_flight: &mut InFlight<'_>,
+    ready: &mut VecDeque<Sent>,
+) -> Result<(RowsBuilder, Result<Page, decode::DecodeError>), TaskError> {
+    loop {
+        tokio::select! {
+            joined = &mut decoding => return joined.map_err(TaskError::caused),
+            Some(sent) = in_flight.next(), if !in_flight.is_empty() => ready.push_back(sent),
+        }
+    }
+}
+
+/// What the requests of one extract share: its progress line and the bytes and rows so far.
+struct Shared {
+    progress: RefCell<crate::log::Progress>,
+    bytes: Cell<usize>,
+    rows: Cell<usize>,
 }
 
 fn on_page(error: TaskError, page: usize, paginated: bool) -> TaskError {
@@ -266,14 +412,7 @@ fn on_page(error: TaskError, page: usize, paginated: bool) -> TaskError {
 }
 
 /// One request with the task's retries; returns the response and the attempts it took.
-async fn send(
-    cx: &Context<'_>,
-    request: &Request,
-    page: usize,
-    bytes: &mut usize,
-    progress: &mut crate::log::Progress,
-    rows: usize,
-) -> (Result<Response, TaskError>, u32) {
+async fn send(cx: &Context<'_>, request: &Request, page: usize, shared: &Shared) -> (Result<Response, TaskError>, u32) {
     let log_retry = |retrying: retry::Retrying<'_>| {
         cx.log.warn(
             Some(cx.task),
@@ -288,16 +427,19 @@ async fn send(
             ),
         );
     };
-    let received = std::cell::Cell::new(0usize);
-    let before = *bytes;
-    let progress = std::cell::RefCell::new(progress);
-    let result = retry::run(cx.policy, cx.cancel, retry::OnStop::Drop, log_retry, |_| {
-        received.set(0);
-        let (received, progress) = (&received, &progress);
+    let received = Cell::new(0usize);
+    retry::run(cx.policy, cx.cancel, retry::OnStop::Drop, log_retry, |_| {
+        // A retried request counts its bytes again from nothing.
+        shared.bytes.set(shared.bytes.get() - received.replace(0));
+        let received = &received;
         async move {
             let mut on_bytes = |n: usize| {
                 received.set(received.get() + n);
-                progress.borrow_mut().update(page, rows, before + received.get());
+                shared.bytes.set(shared.bytes.get() + n);
+                shared
+                    .progress
+                    .borrow_mut()
+                    .update(page, shared.rows.get(), shared.bytes.get());
             };
             cx.transport
                 .send(cx.task, request, cx.secrets, &mut on_bytes)
@@ -305,9 +447,7 @@ async fn send(
                 .map_err(TaskError::from)
         }
     })
-    .await;
-    *bytes += received.get();
-    result
+    .await
 }
 
 /// The parameter that page-number and offset pagination count in, and its value on the first request.
@@ -319,19 +459,12 @@ fn counted(pagination: &Pagination) -> Option<(&str, i64)> {
     }
 }
 
-/// The next page of page-number or offset pagination: the counter moved on by `step`.
-fn advance(
-    pagination: &Pagination,
-    step: i64,
-    counter: &mut i64,
-    query: &mut Vec<(String, String)>,
-    base: &Url,
-) -> Next {
-    *counter += step;
-    if let Some((param, _)) = counted(pagination) {
+/// The URL of page-number or offset pagination at `counter`.
+fn at_counter(pagination: Option<&Pagination>, counter: i64, query: &mut Vec<(String, String)>, base: &Url) -> Url {
+    if let Some((param, _)) = pagination.and_then(counted) {
         set_param(query, param, counter.to_string());
     }
-    Next::Url(with_query(base, query))
+    with_query(base, query)
 }
 
 fn set_param(query: &mut Vec<(String, String)>, name: &str, value: String) {
@@ -341,38 +474,61 @@ fn set_param(query: &mut Vec<(String, String)>, name: &str, value: String) {
     }
 }
 
-fn next_page(
+/// The page after a page-number or offset page that held `page.records` records at `counter`.
+fn counted_next(
     pagination: &Pagination,
     page: &Page,
+    counter: i64,
+    query: &mut Vec<(String, String)>,
+    base: &Url,
+) -> Next {
+    if pagination.page_size().is_some_and(|size| (page.records as u64) < size) {
+        return Next::Done;
+    }
+    let next = counter_after(pagination, counter, page.records);
+    Next::Url(at_counter(Some(pagination), next, query, base))
+}
+
+/// The counter of the page after one at `counter` that held `records` records: page numbers count
+/// pages, offsets count records.
+fn counter_after(pagination: &Pagination, counter: i64, records: usize) -> i64 {
+    match pagination {
+        Pagination::PageNumber { .. } => counter + 1,
+        Pagination::Offset { .. } => counter + records as i64,
+        Pagination::Cursor { .. } | Pagination::NextUrl { .. } | Pagination::LinkHeader { .. } => 0,
+    }
+}
+
+/// The page after `response` under cursor, next-URL and Link-header pagination, read before its
+/// records are decoded.
+fn following(
+    pagination: &Pagination,
+    format: Format,
+    body: &[u8],
     response: &Response,
     url: &Url,
-    counter: &mut i64,
     query: &mut Vec<(String, String)>,
     base: &Url,
 ) -> Result<Next, TaskError> {
-    // An empty page ends every kind of pagination.
-    if page.records == 0 {
-        return Ok(Next::Done);
-    }
-    let short_page = pagination.page_size().is_some_and(|size| (page.records as u64) < size);
-    let found_text = || match page.found.first() {
-        Some(Some(Value::String(s))) if !s.is_empty() => Some(s.clone()),
-        Some(Some(Value::Number(n))) => Some(n.to_string()),
+    let found = pagination
+        .lookup()
+        .filter(|_| matches!(format, Format::Json))
+        .and_then(|path| decode::lookup(body, path));
+    let found_text = match found {
+        Some(Value::String(s)) if !s.is_empty() => Some(s),
+        Some(Value::Number(n)) => Some(n.to_string()),
         _ => None,
     };
     Ok(match pagination {
-        Pagination::PageNumber { .. } | Pagination::Offset { .. } if short_page => Next::Done,
-        Pagination::PageNumber { .. } => advance(pagination, 1, counter, query, base),
-        Pagination::Offset { .. } => advance(pagination, page.records as i64, counter, query, base),
-        Pagination::Cursor { param, .. } => match found_text() {
+        Pagination::Cursor { param, .. } => match found_text {
             Some(cursor) => {
                 set_param(query, param.as_deref().unwrap_or("cursor"), cursor);
                 Next::Url(with_query(base, query))
             }
-            _ => Next::Done,
+            None => Next::Done,
         },
         Pagination::NextUrl { .. } => {
-            match found_text() {
+            match found_text {
                 Some(next) => Next::Url(url.join(&next).map_err(|error| {
                     TaskError::permanent(format!("the next-page URL `{next}` is not valid: {error}"))
                 })?),
@@ -385,6 +541,7 @@ fn next_page(
             })?),
             None => Next::Done,
         },
+        Pagination::PageNumber { .. } | Pagination::Offset { .. } => Next::Done,
     })
 }
 

@@ -45,29 +45,167 @@ fn page_number_pagination_stops_at_a_short_page() {
         (extract["rows"].as_u64(), extract["pages"].as_u64()),
         (Some(22), Some(3))
     );
-    let pages: Vec<String> = server.seen().iter().map(|s| s.query("p").unwrap()).collect();
-    assert_eq!(pages, ["1", "2", "3"]);
+    // Pages are requested ahead of decoding, at most 4 at a time: a few past the end at most.
+    let mut pages: Vec<usize> = server.seen().iter().map(|s| page_of(s, "p", 0)).collect();
+    pages.sort_unstable();
+    assert_eq!(pages[..3], [1, 2, 3]);
+    assert!(pages.len() <= 6, "{pages:?}");
     assert_eq!(
         ws.query("SELECT COUNT(DISTINCT id) AS n FROM shop.items"),
         [json!({"n": 22})]
     );
 }
 
+/// A server of 20 full pages of 10 records (page-number pagination) whose later pages answer sooner,
+/// counting the requests it holds at once; `reply` may replace a page's answer.
+fn racing_pages(
+    reply: impl Fn(usize) -> Option<Reply> + Send + Sync + 'static,
+) -> (Server, std::sync::Arc<Mutex<(usize, usize)>>) {
+    let open = std::sync::Arc::new(Mutex::new((0usize, 0usize)));
+    let counting = open.clone();
+    let server = Server::start(move |seen, _| {
+        let page = page_of(seen, "page", 1);
+        {
+            let mut open = counting.lock().unwrap();
+            open.0 += 1;
+            open.1 = open.1.max(open.0);
+        }
+        std::thread::sleep(Duration::from_millis(5 * (25 - page.min(24)) as u64));
+        counting.lock().unwrap().0 -= 1;
+        reply(page).unwrap_or_else(|| {
+            let count = if page <= 20 { 10 } else { 0 };
+            Reply::json(json!({ "data": records((page - 1) * 10, count) }).to_string())
+        })
+    });
+    (server, open)
+}
+
 #[test]
-fn offset_pagination_advances_by_the_records_received() {
+fn prefetched_pages_keep_their_order_and_at_most_four_are_in_flight() {
+    let (server, open) = racing_pages(|_| None);
+    let ws = Workspace::new();
+    let params = "      records: data\n      pagination: { type: page_number, max_pages: 50 }";
+    let file = ws.product("items_product", &product(&server.url, params, "append"));
+    let receipt = receipt(&ws.run(&file).expect(0));
+    assert_eq!(task(&receipt, "extract_items")["rows"], 200);
+    assert_eq!(task(&receipt, "extract_items")["pages"], 21);
+    let most = open.lock().unwrap().1;
+    assert!((2..=4).contains(&most), "{most} requests in flight at once");
+    let ids: Vec<Value> = ws
+        .query("SELECT id FROM shop.items")
+        .into_iter()
+        .map(|row| row["id"].clone())
+        .collect();
+    assert_eq!(ids, (0..200).map(|i| json!(i)).collect::<Vec<_>>());
+    // The empty page 21 ends it; no more than the window is asked past it.
+    assert!(server.seen().len() <= 24, "{}", server.seen().len());
+}
+
+#[test]
+fn a_failed_page_among_prefetched_ones_fails_the_extract_by_its_number() {
+    let (server, _) = racing_pages(|page| (page == 3).then(|| Reply::status(404, "gone")));
+    let ws = Workspace::new();
+    let params = "      records: data\n      pagination: { type: page_number, max_pages: 50 }";
+    let file = ws.product("items_product", &product(&server.url, params, "append"));
+    let run = ws.run(&file).expect(1);
+    let error = task_error(&run, "extract_items");
+    assert!(error.starts_with("page 3: "), "{error}");
+    assert!(error.contains("404"), "{error}");
+    assert!(!ws.data().join("warehouse/shop/items").exists());
+}
+
+#[test]
+fn a_type_conflict_on_a_prefetched_page_names_the_page() {
+    let (server, _) = racing_pages(|page| {
+        (page == 7).then(|| Reply::json(json!({"data": [{"id": 60, "name": "x", "price": "free"}]}).to_string()))
+    });
+    let ws = Workspace::new();
+    let params = "      records: data\n      pagination: { type: page_number, max_pages: 50 }";
+    let file = ws.product("items_product", &product(&server.url, params, "append"));
+    let error = task_error(&ws.run(&file).expect(1), "extract_items");
+    assert!(
+        error.contains("field `price` is a string in record 1 of page 7, but a number since page 1"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_body_cut_off_mid_stream_is_retried_then_fails_with_its_page() {
+    let body = json!({ "data": records(0, 100), "next": null }).to_string();
+    let cut = body.len() / 2;
+    let server = Server::start(move |_, _| Reply::json(body.clone()).cut(cut));
+    let ws = Workspace::new();
+    let params = "      records: data\n      pagination: { type: next_url, next_url_path: next }";
+    let file = ws.product("items_product", &product(&server.url, params, "append"));
+    // A transient failure: the scheduler may run it again (exit 75).
+    let error = task_error(&ws.run(&file).expect(75), "extract_items");
+    assert!(error.starts_with("page 1: "), "{error}");
+    assert!(error.contains("broke off"), "{error}");
+    // Each of the 3 attempts was sent, and nothing was decoded from half a body.
+    assert_eq!(server.seen().len(), 3);
+    assert!(!ws.data().join("warehouse/shop/items").exists());
+}
+
+#[test]
+fn next_url_pages_are_requested_before_their_predecessor_is_decoded() {
+    // Each page points to the next; the link sits after the records, which are large.
     let server = Server::start(|seen, _| {
+        let page = page_of(seen, "n", 1);
+        let next = (page < 5).then(|| format!("/items?n={}", page + 1));
+        Reply::json(json!({ "data": records((page - 1) * 2000, 2000), "next": next }).to_string())
+    });
+    let ws = Workspace::new();
+    let params = "      records: data\n      pagination: { type: next_url, next_url_path: next }";
+    let file = ws.product("items_product", &product(&server.url, params, "append"));
+    let receipt = receipt(&ws.run(&file).expect(0));
+    assert_eq!(task(&receipt, "extract_items")["rows"], 10_000);
+    let pages: Vec<usize> = server.seen().iter().map(|s| page_of(s, "n", 1)).collect();
+    assert_eq!(pages, [1, 2, 3, 4, 5]);
+    assert_eq!(
+        ws.query("SELECT COUNT(DISTINCT id) AS n, MIN(id) AS lo, MAX(id) AS hi FROM shop.items"),
+        [json!({"n": 10_000, "lo": 0, "hi": 9_999})]
+    );
+}
+
+/// A successful run of offset pagination asking for pages of 25 from an API that gives `given`
+/// records per page below offset `end` and none past it: the workspace, the server and the receipt.
+fn offset_pages(given: usize, end: usize) -> (Workspace, Server, Value) {
+    let server = Server::start(move |seen, _| {
         let offset = page_of(seen, "offset", 0);
-        let count = if offset < 50 { 25 } else { 0 };
+        let count = if offset < end { given } else { 0 };
         Reply::json(json!({ "items": records(offset, count) }).to_string())
     });
     let ws = Workspace::new();
     let params = "      records: items\n      pagination: { type: offset, page_size_param: limit, page_size: 25 }";
     let file = ws.product("items_product", &product(&server.url, params, "append"));
     let receipt = receipt(&ws.run(&file).expect(0));
+    (ws, server, receipt)
+}
+
+#[test]
+fn offset_pagination_advances_by_the_records_received() {
+    let (_ws, server, receipt) = offset_pages(25, 50);
     assert_eq!(task(&receipt, "extract_items")["rows"], 50);
-    let offsets: Vec<String> = server.seen().iter().map(|s| s.query("offset").unwrap()).collect();
-    assert_eq!(offsets, ["0", "25", "50"]);
+    let mut offsets: Vec<usize> = server.seen().iter().map(|s| page_of(s, "offset", 0)).collect();
+    offsets.sort_unstable();
+    assert_eq!(offsets[..3], [0, 25, 50]);
+    assert!(offsets.len() <= 6 && offsets.iter().all(|o| o % 25 == 0), "{offsets:?}");
     assert!(server.seen().iter().all(|s| s.query("limit").as_deref() == Some("25")));
+}
+
+#[test]
+fn offsets_requested_ahead_are_dropped_when_pages_hold_more_than_their_size() {
+    // Asked for 25, the API gives 30: the next offset is 30, not the 25 requested ahead.
+    let (ws, server, receipt) = offset_pages(30, 90);
+    assert_eq!(task(&receipt, "extract_items")["rows"], 90);
+    assert_eq!(
+        ws.query("SELECT COUNT(DISTINCT id) AS n, MAX(id) AS hi FROM shop.items"),
+        [json!({"n": 90, "hi": 89})]
+    );
+    let offsets: Vec<usize> = server.seen().iter().map(|s| page_of(s, "offset", 0)).collect();
+    for decoded in [0, 30, 60, 90] {
+        assert!(offsets.contains(&decoded), "{offsets:?}");
+    }
 }
 
 #[test]

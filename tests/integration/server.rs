@@ -46,6 +46,8 @@ pub(crate) struct Reply {
     pub endless: bool,
     /// Waits this long between the headers and the body.
     pub stall: Duration,
+    /// Sends only this many bytes of the body (its whole length announced), then hangs up.
+    pub cut: Option<usize>,
 }
 
 impl Reply {
@@ -61,6 +63,7 @@ impl Reply {
             delay: Duration::ZERO,
             endless: false,
             stall: Duration::ZERO,
+            cut: None,
         }
     }
 
@@ -104,6 +107,12 @@ impl Reply {
 
     pub(crate) fn delay(mut self, delay: Duration) -> Reply {
         self.delay = delay;
+        self
+    }
+
+    /// Announces the whole body, sends its first `bytes` and hangs up.
+    pub(crate) fn cut(mut self, bytes: usize) -> Reply {
+        self.cut = Some(bytes);
         self
     }
 }
@@ -202,13 +211,16 @@ fn serve(stream: TcpStream, handler: &Handler, log: &Mutex<Vec<Seen>>) {
             while std::time::Instant::now() < until && stream.write_all(&chunk).is_ok() {}
             return;
         }
+        let sent = &reply.body[..reply.cut.unwrap_or(reply.body.len()).min(reply.body.len())];
         if stream
             .write_all(head.as_bytes())
             .and_then(|()| stream.flush())
             .map(|()| std::thread::sleep(reply.stall))
-            .and_then(|()| stream.write_all(&reply.body))
+            .and_then(|()| stream.write_all(sent))
             .is_err()
+            || reply.cut.is_some()
         {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
             return;
         }
     }

@@ -5,13 +5,15 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
-use serde_json::Value;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
+mod scan;
 mod seeds;
 
-use self::seeds::{CellSeed, ColumnSeed, KeySeed, RecordSeed, RecordsSeed, array_len};
+pub(crate) use self::scan::lookup;
+
+use self::seeds::{CellSeed, KeySeed, RecordSeed, RecordsSeed, Slot};
 use super::http::Format;
 use crate::table::builder::STOP_EVERY;
 use crate::table::{Cell, RowsBuilder, TypeConflict};
@@ -56,30 +58,28 @@ fn json_message(error: &serde_json::Error) -> String {
     }
 }
 
-/// A decoded page: how many records it held and the values found at the requested paths.
+/// A decoded page.
 #[derive(Debug)]
 pub(crate) struct Page {
     pub records: usize,
-    pub found: Vec<Option<Value>>,
 }
 
 /// What to take out of each response.
-pub(crate) struct Shape<'a> {
+#[derive(Debug, Clone)]
+pub(crate) struct Shape {
     pub format: Format,
-    pub records: Option<&'a str>,
-    pub include: &'a [String],
-    /// Dot paths whose values pagination needs (a cursor, a next URL).
-    pub lookups: &'a [&'a str],
+    pub records: Option<String>,
+    pub include: Vec<String>,
 }
 
 /// Decodes `body` into `builder`. The body is dropped as soon as the records are out of it, before
 /// `include` fields are copied onto every row, so a large page is not held twice.
-pub(crate) fn decode(body: Vec<u8>, shape: &Shape<'_>, builder: &mut RowsBuilder) -> Result<Page, DecodeError> {
+pub(crate) fn decode(body: impl AsRef<[u8]>, shape: &Shape, builder: &mut RowsBuilder) -> Result<Page, DecodeError> {
     let first = builder.rows();
     let result = match shape.format {
-        Format::Json => json(&body, shape, builder),
-        Format::Ndjson => ndjson(&body, builder).map(|page| (page, Vec::new())),
-        Format::Csv => csv(&body, builder).map(|page| (page, Vec::new())),
+        Format::Json => json(body.as_ref(), shape, builder),
+        Format::Ndjson => ndjson(body.as_ref(), builder).map(|page| (page, Vec::new())),
+        Format::Csv => csv(body.as_ref(), builder).map(|page| (page, Vec::new())),
     };
     drop(body);
     let (page, include) = result.map_err(|error| match (builder.take_conflict(), error) {
@@ -96,58 +96,82 @@ pub(crate) fn decode(body: Vec<u8>, shape: &Shape<'_>, builder: &mut RowsBuilder
 /// The page, and the `include` fields with their values.
 type WithIncludes = (Page, Vec<(String, Cell<'static>)>);
 
-fn json(body: &[u8], shape: &Shape<'_>, builder: &mut RowsBuilder) -> Result<WithIncludes, DecodeError> {
+/// One pass over the body: the records are decoded into `builder` as they are read, the top-level
+/// fields that `include` and pagination look up are kept as raw JSON, and everything else is skipped.
+fn json(body: &[u8], shape: &Shape, builder: &mut RowsBuilder) -> Result<WithIncludes, DecodeError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(DecodeError::Empty("JSON"));
     }
-    let root: &RawValue = serde_json::from_slice(body).map_err(DecodeError::Json)?;
-    // The top level is read once: a large body is not scanned again for each field looked up.
-    let top = if kind(root) == "an object" {
-        entries(root).map_err(DecodeError::Json)?
-    } else {
-        Vec::new()
-    };
     let first = builder.rows();
-    let records = match shape.records {
-        None => root,
-        Some(path) => match find(&top, path)? {
-            Some(found) => found,
-            None => {
-                let fields = top.iter().map(|(k, _)| format!("`{k}`")).collect::<Vec<_>>().join(", ");
-                return Err(DecodeError::RecordsMissing {
-                    path: path.to_owned(),
-                    fields: if fields.is_empty() { "none".to_owned() } else { fields },
-                });
-            }
-        },
-    };
-    let path = shape.records.unwrap_or("the body");
-    match kind(records) {
-        "an array" => {
-            let mut de = serde_json::Deserializer::from_str(records.get());
-            RecordsSeed { builder }
-                .deserialize(&mut de)
-                .map_err(DecodeError::Json)?;
-        }
-        "an object" => {
-            let fields = entries(records).map_err(DecodeError::Json)?;
-            if fields.iter().any(|(_, v)| kind(v) == "an array") {
-                columns(path, &fields, builder)?;
-            } else {
-                let mut de = serde_json::Deserializer::from_str(records.get());
-                RecordSeed { builder }.deserialize(&mut de).map_err(DecodeError::Json)?;
-            }
-        }
-        found => {
-            return Err(DecodeError::NotRecords {
-                path: path.to_owned(),
-                found,
-            });
-        }
+    let heads: Vec<&str> = shape
+        .include
+        .iter()
+        .map(|path| path.split('.').next().unwrap_or(path))
+        .collect();
+    if let Some(path) = shape.records.as_deref()
+        && let Some(decoded) = columns_in_parallel(body, path, &heads, shape, builder)
+    {
+        return decoded;
     }
+    let mut slot = Slot {
+        path: shape.records.as_deref().unwrap_or("the body"),
+        problem: None,
+    };
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let walked = match shape.records.as_deref() {
+        None => RecordsSeed {
+            builder: &mut *builder,
+            slot: &mut slot,
+        }
+        .deserialize(&mut de)
+        .map(|()| None),
+        Some(path) => TopSeed {
+            builder: &mut *builder,
+            slot: &mut slot,
+            path,
+            heads: &heads,
+            records_elsewhere: false,
+        }
+        .deserialize(&mut de)
+        .map(Some),
+    };
+    let top = walked
+        .and_then(|top| de.end().map(|()| top))
+        .map_err(|error| slot.problem.take().unwrap_or(DecodeError::Json(error)))?;
+    let kept = match top {
+        Some(top) => {
+            if let Records::Kept(raw) = top.records {
+                RecordsSeed {
+                    builder: &mut *builder,
+                    slot: &mut slot,
+                }
+                .deserialize(&mut serde_json::Deserializer::from_str(raw.get()))
+                .map_err(|error| slot.problem.take().unwrap_or(DecodeError::Json(error)))?;
+            }
+            top.kept
+        }
+        None if heads.is_empty() => Vec::new(),
+        // The records are the whole body and `include` names its fields: read it again for them.
+        None => {
+            let root: &RawValue = serde_json::from_slice(body).map_err(DecodeError::Json)?;
+            if kind(root) == "an object" {
+                entries(root).map_err(DecodeError::Json)?
+            } else {
+                Vec::new()
+            }
+        }
+    };
+    let page = Page {
+        records: builder.rows() - first,
+    };
+    Ok((page, includes(&kept, shape)?))
+}
+
+/// The `include` fields found among the top-level fields `kept`, null where missing.
+fn includes(kept: &[(Cow<'_, str>, &RawValue)], shape: &Shape) -> Result<Vec<(String, Cell<'static>)>, DecodeError> {
     let mut include = Vec::with_capacity(shape.include.len());
-    for field in shape.include {
-        let cell = match find(&top, field)? {
+    for field in &shape.include {
+        let cell = match find(kept, field)? {
             Some(raw) => {
                 let mut de = serde_json::Deserializer::from_str(raw.get());
                 CellSeed.deserialize(&mut de).map_err(DecodeError::Json)?.into_owned()
@@ -156,59 +180,213 @@ fn json(body: &[u8], shape: &Shape<'_>, builder: &mut RowsBuilder) -> Result<Wit
         };
         include.push((field.clone(), cell));
     }
-    let found = shape
-        .lookups
-        .iter()
-        .map(|path| {
-            find(&top, path)?
-                .map(|raw| serde_json::from_str::<Value>(raw.get()).map_err(DecodeError::Json))
-                .transpose()
-        })
-        .collect::<Result<_, _>>()?;
-    let page = Page {
-        records: builder.rows() - first,
-        found,
-    };
-    Ok((page, include))
+    Ok(include)
 }
 
-/// Column-wise records: every array is a column; other fields are copied into each row.
-fn columns(path: &str, fields: &[(Cow<'_, str>, &RawValue)], builder: &mut RowsBuilder) -> Result<(), DecodeError> {
-    let first = builder.rows();
-    let mut length: Option<(&str, usize)> = None;
-    for (name, raw) in fields.iter().filter(|(_, v)| kind(v) == "an array") {
-        let mut de = serde_json::Deserializer::from_str(raw.get());
-        // Text in the array is shorter than the array's JSON: a safe size for the column's text.
-        let values = length.map_or_else(|| array_len(raw.get()), |(_, len)| len);
-        let written = ColumnSeed {
-            builder: &mut *builder,
+/// Bodies at least this large have their columns decoded in parallel.
+const PARALLEL_BYTES: usize = 1 << 20;
+
+/// The records of a large first page that are an object of columns (Open-Meteo's shape), decoded a
+/// column per core. `None` when the body has another shape, is not valid JSON or fails to decode:
+/// the one-pass walk then decodes it, or says exactly what is wrong.
+fn columns_in_parallel(
+    body: &[u8],
+    path: &str,
+    heads: &[&str],
+    shape: &Shape,
+    builder: &mut RowsBuilder,
+) -> Option<Result<WithIncludes, DecodeError>> {
+    if body.len() < PARALLEL_BYTES || !builder.is_empty() || path.contains('.') || heads.contains(&path) {
+        return None;
+    }
+    // The records' fields are found by a vectorised scan, each once: their values are left to the
+    // parser on each core.
+    let start = scan::Fields::of(body, 0)?.value_start(path)?;
+    let mut fields = scan::Fields::of(body, start)?;
+    let (mut arrays, mut others) = (Vec::new(), Vec::new());
+    for (name, value) in fields.by_ref() {
+        let name: String = serde_json::from_slice(&body[name]).ok()?;
+        match body[value.start] {
+            b'[' => arrays.push((name, value)),
+            _ => others.push((name, value)),
+        }
+    }
+    let records = start..fields.end()?;
+    if arrays.len() < 2 {
+        return None;
+    }
+    // The rest of the body, with the records left out, is read as the one-pass walk reads it.
+    let rest = [&body[..records.start], b"null", &body[records.end..]].concat();
+    let mut slot = Slot { path, problem: None };
+    let mut de = serde_json::Deserializer::from_slice(&rest);
+    let top = TopSeed {
+        builder: &mut RowsBuilder::new(),
+        slot: &mut slot,
+        path,
+        heads,
+        records_elsewhere: true,
+    }
+    .deserialize(&mut de)
+    .and_then(|top| de.end().map(|()| top))
+    .ok()?;
+    let page = builder.page();
+    let stop = builder.stop_token();
+    let decode_column = |(name, value): &(String, std::ops::Range<usize>)| {
+        let mut column = match &stop {
+            Some(stop) => RowsBuilder::stopping_on(stop.clone()),
+            None => RowsBuilder::new(),
+        };
+        column.start_page(page);
+        let mut de = serde_json::Deserializer::from_slice(&body[value.clone()]);
+        let seed = seeds::ColumnSeed {
+            builder: &mut column,
             name,
-            first,
-            expected: (values, raw.get().len()),
+            first: 0,
+            expected: 0,
+        };
+        let written = seed.deserialize(&mut de).and_then(|n| de.end().map(|()| n)).ok()?;
+        Some((column, written))
+    };
+    let columns = crate::parallel::map(&arrays, decode_column)
+        .into_iter()
+        .collect::<Option<Vec<_>>>()?;
+    let (first_name, first_len) = (&arrays[0].0, columns[0].1);
+    if let Some(((other, _), (_, other_len))) = arrays.iter().zip(&columns).find(|(_, (_, len))| *len != first_len) {
+        return Some(Err(DecodeError::Ragged {
+            path: path.to_owned(),
+            first: first_name.clone(),
+            first_len,
+            other: other.clone(),
+            other_len: *other_len,
+        }));
+    }
+    for (column, _) in columns {
+        builder.adopt(column);
+    }
+    builder.end_columns(0, first_len);
+    for (name, value) in others {
+        let cell = CellSeed.deserialize(&mut serde_json::Deserializer::from_slice(&body[value]));
+        match cell.map(|cell| builder.fill(&name, 0, &cell)) {
+            Ok(Ok(())) => {}
+            Ok(Err(conflict)) => return Some(Err(DecodeError::Conflict(conflict))),
+            Err(error) => return Some(Err(DecodeError::Json(error))),
         }
-        .deserialize(&mut de)
-        .map_err(DecodeError::Json)?;
-        match length {
-            None => length = Some((name, written)),
-            Some((first_name, first_len)) if first_len != written => {
-                return Err(DecodeError::Ragged {
-                    path: path.to_owned(),
-                    first: first_name.to_owned(),
-                    first_len,
-                    other: name.to_string(),
-                    other_len: written,
-                });
+    }
+    let page = Page { records: first_len };
+    Some(includes(&top.kept, shape).map(|include| (page, include)))
+}
+
+/// Where a body's records were.
+enum Records<'de> {
+    Missing,
+    /// Decoded while the body was read.
+    Decoded,
+    /// Kept as raw JSON, to decode after the walk: the records path has several steps, or `include`
+    /// looks inside the same field.
+    Kept(&'de RawValue),
+}
+
+/// The top-level object, as [`TopSeed`] leaves it.
+struct Top<'de> {
+    records: Records<'de>,
+    /// The top-level fields that `include` looks in, unparsed.
+    kept: Vec<(Cow<'de, str>, &'de RawValue)>,
+}
+
+/// Walks the top-level object of a body whose records sit at the dot path `path`.
+struct TopSeed<'b, 'p> {
+    builder: &'b mut RowsBuilder,
+    slot: &'b mut Slot<'p>,
+    path: &'p str,
+    /// The first steps of the paths that `include` looks up.
+    heads: &'b [&'p str],
+    /// The records were taken out of the body and decoded already.
+    records_elsewhere: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for TopSeed<'_, '_> {
+    type Value = Top<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
+        de.deserialize_any(self)
+    }
+}
+
+impl TopSeed<'_, '_> {
+    /// The records are not in the body, whose top-level fields are `fields`.
+    fn missing<E: de::Error>(self, fields: &[Cow<'_, str>]) -> E {
+        let fields = fields.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ");
+        self.slot.fail(DecodeError::RecordsMissing {
+            path: self.path.to_owned(),
+            fields: if fields.is_empty() { "none".to_owned() } else { fields },
+        })
+    }
+}
+
+impl<'de> Visitor<'de> for TopSeed<'_, '_> {
+    type Value = Top<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let (head, nested) = self.path.split_once('.').map_or((self.path, false), |(h, _)| (h, true));
+        let mut top = Top {
+            records: Records::Missing,
+            kept: Vec::new(),
+        };
+        let mut fields = Vec::new();
+        while let Some(name) = map.next_key_seed(KeySeed)? {
+            let records_here = name == head && matches!(top.records, Records::Missing) && !self.records_elsewhere;
+            let wanted = self.heads.contains(&name.as_ref());
+            if records_here && !nested && !wanted {
+                let seed = RecordsSeed {
+                    builder: &mut *self.builder,
+                    slot: &mut *self.slot,
+                };
+                map.next_value_seed(seed)?;
+                top.records = Records::Decoded;
+            } else if records_here || wanted {
+                let raw: &'de RawValue = map.next_value()?;
+                if records_here {
+                    top.records = Records::Kept(raw);
+                }
+                top.kept.push((name.clone(), raw));
+            } else {
+                map.next_value::<de::IgnoredAny>()?;
             }
-            Some(_) => {}
+            fields.push(name);
+        }
+        if nested && matches!(top.records, Records::Kept(_)) {
+            top.records = match find(&top.kept, self.path) {
+                Ok(Some(records)) => Records::Kept(records),
+                _ => Records::Missing,
+            };
+        }
+        match top.records {
+            Records::Missing if !self.records_elsewhere => Err(self.missing(&fields)),
+            _ => Ok(top),
         }
     }
-    builder.end_columns(first, length.map_or(0, |(_, len)| len));
-    for (name, raw) in fields.iter().filter(|(_, v)| kind(v) != "an array") {
-        let mut de = serde_json::Deserializer::from_str(raw.get());
-        let cell = CellSeed.deserialize(&mut de).map_err(DecodeError::Json)?;
-        builder.fill(name, first, &cell).map_err(DecodeError::Conflict)?;
+    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+        Err(self.missing(&[]))
     }
-    Ok(())
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Err(self.missing(&[]))
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Err(self.missing(&[]))
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Err(self.missing(&[]))
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Err(self.missing(&[]))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Err(self.missing(&[]))
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Err(self.missing(&[]))
+    }
 }
 
 fn ndjson(body: &[u8], builder: &mut RowsBuilder) -> Result<Page, DecodeError> {
@@ -231,7 +409,6 @@ fn ndjson(body: &[u8], builder: &mut RowsBuilder) -> Result<Page, DecodeError> {
     }
     Ok(Page {
         records: builder.rows() - first,
-        found: Vec::new(),
     })
 }
 
@@ -261,7 +438,6 @@ fn csv(body: &[u8], builder: &mut RowsBuilder) -> Result<Page, DecodeError> {
     }
     Ok(Page {
         records: builder.rows() - first,
-        found: Vec::new(),
     })
 }
 
@@ -320,12 +496,11 @@ fn entries(raw: &RawValue) -> Result<Vec<(Cow<'_, str>, &RawValue)>, serde_json:
 mod tests {
     use super::*;
 
-    fn shape<'a>(format: Format, records: Option<&'a str>, include: &'a [String], lookups: &'a [&'a str]) -> Shape<'a> {
+    fn shape(format: Format, records: Option<&str>, include: &[&str]) -> Shape {
         Shape {
             format,
-            records,
-            include,
-            lookups,
+            records: records.map(str::to_owned),
+            include: include.iter().map(|s| (*s).to_owned()).collect(),
         }
     }
 
@@ -353,11 +528,11 @@ mod tests {
         for (format, path, body) in bodies {
             let stop = tokio_util::sync::CancellationToken::new();
             let mut builder = RowsBuilder::stopping_on(stop.clone());
-            let page = decode(body.clone().into_bytes(), &shape(format, path, &[], &[]), &mut builder).unwrap();
+            let page = decode(body.clone().into_bytes(), &shape(format, path, &[]), &mut builder).unwrap();
             assert_eq!(page.records, 100_000);
             stop.cancel();
             let mut builder = RowsBuilder::stopping_on(stop);
-            let error = decode(body.into_bytes(), &shape(format, path, &[], &[]), &mut builder).unwrap_err();
+            let error = decode(body.into_bytes(), &shape(format, path, &[]), &mut builder).unwrap_err();
             assert!(matches!(error, DecodeError::Stopped), "{format:?} {path:?}: {error}");
         }
     }
@@ -366,14 +541,9 @@ mod tests {
     fn open_meteo_columns_become_rows() {
         let body = br#"{"latitude":49.28,"longitude":-123.12,"hourly_units":{"time":"iso8601"},
             "hourly":{"time":["2025-01-01T00:00","2025-01-01T01:00"],"temperature_2m":[3.1,2.9],"precipitation":[0,0.2]}}"#;
-        let include = ["latitude".to_owned()];
+        let include = ["latitude"];
         let mut builder = RowsBuilder::new();
-        let page = decode(
-            body.to_vec(),
-            &shape(Format::Json, Some("hourly"), &include, &[]),
-            &mut builder,
-        )
-        .unwrap();
+        let page = decode(body, &shape(Format::Json, Some("hourly"), &include), &mut builder).unwrap();
         assert_eq!(page.records, 2);
         let batch = builder.finish();
         let names: Vec<_> = batch.schema().fields().iter().map(|f| f.name().clone()).collect();
@@ -385,24 +555,18 @@ mod tests {
     }
 
     #[test]
-    fn records_cursor_and_errors() {
+    fn records_and_errors() {
         let body = br#"{"data":[{"id":1,"tags":["a"]},{"id":2,"note":"x"}],"meta":{"next":"abc"}}"#;
         let mut builder = RowsBuilder::new();
-        let page = decode(
-            body.to_vec(),
-            &shape(Format::Json, Some("data"), &[], &["meta.next", "meta.none"]),
-            &mut builder,
-        )
-        .unwrap();
+        let page = decode(body, &shape(Format::Json, Some("data"), &[]), &mut builder).unwrap();
         assert_eq!(page.records, 2);
-        assert_eq!(page.found, vec![Some(Value::from("abc")), None]);
         let batch = builder.finish();
         assert_eq!(batch.num_columns(), 3);
 
         let mut builder = RowsBuilder::new();
         let error = decode(
-            br#"{"items":[]}"#.to_vec(),
-            &shape(Format::Json, Some("data"), &[], &[]),
+            br#"{"items":[]}"#,
+            &shape(Format::Json, Some("data"), &[]),
             &mut builder,
         )
         .unwrap_err();
@@ -411,8 +575,8 @@ mod tests {
             "the response has no `data` (the `records` param); its top-level fields are: `items`"
         );
         let error = decode(
-            b"{\"data\": [1,".to_vec(),
-            &shape(Format::Json, Some("data"), &[], &[]),
+            b"{\"data\": [{\"a\": 1},",
+            &shape(Format::Json, Some("data"), &[]),
             &mut builder,
         )
         .unwrap_err();
@@ -420,18 +584,13 @@ mod tests {
             error.to_string().starts_with("the response is not valid JSON"),
             "{error}"
         );
-        let error = decode(b"  ".to_vec(), &shape(Format::Json, None, &[], &[]), &mut builder).unwrap_err();
+        let error = decode(b"  ", &shape(Format::Json, None, &[]), &mut builder).unwrap_err();
         assert!(matches!(error, DecodeError::Empty(_)));
-        let error = decode(
-            br#"[{"a":1},{"a":"x"}]"#.to_vec(),
-            &shape(Format::Json, None, &[], &[]),
-            &mut builder,
-        )
-        .unwrap_err();
+        let error = decode(br#"[{"a":1},{"a":"x"}]"#, &shape(Format::Json, None, &[]), &mut builder).unwrap_err();
         assert!(matches!(error, DecodeError::Conflict(_)), "{error}");
         let error = decode(
-            br#"{"h":{"a":[1,2],"b":[1]}}"#.to_vec(),
-            &shape(Format::Json, Some("h"), &[], &[]),
+            br#"{"h":{"a":[1,2],"b":[1]}}"#,
+            &shape(Format::Json, Some("h"), &[]),
             &mut builder,
         )
         .unwrap_err();
@@ -439,29 +598,133 @@ mod tests {
     }
 
     #[test]
-    fn array_lengths_are_counted_without_parsing() {
-        assert_eq!(array_len("[]"), 0);
-        assert_eq!(array_len(" [ ] "), 0);
-        assert_eq!(array_len("[1]"), 1);
-        assert_eq!(array_len(r#"["a,b", "c\\\"]", {"x": [1, 2]}, [3, 4], null]"#), 5);
+    fn records_wherever_they_sit_in_one_pass() {
+        let names = |batch: &datafusion::arrow::array::RecordBatch| -> Vec<String> {
+            batch.schema().fields().iter().map(|f| f.name().clone()).collect()
+        };
+        // Records after the fields that `include` copies, nested two deep, and looked into by `include`.
+        let body = br#"{"source":{"id":"s1","region":"eu"},"result":{"rows":[{"a":1},{"a":2}],"n":2}}"#;
+        for (records, include, expected) in [
+            ("result.rows", vec!["source.id"], vec!["a", "source.id"]),
+            ("result", vec!["result.n"], vec!["rows", "n", "result.n"]),
+            (
+                "source",
+                vec!["result.n", "source.region"],
+                vec!["id", "region", "result.n", "source.region"],
+            ),
+        ] {
+            let mut builder = RowsBuilder::new();
+            let page = decode(body, &shape(Format::Json, Some(records), &include), &mut builder).unwrap();
+            let batch = builder.finish();
+            assert_eq!(names(&batch), expected, "{records}");
+            assert_eq!(page.records, batch.num_rows());
+        }
+        // A columnar object whose scalar fields come first, and a single record.
+        let mut builder = RowsBuilder::new();
+        let body = br#"{"h":{"unit":"C","t":[1.5,2.5],"nested":{"x":1},"n":[1,2]}}"#;
+        decode(body, &shape(Format::Json, Some("h"), &[]), &mut builder).unwrap();
+        let batch = builder.finish();
+        assert_eq!(names(&batch), ["t", "n", "unit", "nested"]);
+        assert_eq!(batch.num_rows(), 2);
+        let mut builder = RowsBuilder::new();
+        let page = decode(
+            br#"{"id":7,"tags":null}"#,
+            &shape(Format::Json, None, &["id"]),
+            &mut builder,
+        )
+        .unwrap();
+        assert_eq!(page.records, 1);
+        assert_eq!(names(&builder.finish()), ["id", "tags"]);
+        // Where the records are not, or are not records; trailing text after the body.
+        let error = |body: &[u8], records: Option<&str>| {
+            decode(body, &shape(Format::Json, records, &[]), &mut RowsBuilder::new())
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            error(br#"[{"a":1}]"#, Some("data")),
+            "the response has no `data` (the `records` param); its top-level fields are: none"
+        );
+        assert_eq!(
+            error(br#"{"r":{"x":1}}"#, Some("r.rows")),
+            "the response has no `r.rows` (the `records` param); its top-level fields are: `r`"
+        );
+        assert_eq!(
+            error(br#"{"data":"soon"}"#, Some("data")),
+            "`data` in the response is a string, not an array of records or an object of columns"
+        );
+        assert_eq!(
+            error(b"42", None),
+            "`the body` in the response is a number, not an array of records or an object of columns"
+        );
+        assert!(error(br#"{"data":[]} x"#, Some("data")).starts_with("the response is not valid JSON"));
+        assert!(error(br#"{"data":[{"a":1}],"next":"#, Some("data")).starts_with("the response is not valid JSON"));
+    }
+
+    #[test]
+    fn large_columns_decoded_in_parallel_match_the_one_pass_walk() {
+        let rows = 60_000;
+        let column = |f: &dyn Fn(usize) -> String| (0..rows).map(f).collect::<Vec<_>>().join(",");
+        let hourly = format!(
+            r#"{{"time":[{}],"t":[{}],"unit":"C","n":[{}],"tag":[{}]}}"#,
+            column(&|i| format!("\"2020-01-{:02}T{:02}:00\"", 1 + i / 24 % 28, i % 24)),
+            column(&|i| if i % 7 == 0 {
+                "null".into()
+            } else {
+                format!("{}.5", i % 40)
+            }),
+            column(&|i| (i % 1000).to_string()),
+            column(&|i| format!("\"s\\u00e9{}\"", i % 3)),
+        );
+        let body = format!(r#"{{"latitude":49.2,"hourly":{hourly},"elevation":5}}"#);
+        assert!(body.len() > PARALLEL_BYTES);
+        let shape = shape(Format::Json, Some("hourly"), &["latitude", "elevation"]);
+        let mut parallel = RowsBuilder::new();
+        let page = decode(body.clone().into_bytes(), &shape, &mut parallel).unwrap();
+        assert_eq!(page.records, rows);
+        let parallel = parallel.finish();
+        // A builder that has a page already walks the body in one pass.
+        let mut walked = RowsBuilder::new();
+        let small = r#"{"latitude":49.2,"hourly":{"time":["2020-01-01T00:00"],"t":[0.5],"unit":"C","n":[1],"tag":["x"]},"elevation":5}"#;
+        decode(small.as_bytes(), &shape, &mut walked).unwrap();
+        decode(body.clone().into_bytes(), &shape, &mut walked).unwrap();
+        let walked = walked.finish();
+        assert_eq!(parallel.schema(), walked.schema());
+        assert_eq!(parallel, walked.slice(1, rows));
+        let names: Vec<_> = parallel.schema().fields().iter().map(|f| f.name().clone()).collect();
+        assert_eq!(names, ["time", "t", "n", "tag", "unit", "latitude", "elevation"]);
+
+        // Errors are those of the one-pass walk.
+        let error = |body: String| {
+            decode(body.into_bytes(), &shape, &mut RowsBuilder::new())
+                .unwrap_err()
+                .to_string()
+        };
+        let ragged = body.replacen(r#""n":[0,"#, r#""n":["#, 1);
+        assert_eq!(
+            error(ragged),
+            format!(
+                "the columns of `hourly` have different lengths: `time` has {rows} values, `n` has {}",
+                rows - 1
+            )
+        );
+        let conflict = body.replacen(r#""n":[0,1,"#, r#""n":[0,"one","#, 1);
+        assert!(error(conflict).starts_with("field `n` is a string in record 2 of page 0"));
+        let broken = body.replacen(r#""elevation":5"#, r#""elevation":5,"#, 1);
+        assert!(error(broken).starts_with("the response is not valid JSON"));
     }
 
     #[test]
     fn ndjson_and_csv() {
         let mut builder = RowsBuilder::new();
         let page = decode(
-            b"{\"a\":1}\n\n{\"a\":2}\n".to_vec(),
-            &shape(Format::Ndjson, None, &[], &[]),
+            b"{\"a\":1}\n\n{\"a\":2}\n",
+            &shape(Format::Ndjson, None, &[]),
             &mut builder,
         )
         .unwrap();
         assert_eq!(page.records, 2);
-        let error = decode(
-            b"{\"a\":1}\n{oops}\n".to_vec(),
-            &shape(Format::Ndjson, None, &[], &[]),
-            &mut builder,
-        )
-        .unwrap_err();
+        let error = decode(b"{\"a\":1}\n{oops}\n", &shape(Format::Ndjson, None, &[]), &mut builder).unwrap_err();
         assert!(
             error.to_string().starts_with("line 2 of the NDJSON response"),
             "{error}"
@@ -469,8 +732,8 @@ mod tests {
 
         let mut builder = RowsBuilder::new();
         let page = decode(
-            b"id,zip,amount\n1,02134,9.5\n2,,10\n".to_vec(),
-            &shape(Format::Csv, None, &[], &[]),
+            b"id,zip,amount\n1,02134,9.5\n2,,10\n",
+            &shape(Format::Csv, None, &[]),
             &mut builder,
         )
         .unwrap();
