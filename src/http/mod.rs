@@ -6,7 +6,7 @@ mod error;
 pub(crate) mod fixtures;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use url::Url;
@@ -78,21 +78,48 @@ impl Response {
 
 /// Where requests go.
 pub(crate) enum Transport {
-    Live(reqwest::Client),
+    Live(Clients),
     /// Live, and every successful exchange kept to be written as fixtures.
-    Record(reqwest::Client, Mutex<HashMap<String, Vec<Exchange>>>),
+    Record(Clients, Mutex<HashMap<String, Vec<Exchange>>>),
     Replay(Fixtures),
 }
 
-impl Transport {
-    /// Requests through `client`, the run's.
-    pub(crate) fn live(client: reqwest::Client) -> Self {
-        Transport::Live(client)
+/// The clients live requests go through. `http://` URLs take one without certificate roots, so the
+/// system's roots (a few milliseconds of reading files) load only for the first `https://` request.
+/// A redirect never crosses from one to the other: it stays within one origin.
+pub(crate) struct Clients {
+    tls: OnceLock<reqwest::Client>,
+    plain: OnceLock<reqwest::Client>,
+}
+
+impl Clients {
+    /// Clients built when first needed; `tls`, when given, serves `https://` (the run's shared client).
+    pub(crate) fn new(tls: Option<reqwest::Client>) -> Self {
+        Clients {
+            tls: tls.map(OnceLock::from).unwrap_or_default(),
+            plain: OnceLock::new(),
+        }
     }
 
-    /// Requests through `client`, each exchange kept to be written as a fixture.
-    pub(crate) fn record(client: reqwest::Client) -> Self {
-        Transport::Record(client, Mutex::default())
+    fn for_url(&self, url: &Url) -> &reqwest::Client {
+        match url.scheme() {
+            "http" => self
+                .plain
+                .get_or_init(|| builder().tls_certs_only([]).build().expect(BUILT)),
+            _ => self.tls.get_or_init(client),
+        }
+    }
+}
+
+impl Transport {
+    /// Requests through `clients`, the run's.
+    pub(crate) fn live(clients: Clients) -> Self {
+        Transport::Live(clients)
+    }
+
+    /// Requests through `clients`, each exchange kept to be written as a fixture.
+    pub(crate) fn record(clients: Clients) -> Self {
+        Transport::Record(clients, Mutex::default())
     }
 
     /// Sends `request`; `progress` hears the body's bytes as they arrive. A non-2xx status is an error.
@@ -104,9 +131,9 @@ impl Transport {
         progress: &mut dyn FnMut(usize),
     ) -> Result<Response, HttpError> {
         let response = match self {
-            Transport::Live(client) => live(client, request, secrets, progress).await?,
-            Transport::Record(client, exchanges) => {
-                let response = live(client, request, secrets, progress).await?;
+            Transport::Live(clients) => live(clients.for_url(&request.url), request, secrets, progress).await?,
+            Transport::Record(clients, exchanges) => {
+                let response = live(clients.for_url(&request.url), request, secrets, progress).await?;
                 if (200..300).contains(&response.status) {
                     exchanges
                         .lock()
@@ -177,7 +204,14 @@ pub(crate) fn header_problem(name: &str, value: &str) -> Option<(&'static str, &
     None
 }
 
+/// The HTTP client for every scheme, with the system's certificate roots.
 pub(crate) fn client() -> reqwest::Client {
+    builder().build().expect(BUILT)
+}
+
+const BUILT: &str = "the HTTP client's settings are valid";
+
+fn builder() -> reqwest::ClientBuilder {
     install_crypto();
     // Credentials (an API key in any header) must not follow a redirect to another origin.
     let redirects = reqwest::redirect::Policy::custom(|attempt| {
@@ -198,8 +232,6 @@ pub(crate) fn client() -> reqwest::Client {
         .no_gzip()
         .redirect(redirects)
         .connect_timeout(Duration::from_secs(10))
-        .build()
-        .expect("the HTTP client's settings are valid")
 }
 
 async fn live(

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::alert::send;
 use crate::component::{Catalog, Services};
 use crate::error::ErrorKind;
-use crate::http::{Fixtures, Transport};
+use crate::http::{Clients, Fixtures, Transport};
 use crate::log::{Log, LogFormat};
 use crate::plan::Plan;
 use crate::plan::logical::Logical;
@@ -91,15 +91,16 @@ pub(crate) async fn run(
     }
     let secrets = options.secrets.secrets();
     let log = Log::new(options.log_format, &plan.product, &run_id, secrets.clone());
-    // One HTTP client serves the run: extracts, the gcp target's REST calls and alerts.
+    // One HTTP client serves the run: the gcp target's REST calls, alerts and `https://` extracts
+    // (`http://` extracts take one without certificate roots).
     let http = OnceLock::new();
     if let Some(cloud) = &cloud {
         let _ = http.set(cloud.http.clone());
     }
-    let client = || http.get_or_init(crate::http::client).clone();
+    let clients = || Clients::new(http.get().cloned());
     let (transport, record_dir, replay) = match &options.http {
-        HttpMode::Live => (Transport::live(client()), None, false),
-        HttpMode::Record(dir) => (Transport::record(client()), Some(dir.clone()), false),
+        HttpMode::Live => (Transport::live(clients()), None, false),
+        HttpMode::Record(dir) => (Transport::record(clients()), Some(dir.clone()), false),
         HttpMode::Replay(dir) => (Transport::Replay(Fixtures::new(dir)), None, true),
     };
     let env = Services {
