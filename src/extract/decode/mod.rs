@@ -97,7 +97,8 @@ pub(crate) fn decode(body: impl AsRef<[u8]>, shape: &Shape, builder: &mut RowsBu
 type WithIncludes = (Page, Vec<(String, Cell<'static>)>);
 
 /// One pass over the body: the records are decoded into `builder` as they are read, the top-level
-/// fields that `include` and pagination look up are kept as raw JSON, and everything else is skipped.
+/// fields that `include` looks up are kept as raw JSON, and everything else is skipped. (Pagination
+/// finds its cursor or link with [`lookup`], before the page is decoded.)
 fn json(body: &[u8], shape: &Shape, builder: &mut RowsBuilder) -> Result<WithIncludes, DecodeError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(DecodeError::Empty("JSON"));
