@@ -4,6 +4,7 @@ pub(crate) mod decode;
 pub(crate) mod fetch;
 pub(crate) mod http;
 pub(crate) mod incremental;
+mod paging;
 pub(crate) mod weather;
 
 use serde::Deserialize;

@@ -5,15 +5,19 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
+mod columns;
 mod scan;
 mod seeds;
+mod top;
 
 pub(crate) use self::scan::lookup;
 
+use self::columns::columns_in_parallel;
 use self::seeds::{CellSeed, KeySeed, RecordSeed, RecordsSeed, Slot};
+use self::top::{Records, TopSeed};
 use super::http::Format;
 use crate::table::builder::STOP_EVERY;
 use crate::table::{Cell, RowsBuilder, TypeConflict};
@@ -94,7 +98,7 @@ pub(crate) fn decode(body: impl AsRef<[u8]>, shape: &Shape, builder: &mut RowsBu
 }
 
 /// The page, and the `include` fields with their values.
-type WithIncludes = (Page, Vec<(String, Cell<'static>)>);
+pub(super) type WithIncludes = (Page, Vec<(String, Cell<'static>)>);
 
 /// One pass over the body: the records are decoded into `builder` as they are read, the top-level
 /// fields that `include` looks up are kept as raw JSON, and everything else is skipped. (Pagination
@@ -169,7 +173,10 @@ fn json(body: &[u8], shape: &Shape, builder: &mut RowsBuilder) -> Result<WithInc
 }
 
 /// The `include` fields found among the top-level fields `kept`, null where missing.
-fn includes(kept: &[(Cow<'_, str>, &RawValue)], shape: &Shape) -> Result<Vec<(String, Cell<'static>)>, DecodeError> {
+pub(super) fn includes(
+    kept: &[(Cow<'_, str>, &RawValue)],
+    shape: &Shape,
+) -> Result<Vec<(String, Cell<'static>)>, DecodeError> {
     let mut include = Vec::with_capacity(shape.include.len());
     for field in &shape.include {
         let cell = match find(kept, field)? {
@@ -182,212 +189,6 @@ fn includes(kept: &[(Cow<'_, str>, &RawValue)], shape: &Shape) -> Result<Vec<(St
         include.push((field.clone(), cell));
     }
     Ok(include)
-}
-
-/// Bodies at least this large have their columns decoded in parallel.
-const PARALLEL_BYTES: usize = 1 << 20;
-
-/// The records of a large first page that are an object of columns (Open-Meteo's shape), decoded a
-/// column per core. `None` when the body has another shape, is not valid JSON or fails to decode:
-/// the one-pass walk then decodes it, or says exactly what is wrong.
-fn columns_in_parallel(
-    body: &[u8],
-    path: &str,
-    heads: &[&str],
-    shape: &Shape,
-    builder: &mut RowsBuilder,
-) -> Option<Result<WithIncludes, DecodeError>> {
-    if body.len() < PARALLEL_BYTES || !builder.is_empty() || path.contains('.') || heads.contains(&path) {
-        return None;
-    }
-    // The records' fields are found by a vectorised scan, each once: their values are left to the
-    // parser on each core.
-    let start = scan::Fields::of(body, 0)?.value_start(path)?;
-    let mut fields = scan::Fields::of(body, start)?;
-    let (mut arrays, mut others) = (Vec::new(), Vec::new());
-    for (name, value) in fields.by_ref() {
-        let name: String = serde_json::from_slice(&body[name]).ok()?;
-        match body[value.start] {
-            b'[' => arrays.push((name, value)),
-            _ => others.push((name, value)),
-        }
-    }
-    let records = start..fields.end()?;
-    if arrays.len() < 2 {
-        return None;
-    }
-    // The rest of the body, with the records left out, is read as the one-pass walk reads it.
-    let rest = [&body[..records.start], b"null", &body[records.end..]].concat();
-    let mut slot = Slot { path, problem: None };
-    let mut de = serde_json::Deserializer::from_slice(&rest);
-    let top = TopSeed {
-        builder: &mut RowsBuilder::new(),
-        slot: &mut slot,
-        path,
-        heads,
-        records_elsewhere: true,
-    }
-    .deserialize(&mut de)
-    .and_then(|top| de.end().map(|()| top))
-    .ok()?;
-    let page = builder.page();
-    let stop = builder.stop_token();
-    let decode_column = |(name, value): &(String, std::ops::Range<usize>)| {
-        let mut column = match &stop {
-            Some(stop) => RowsBuilder::stopping_on(stop.clone()),
-            None => RowsBuilder::new(),
-        };
-        column.start_page(page);
-        let mut de = serde_json::Deserializer::from_slice(&body[value.clone()]);
-        let seed = seeds::ColumnSeed {
-            builder: &mut column,
-            name,
-            first: 0,
-            expected: 0,
-        };
-        let written = seed.deserialize(&mut de).and_then(|n| de.end().map(|()| n)).ok()?;
-        Some((column, written))
-    };
-    let columns = crate::parallel::map(&arrays, decode_column)
-        .into_iter()
-        .collect::<Option<Vec<_>>>()?;
-    let (first_name, first_len) = (&arrays[0].0, columns[0].1);
-    if let Some(((other, _), (_, other_len))) = arrays.iter().zip(&columns).find(|(_, (_, len))| *len != first_len) {
-        return Some(Err(DecodeError::Ragged {
-            path: path.to_owned(),
-            first: first_name.clone(),
-            first_len,
-            other: other.clone(),
-            other_len: *other_len,
-        }));
-    }
-    for (column, _) in columns {
-        builder.adopt(column);
-    }
-    builder.end_columns(0, first_len);
-    for (name, value) in others {
-        let cell = CellSeed.deserialize(&mut serde_json::Deserializer::from_slice(&body[value]));
-        match cell.map(|cell| builder.fill(&name, 0, &cell)) {
-            Ok(Ok(())) => {}
-            Ok(Err(conflict)) => return Some(Err(DecodeError::Conflict(conflict))),
-            Err(error) => return Some(Err(DecodeError::Json(error))),
-        }
-    }
-    let page = Page { records: first_len };
-    Some(includes(&top.kept, shape).map(|include| (page, include)))
-}
-
-/// Where a body's records were.
-enum Records<'de> {
-    Missing,
-    /// Decoded while the body was read.
-    Decoded,
-    /// Kept as raw JSON, to decode after the walk: the records path has several steps, or `include`
-    /// looks inside the same field.
-    Kept(&'de RawValue),
-}
-
-/// The top-level object, as [`TopSeed`] leaves it.
-struct Top<'de> {
-    records: Records<'de>,
-    /// The top-level fields that `include` looks in, unparsed.
-    kept: Vec<(Cow<'de, str>, &'de RawValue)>,
-}
-
-/// Walks the top-level object of a body whose records sit at the dot path `path`.
-struct TopSeed<'b, 'p> {
-    builder: &'b mut RowsBuilder,
-    slot: &'b mut Slot<'p>,
-    path: &'p str,
-    /// The first steps of the paths that `include` looks up.
-    heads: &'b [&'p str],
-    /// The records were taken out of the body and decoded already.
-    records_elsewhere: bool,
-}
-
-impl<'de> DeserializeSeed<'de> for TopSeed<'_, '_> {
-    type Value = Top<'de>;
-    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
-        de.deserialize_any(self)
-    }
-}
-
-impl TopSeed<'_, '_> {
-    /// The records are not in the body, whose top-level fields are `fields`.
-    fn missing<E: de::Error>(self, fields: &[Cow<'_, str>]) -> E {
-        let fields = fields.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ");
-        self.slot.fail(DecodeError::RecordsMissing {
-            path: self.path.to_owned(),
-            fields: if fields.is_empty() { "none".to_owned() } else { fields },
-        })
-    }
-}
-
-impl<'de> Visitor<'de> for TopSeed<'_, '_> {
-    type Value = Top<'de>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an object")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let (head, nested) = self.path.split_once('.').map_or((self.path, false), |(h, _)| (h, true));
-        let mut top = Top {
-            records: Records::Missing,
-            kept: Vec::new(),
-        };
-        let mut fields = Vec::new();
-        while let Some(name) = map.next_key_seed(KeySeed)? {
-            let records_here = name == head && matches!(top.records, Records::Missing) && !self.records_elsewhere;
-            let wanted = self.heads.contains(&name.as_ref());
-            if records_here && !nested && !wanted {
-                let seed = RecordsSeed {
-                    builder: &mut *self.builder,
-                    slot: &mut *self.slot,
-                };
-                map.next_value_seed(seed)?;
-                top.records = Records::Decoded;
-            } else if records_here || wanted {
-                let raw: &'de RawValue = map.next_value()?;
-                if records_here {
-                    top.records = Records::Kept(raw);
-                }
-                top.kept.push((name.clone(), raw));
-            } else {
-                map.next_value::<de::IgnoredAny>()?;
-            }
-            fields.push(name);
-        }
-        if nested && matches!(top.records, Records::Kept(_)) {
-            top.records = match find(&top.kept, self.path) {
-                Ok(Some(records)) => Records::Kept(records),
-                _ => Records::Missing,
-            };
-        }
-        match top.records {
-            Records::Missing if !self.records_elsewhere => Err(self.missing(&fields)),
-            _ => Ok(top),
-        }
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
-        Err(self.missing(&[]))
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Err(self.missing(&[]))
-    }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-        Err(self.missing(&[]))
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-        Err(self.missing(&[]))
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-        Err(self.missing(&[]))
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-        Err(self.missing(&[]))
-    }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-        Err(self.missing(&[]))
-    }
 }
 
 fn ndjson(body: &[u8], builder: &mut RowsBuilder) -> Result<Page, DecodeError> {
@@ -455,7 +256,7 @@ fn kind(raw: &RawValue) -> &'static str {
 
 /// The value at a dot path (`links.next`) below the top-level fields `top`, when every step is an
 /// object that has the key.
-fn find<'a>(top: &[(Cow<'a, str>, &'a RawValue)], path: &str) -> Result<Option<&'a RawValue>, DecodeError> {
+pub(super) fn find<'a>(top: &[(Cow<'a, str>, &'a RawValue)], path: &str) -> Result<Option<&'a RawValue>, DecodeError> {
     let (head, rest) = path.split_once('.').map_or((path, None), |(h, r)| (h, Some(r)));
     let Some(&(_, mut at)) = top.iter().find(|(name, _)| name == head) else {
         return Ok(None);
@@ -660,59 +461,6 @@ mod tests {
         );
         assert!(error(br#"{"data":[]} x"#, Some("data")).starts_with("the response is not valid JSON"));
         assert!(error(br#"{"data":[{"a":1}],"next":"#, Some("data")).starts_with("the response is not valid JSON"));
-    }
-
-    #[test]
-    fn large_columns_decoded_in_parallel_match_the_one_pass_walk() {
-        let rows = 60_000;
-        let column = |f: &dyn Fn(usize) -> String| (0..rows).map(f).collect::<Vec<_>>().join(",");
-        let hourly = format!(
-            r#"{{"time":[{}],"t":[{}],"unit":"C","n":[{}],"tag":[{}]}}"#,
-            column(&|i| format!("\"2020-01-{:02}T{:02}:00\"", 1 + i / 24 % 28, i % 24)),
-            column(&|i| if i % 7 == 0 {
-                "null".into()
-            } else {
-                format!("{}.5", i % 40)
-            }),
-            column(&|i| (i % 1000).to_string()),
-            column(&|i| format!("\"s\\u00e9{}\"", i % 3)),
-        );
-        let body = format!(r#"{{"latitude":49.2,"hourly":{hourly},"elevation":5}}"#);
-        assert!(body.len() > PARALLEL_BYTES);
-        let shape = shape(Format::Json, Some("hourly"), &["latitude", "elevation"]);
-        let mut parallel = RowsBuilder::new();
-        let page = decode(body.clone().into_bytes(), &shape, &mut parallel).unwrap();
-        assert_eq!(page.records, rows);
-        let parallel = parallel.finish();
-        // A builder that has a page already walks the body in one pass.
-        let mut walked = RowsBuilder::new();
-        let small = r#"{"latitude":49.2,"hourly":{"time":["2020-01-01T00:00"],"t":[0.5],"unit":"C","n":[1],"tag":["x"]},"elevation":5}"#;
-        decode(small.as_bytes(), &shape, &mut walked).unwrap();
-        decode(body.clone().into_bytes(), &shape, &mut walked).unwrap();
-        let walked = walked.finish();
-        assert_eq!(parallel.schema(), walked.schema());
-        assert_eq!(parallel, walked.slice(1, rows));
-        let names: Vec<_> = parallel.schema().fields().iter().map(|f| f.name().clone()).collect();
-        assert_eq!(names, ["time", "t", "n", "tag", "unit", "latitude", "elevation"]);
-
-        // Errors are those of the one-pass walk.
-        let error = |body: String| {
-            decode(body.into_bytes(), &shape, &mut RowsBuilder::new())
-                .unwrap_err()
-                .to_string()
-        };
-        let ragged = body.replacen(r#""n":[0,"#, r#""n":["#, 1);
-        assert_eq!(
-            error(ragged),
-            format!(
-                "the columns of `hourly` have different lengths: `time` has {rows} values, `n` has {}",
-                rows - 1
-            )
-        );
-        let conflict = body.replacen(r#""n":[0,1,"#, r#""n":[0,"one","#, 1);
-        assert!(error(conflict).starts_with("field `n` is a string in record 2 of page 0"));
-        let broken = body.replacen(r#""elevation":5"#, r#""elevation":5,"#, 1);
-        assert!(error(broken).starts_with("the response is not valid JSON"));
     }
 
     #[test]
