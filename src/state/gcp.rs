@@ -1,6 +1,6 @@
 //! The gcp target's state: Firestore documents in the product's project. `_dpf/<product>` holds
 //! the cursors, the last run and the last success (JSON text each); `_dpf/<product>/runs/<started
-//! at>-<run id>` one run of the capped history. A commit reads and writes the product's document in
+//! at>-<run id>-<random>` one run of the capped history. A commit reads and writes the product's document in
 //! one transaction, so two runs at once on two machines never move a cursor backwards.
 
 use std::collections::{BTreeMap, HashMap};
@@ -196,7 +196,14 @@ pub(super) async fn commit(
         }
         let document = Write {
             operation: Some(Operation::Update(Document {
-                name: format!("{}/{}-{}", names.runs, run.started_at, run.run_id),
+                // Two machines may start the same run in the same millisecond: each keeps its record.
+                name: format!(
+                    "{}/{}-{}-{:08x}",
+                    names.runs,
+                    run.started_at,
+                    run.run_id,
+                    fastrand::u32(..)
+                ),
                 fields: HashMap::from([
                     ("started_at".to_owned(), string(run.started_at.clone())),
                     ("record".to_owned(), string(json(&run))),
