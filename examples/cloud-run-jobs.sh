@@ -19,6 +19,17 @@ gcloud scheduler jobs create http dpf-sales-data-product --project "$PROJECT" --
 || gcloud scheduler jobs update http dpf-sales-data-product --project "$PROJECT" --location "$REGION" \
   --schedule '0 2 * * *' --time-zone UTC
 
+# weather_cities: At minute 30, of every 6 hours.
+gcloud run jobs deploy dpf-weather-cities --project "$PROJECT" --region "$REGION" --image "$IMAGE" \
+  --args=run,weather_cities,--log-format,json --set-env-vars DPF_TARGET=gcp \
+  --max-retries 0 --task-timeout 3600s --service-account "$SERVICE_ACCOUNT"
+gcloud scheduler jobs create http dpf-weather-cities --project "$PROJECT" --location "$REGION" \
+  --schedule '30 */6 * * *' --time-zone UTC --http-method POST \
+  --uri "https://run.googleapis.com/v2/projects/$PROJECT/locations/$REGION/jobs/dpf-weather-cities:run" \
+  --oauth-service-account-email "$SERVICE_ACCOUNT" \
+|| gcloud scheduler jobs update http dpf-weather-cities --project "$PROJECT" --location "$REGION" \
+  --schedule '30 */6 * * *' --time-zone UTC
+
 # weather_data_product: At minute 0, of every 6 hours.
 gcloud run jobs deploy dpf-weather-data-product --project "$PROJECT" --region "$REGION" --image "$IMAGE" \
   --args=run,weather_data_product,--log-format,json --set-env-vars DPF_TARGET=gcp \

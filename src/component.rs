@@ -137,6 +137,8 @@ pub(crate) struct Done {
     /// Where it wrote, as [`crate::target::Destination`] names it.
     pub(crate) destinations: Vec<String>,
     pub(crate) alerts: Vec<AlertReceipt>,
+    /// What became of a fan-out extract's items.
+    pub(crate) items: Option<crate::receipt::ItemsReceipt>,
 }
 
 /// How the run makes and stops a component's attempts.

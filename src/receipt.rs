@@ -121,6 +121,29 @@ pub(crate) struct TaskReceipt {
     /// The outcome of each of the task's checks, when it has any and its output was checked.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<CheckResult>,
+    /// What became of a fan-out extract's items.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub items: Option<ItemsReceipt>,
+}
+
+/// The items of a fan-out extract: how many, and those left out (`on_item_error: skip`).
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct ItemsReceipt {
+    pub total: u64,
+    pub succeeded: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<FailedItem>,
+}
+
+/// An item whose requests failed after their retries.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct FailedItem {
+    /// Its number, from 1, in the order of `for_each`.
+    pub item: usize,
+    /// How messages name it: its number and its `include_item` (or first) fields.
+    pub label: String,
+    pub error: String,
+    pub error_kind: ErrorKind,
 }
 
 impl TaskReceipt {

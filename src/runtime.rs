@@ -10,26 +10,50 @@ use tokio_util::sync::CancellationToken;
 
 use crate::component::{Attempts, Done, Input, Services, Slot};
 use crate::error::TaskError;
+use crate::plan::Step;
 use crate::spec::Call;
 use crate::target::Target;
 
 /// A task's function, built for this run.
 pub(crate) enum Runtime<'a> {
-    Extract(crate::extract::Extract<'a>),
+    Extract(Box<crate::extract::Extract<'a>>),
     Transform(crate::transform::Transform<'a>),
     LocalStore(crate::target::local::Store<'a>),
     GcpStore(crate::target::gcp::Store<'a>),
     Alert(crate::alert::Alert<'a>),
 }
 
+/// What an extract takes from its step besides its params: its fan-out and pace.
+fn extract_setup(
+    step: &Step,
+) -> (
+    Option<&crate::extract::items::FanOut>,
+    Option<crate::extract::throttle::Pace>,
+) {
+    (step.fan_out.as_ref().map(|f| &f.fan_out), step.requests)
+}
+
 impl<'a> Runtime<'a> {
     /// `call` (its params rendered) as task `slot` of the run that `services` serve.
-    pub(crate) fn build(call: Call, slot: Slot<'a>, services: &'a Services) -> Result<Runtime<'a>, TaskError> {
+    pub(crate) fn build(
+        call: Call,
+        step: &'a Step,
+        slot: Slot<'a>,
+        services: &'a Services,
+    ) -> Result<Runtime<'a>, TaskError> {
         Ok(match call {
-            Call::ExtractHttp(params) => Runtime::Extract(crate::extract::Extract::new(params, slot, services)),
-            Call::ExtractWeather(weather) => {
-                Runtime::Extract(crate::extract::Extract::new(weather.to_http(), slot, services))
-            }
+            Call::ExtractHttp(params) => Runtime::Extract(Box::new(crate::extract::Extract::new(
+                params,
+                extract_setup(step),
+                slot,
+                services,
+            ))),
+            Call::ExtractWeather(weather) => Runtime::Extract(Box::new(crate::extract::Extract::new(
+                weather.to_http(),
+                extract_setup(step),
+                slot,
+                services,
+            ))),
             Call::TransformSql(params) => Runtime::Transform(crate::transform::Transform {
                 query: params.query,
                 session: services.catalog.session(),
@@ -60,7 +84,7 @@ impl<'a> Runtime<'a> {
         attempts: &mut u32,
     ) -> Result<Done, TaskError> {
         match self {
-            Runtime::Extract(extract) => extract.run(stop, attempts).await,
+            Runtime::Extract(extract) => extract.run(input, stop, attempts).await,
             Runtime::Transform(transform) => transform.run().await,
             Runtime::LocalStore(store) => store.write(input.rows()?, input.rejected(), stop).await,
             Runtime::GcpStore(store) => store.write(input.rows()?, input.rejected(), stop).await,

@@ -352,7 +352,8 @@ fn failed_checks(so_far: &[TaskReceipt]) -> Table {
     Table::from_batch(builder.finish())
 }
 
-/// Messages to the `on_failure` recipients of every alert task, after a failed run.
+/// Messages to the `on_failure` recipients of every alert task, after a failed run or one that
+/// skipped fan-out items (`on_item_error: skip`).
 pub(crate) async fn failure_alerts(
     cx: &Context<'_>,
     alerts: &[(&str, &SendAlerts)],
@@ -360,16 +361,55 @@ pub(crate) async fn failure_alerts(
 ) -> Vec<AlertReceipt> {
     let failed: Vec<&TaskReceipt> = receipts.iter().filter(|r| r.status == TaskStatus::Failed).collect();
     let names: Vec<&str> = failed.iter().map(|r| r.id.as_str()).collect();
-    let subject = format!("{}: run {} failed ({})", cx.product, cx.run_id, names.join(", "));
-    let intro = format!(
-        "Run {} of {} failed on the {} target. Failed: {}.",
-        cx.run_id,
-        cx.product,
-        cx.target.as_str(),
-        names.join(", ")
+    let skipped = failed_items(receipts);
+    let (subject, intro) = if failed.is_empty() {
+        let count = match skipped.rows() {
+            1 => "1 failed item".to_owned(),
+            n => format!("{n} failed items"),
+        };
+        (
+            format!("{}: run {} skipped {count}", cx.product, cx.run_id),
+            format!(
+                "Run {} of {} on the {} target finished without {count}, whose requests failed after their retries.",
+                cx.run_id,
+                cx.product,
+                cx.target.as_str()
+            ),
+        )
+    } else {
+        (
+            format!("{}: run {} failed ({})", cx.product, cx.run_id, names.join(", ")),
+            format!(
+                "Run {} of {} failed on the {} target. Failed: {}.",
+                cx.run_id,
+                cx.product,
+                cx.target.as_str(),
+                names.join(", ")
+            ),
+        )
+    };
+    let message = message::summary(
+        subject,
+        &intro,
+        &[&tasks_table(receipts), &failed_checks(receipts), &skipped],
     );
-    let message = message::summary(subject, &intro, &[&tasks_table(receipts), &failed_checks(receipts)]);
     tell_on_failure(cx, alerts, &message).await
+}
+
+/// The fan-out items the run's tasks skipped: task, item, error.
+pub(crate) fn failed_items(receipts: &[TaskReceipt]) -> Table {
+    let mut builder = RowsBuilder::new();
+    for receipt in receipts {
+        for failed in receipt.items.iter().flat_map(|items| &items.failed) {
+            let row = [
+                ("task", Cell::Str(receipt.id.as_str().into())),
+                ("item", Cell::Str(failed.label.as_str().into())),
+                ("error", Cell::Str(failed.error.as_str().into())),
+            ];
+            builder.push_record(row).expect("one type per column");
+        }
+    }
+    Table::from_batch(builder.finish())
 }
 
 /// Sends `message` to the `on_failure` recipients of each of `alerts`, by e-mail; what could not be

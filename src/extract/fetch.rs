@@ -17,8 +17,9 @@ use url::Url;
 use super::decode::{self, Page, Shape};
 use super::http::{Auth, ExtractHttp, KeyLocation, Method, Pagination};
 use super::paging::{Next, at_counter, counted, counted_next, counter_after, following, with_query};
+use super::throttle::{MAX_THROTTLED, Throttle};
 use crate::error::TaskError;
-use crate::http::{Request, Response, Transport};
+use crate::http::{HttpError, Request, Response, Transport};
 use crate::log::Log;
 use crate::retry::{self, Policy};
 use crate::secrets::Secrets;
@@ -38,13 +39,17 @@ pub(crate) struct Context<'a> {
     pub(crate) record_dir: Option<&'a Path>,
     /// Replayed requests keep their references as text: that is how recordings hold them.
     pub(crate) replay: bool,
+    /// Paces the task's requests, when it fans out or sets `concurrency` or `rate_limit`.
+    pub(crate) throttle: Option<&'a Throttle>,
+    /// The progress line and counts of the task (bytes received: [`Shared::bytes`]), shared by its
+    /// items.
+    pub(crate) shared: &'a Shared,
 }
 
 /// What an extract yields.
 pub(crate) struct Extracted {
     pub table: Table,
     pub pages: usize,
-    pub bytes: usize,
 }
 
 /// The parts of every request that do not change from page to page.
@@ -176,9 +181,15 @@ struct Sent {
 /// The requests sent and not yet decoded, oldest first.
 type InFlight<'a> = FuturesOrdered<Pin<Box<dyn Future<Output = Sent> + 'a>>>;
 
-/// Fetches every page. `attempts` ends as the attempts of the request that needed the most, also when
-/// the extract fails. Each page is decoded on a blocking thread while the next requests are under way.
-pub(crate) async fn fetch(params: &ExtractHttp, cx: &Context<'_>, attempts: &mut u32) -> Result<Extracted, TaskError> {
+/// Fetches every page; `constants` are fields set on every row (a fan-out's `include_item`).
+/// `attempts` ends as the attempts of the request that needed the most, also when the extract fails.
+/// Each page is decoded on a blocking thread while the next requests are under way.
+pub(crate) async fn fetch(
+    params: &ExtractHttp,
+    constants: Vec<(String, crate::table::Cell<'static>)>,
+    cx: &Context<'_>,
+    attempts: &mut u32,
+) -> Result<Extracted, TaskError> {
     let requests = Requests::new(params, cx)?;
     let base = parse_url(&params.url)?;
     let mut query = query_pairs(params);
@@ -188,6 +199,7 @@ pub(crate) async fn fetch(params: &ExtractHttp, cx: &Context<'_>, attempts: &mut
         format: params.format,
         records: params.records.clone(),
         include: params.include.clone(),
+        constants,
     });
     // Page-number and offset pagination count from `start`.
     let mut counter = 0;
@@ -202,11 +214,7 @@ pub(crate) async fn fetch(params: &ExtractHttp, cx: &Context<'_>, attempts: &mut
     }
     let url = with_query(&base, &query);
     let mut builder = RowsBuilder::stopping_on(cx.cancel.clone());
-    let progress = Shared {
-        progress: RefCell::new(cx.log.progress(cx.task)),
-        bytes: Cell::new(0),
-        rows: Cell::new(0),
-    };
+    let progress = cx.shared;
     *attempts = 1;
     let max_pages = pagination.map_or(1, |p| p.max_pages().max(1));
     // The step between prefetched pages; a recording holds exactly the pages the run used.
@@ -217,9 +225,9 @@ pub(crate) async fn fetch(params: &ExtractHttp, cx: &Context<'_>, attempts: &mut
         _ => None,
     };
     let send_page = |url: Url, page: usize, counter: i64| -> Pin<Box<dyn Future<Output = Sent> + '_>> {
-        let (requests, progress) = (&requests, &progress);
+        let requests = &requests;
         Box::pin(async move {
-            let (result, attempts) = send(cx, &requests.request(url.clone()), page, progress).await;
+            let (result, attempts) = send(cx, &requests.request(url.clone()), page).await;
             Sent {
                 url,
                 counter,
@@ -291,11 +299,9 @@ pub(crate) async fn fetch(params: &ExtractHttp, cx: &Context<'_>, attempts: &mut
             decode::DecodeError::Stopped => TaskError::interrupted(),
             error => on_page(TaskError::permanent(error), pages, paginated),
         })?;
-        progress.rows.set(builder.rows());
-        progress
-            .progress
-            .borrow_mut()
-            .update(pages, builder.rows(), progress.bytes.get());
+        progress.rows.set(progress.rows.get() + page.records);
+        progress.pages.set(progress.pages.get() + 1);
+        progress.update();
         let next = match (pagination, early) {
             (None, _) => Next::Done,
             // An empty page ends every kind of pagination.
@@ -334,19 +340,9 @@ pub(crate) async fn fetch(params: &ExtractHttp, cx: &Context<'_>, attempts: &mut
         }
     }
     drop(in_flight);
-    if let Some(dir) = cx.record_dir {
-        let exchanges = cx.transport.take_recorded(cx.task);
-        let path = crate::http::fixtures::save(dir, cx.task, exchanges).map_err(TaskError::caused)?;
-        cx.log.info(
-            Some(cx.task),
-            None,
-            format!("recorded {pages} responses in {}", path.display()),
-        );
-    }
     Ok(Extracted {
         table: Table::from_batch(builder.finish()),
         pages,
-        bytes: progress.bytes.get(),
     })
 }
 
@@ -383,11 +379,36 @@ async fn finish_decoding(
     }
 }
 
-/// What the requests of one extract share: its progress line and the bytes and rows so far.
-struct Shared {
+/// What the requests of one extract task share: its progress line and the pages, bytes and rows so
+/// far.
+pub(crate) struct Shared {
     progress: RefCell<crate::log::Progress>,
+    pages: Cell<usize>,
     bytes: Cell<usize>,
     rows: Cell<usize>,
+}
+
+impl Shared {
+    pub(crate) fn new(progress: crate::log::Progress) -> Self {
+        Shared {
+            progress: RefCell::new(progress),
+            pages: Cell::new(0),
+            bytes: Cell::new(0),
+            rows: Cell::new(0),
+        }
+    }
+
+    /// The bytes the task received.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes.get()
+    }
+
+    /// Shows the counts so far.
+    fn update(&self) {
+        self.progress
+            .borrow_mut()
+            .update(self.pages.get(), self.rows.get(), self.bytes.get());
+    }
 }
 
 fn on_page(error: TaskError, page: usize, paginated: bool) -> TaskError {
@@ -399,7 +420,8 @@ fn on_page(error: TaskError, page: usize, paginated: bool) -> TaskError {
 }
 
 /// One request with the task's retries; returns the response and the attempts it took.
-async fn send(cx: &Context<'_>, request: &Request, page: usize, shared: &Shared) -> (Result<Response, TaskError>, u32) {
+async fn send(cx: &Context<'_>, request: &Request, page: usize) -> (Result<Response, TaskError>, u32) {
+    let shared = cx.shared;
     let log_retry = |retrying: retry::Retrying<'_>| {
         cx.log.warn(
             Some(cx.task),
@@ -423,15 +445,43 @@ async fn send(cx: &Context<'_>, request: &Request, page: usize, shared: &Shared)
             let mut on_bytes = |n: usize| {
                 received.set(received.get() + n);
                 shared.bytes.set(shared.bytes.get() + n);
-                shared
-                    .progress
-                    .borrow_mut()
-                    .update(page, shared.rows.get(), shared.bytes.get());
+                shared.update();
             };
-            cx.transport
-                .send(cx.task, request, cx.secrets, &mut on_bytes)
-                .await
-                .map_err(TaskError::from)
+            let Some(throttle) = cx.throttle else {
+                return cx
+                    .transport
+                    .send(cx.task, request, cx.secrets, &mut on_bytes)
+                    .await
+                    .map_err(TaskError::from);
+            };
+            // A 429 slows the task down and the request waits its turn again, up to a point: the API
+            // asked for a slower pace, not for the extract to give up.
+            let mut throttled = 0;
+            loop {
+                let permit = throttle.admit().await;
+                let result = cx.transport.send(cx.task, request, cx.secrets, &mut on_bytes).await;
+                drop(permit);
+                match result {
+                    Ok(response) => {
+                        throttle.succeeded();
+                        return Ok(response);
+                    }
+                    Err(HttpError::Status {
+                        status: 429,
+                        retry_after,
+                        ..
+                    }) if throttled < MAX_THROTTLED && retry_after.is_none_or(|wait| wait <= retry::MAX_DELAY) => {
+                        throttled += 1;
+                        throttle.slow_down(retry_after);
+                        cx.log.warn(
+                            Some(cx.task),
+                            None,
+                            format!("page {page}: the API asked for fewer requests (HTTP 429); slowing down"),
+                        );
+                    }
+                    Err(error) => return Err(TaskError::from(error)),
+                }
+            }
         }
     })
     .await

@@ -11,6 +11,8 @@ pub struct Node {
     pub function: Option<Function>,
     pub input: Vec<String>,
     pub depends_on: Vec<String>,
+    /// The task whose rows a fan-out extract takes as its items (`for_each: { task: … }`).
+    pub for_each: Option<String>,
     /// Tables a transform's SQL reads (they become inputs when they name tasks).
     pub sql_tables: Vec<String>,
 }
@@ -32,6 +34,18 @@ pub enum Edge {
 pub enum Field {
     Input,
     DependsOn,
+    ForEach,
+}
+
+impl Field {
+    /// The task key it was written under.
+    pub fn key(self) -> &'static str {
+        match self {
+            Field::Input => "input",
+            Field::DependsOn => "depends_on",
+            Field::ForEach => "for_each",
+        }
+    }
 }
 
 /// A problem in the graph, reported by `validate` with the span of the offending node.
@@ -89,7 +103,12 @@ impl Graph {
         let mut upstream = vec![Vec::new(); nodes.len()];
         for (i, node) in nodes.iter().enumerate() {
             let edges = &mut upstream[i];
-            for (field, names) in [(Field::Input, &node.input), (Field::DependsOn, &node.depends_on)] {
+            let for_each: &[String] = node.for_each.as_slice();
+            for (field, names) in [
+                (Field::Input, node.input.as_slice()),
+                (Field::DependsOn, node.depends_on.as_slice()),
+                (Field::ForEach, for_each),
+            ] {
                 for (index, name) in names.iter().enumerate() {
                     match find(name) {
                         None => problems.push(Problem::UnknownTask {
@@ -99,13 +118,13 @@ impl Graph {
                             name: name.clone(),
                         }),
                         Some(up) => {
-                            let edge = if field == Field::Input {
-                                Edge::Input
-                            } else {
+                            let edge = if field == Field::DependsOn {
                                 Edge::DependsOn
+                            } else {
+                                Edge::Input
                             };
                             let produces = nodes[up].function.is_none_or(Function::produces_data);
-                            if field == Field::Input && !produces {
+                            if edge == Edge::Input && !produces {
                                 problems.push(Problem::NotData {
                                     task: i,
                                     field,

@@ -13,6 +13,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::extract::items::{self, ForEach, ItemSource};
+use crate::extract::throttle::{DEFAULT_CONCURRENCY, Pace};
 use crate::spec::reference::{Reference, references};
 use crate::spec::{Call, Function, Product, Role};
 use crate::target::{self, AlertSink, Destination, SecretSource, Target};
@@ -115,6 +117,22 @@ pub struct Step {
     /// Where an incremental extract starts and whether it saves a cursor.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub incremental: Option<IncrementalStep>,
+    /// The items a fan-out extract runs once for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fan_out: Option<FanOutStep>,
+    /// How an extract paces its requests: at most `concurrency` in flight, `rate_limit` a second.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests: Option<Pace>,
+}
+
+/// A fan-out extract in a plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct FanOutStep {
+    #[serde(flatten)]
+    pub fan_out: crate::extract::items::FanOut,
+    /// How many items there are, when the product file or a readable file next to it holds them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub items: Option<usize>,
 }
 
 /// An incremental extract in a plan.
@@ -211,6 +229,7 @@ pub fn build(product: &Product, context: &Context<'_>) -> Plan {
             function: Some(task.call.function()),
             input: task.input.clone(),
             depends_on: task.depends_on.clone(),
+            for_each: task.items_task().map(str::to_owned),
             sql_tables: match &task.call {
                 Call::TransformSql(transform) => crate::transform::sql::parse_query(&transform.query)
                     .map(|statements| {
@@ -301,6 +320,24 @@ pub fn build(product: &Product, context: &Context<'_>) -> Plan {
                 call,
                 references: found,
                 incremental: incremental.and_then(Result::ok),
+                fan_out: task.fan_out.as_ref().map(|fan_out| FanOutStep {
+                    items: match &fan_out.for_each {
+                        ForEach::Items(items) => Some(items.len()),
+                        ForEach::Source(ItemSource::File(file)) => {
+                            items::from_file(&items::file_path(context.file, file))
+                                .ok()
+                                .map(|i| i.len())
+                        }
+                        ForEach::Source(ItemSource::Task(_)) => None,
+                    },
+                    fan_out: fan_out.clone(),
+                }),
+                requests: (task.fan_out.is_some() || task.concurrency.is_some() || task.rate_limit.is_some()).then(
+                    || Pace {
+                        concurrency: task.concurrency.unwrap_or(DEFAULT_CONCURRENCY),
+                        rate_limit: task.rate_limit,
+                    },
+                ),
             }
         })
         .collect();

@@ -2,7 +2,8 @@
 //! `{{ data_interval_start }}`, `{{ data_interval_end }}`, `{{ run_id }}`, with filters:
 //! `{{ data_interval_start | strftime('%Y-%m-%dT%H') }}`, `{{ ds | add_days(-1) }}`, `| add_hours(n)`,
 //! `| unix` (seconds since the epoch). Dates are rendered in the product's time zone. An incremental
-//! extract also has `{{ cursor }}`: where its run starts (see `incremental:`), without filters.
+//! extract also has `{{ cursor }}`: where its run starts (see `incremental:`), without filters; a
+//! fan-out extract has `{{ item }}` and `{{ item.<field> }}`: the item its request is for.
 
 use chrono::{DateTime, Days, Duration, SecondsFormat};
 use chrono_tz::Tz;
@@ -11,8 +12,9 @@ use serde_json::Value;
 use super::logical::Logical;
 
 /// The variables a template may use.
-pub const VARIABLES: [&str; 8] = [
+pub const VARIABLES: [&str; 9] = [
     "cursor",
+    "item",
     "ds",
     "ds_nodash",
     "ts",
@@ -52,6 +54,8 @@ enum Problem {
     NotNumber(String),
     #[error("`{0}` is not a valid strftime format")]
     BadFormat(String),
+    #[error("only `item` has fields (`item.<field>`); `{0}` is a time")]
+    NotItem(String),
 }
 
 /// "did you mean" the closest of `known` to `name`, else the list of them.
@@ -72,6 +76,8 @@ enum Filter {
 
 struct Expression {
     variable: String,
+    /// The field of `item.<field>`.
+    field: Option<String>,
     filters: Vec<Filter>,
 }
 
@@ -97,13 +103,81 @@ pub fn render(text: &str, logical: &Logical) -> Result<String, TemplateError> {
     render_with(text, logical, None)
 }
 
+/// The fields of the item templates in `text` (`None` for the whole item), with their byte ranges.
+pub fn item_fields(text: &str) -> Vec<(Option<String>, std::ops::Range<usize>)> {
+    let mut found = Vec::new();
+    let _ = each(text, |expression, range| {
+        if expression.variable == "item" {
+            found.push((expression.field.clone(), range));
+        }
+        Ok(String::new())
+    });
+    found
+}
+
 /// `text` with every template rendered for `logical` and `cursor`; without a cursor (it is read
-/// from the state store when the run starts) `{{ cursor }}` stays as written.
+/// from the state store when the run starts) `{{ cursor }}` stays as written, and so does
+/// `{{ item }}` (rendered for each item as its request is made).
 fn render_with(text: &str, logical: &Logical, cursor: Option<&str>) -> Result<String, TemplateError> {
     each(text, |expression, range| match (expression.variable.as_str(), cursor) {
         ("cursor", Some(cursor)) => Ok(cursor.to_owned()),
-        ("cursor", None) => Ok(text[range].to_owned()),
+        ("cursor", None) | ("item", _) => Ok(text[range].to_owned()),
         _ => evaluate(expression, logical, range),
+    })
+}
+
+/// Every string inside `value` with its `{{ item }}` templates rendered for `item`. A string that
+/// is one item template and nothing else becomes the item's value itself, so numbers stay numbers.
+pub fn render_item(value: &Value, item: &Value) -> Result<Value, TemplateError> {
+    match value {
+        Value::String(text) => {
+            let whole = item_fields(text);
+            if let [(field, range)] = whole.as_slice()
+                && *range == (0..text.len())
+            {
+                return item_value(item, field.as_deref(), range.clone()).cloned();
+            }
+            each(text, |expression, range| match expression.variable.as_str() {
+                "item" => item_value(item, expression.field.as_deref(), range)
+                    .map(|value| crate::extract::incremental::rendered(Some(value))),
+                _ => Ok(text[range].to_owned()),
+            })
+            .map(Value::String)
+        }
+        Value::Array(items) => items
+            .iter()
+            .map(|v| render_item(v, item))
+            .collect::<Result<_, _>>()
+            .map(Value::Array),
+        Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), render_item(v, item)?)))
+            .collect::<Result<_, _>>()
+            .map(Value::Object),
+        other => Ok(other.clone()),
+    }
+}
+
+/// The item, or its `field`.
+fn item_value<'v>(
+    item: &'v Value,
+    field: Option<&str>,
+    range: std::ops::Range<usize>,
+) -> Result<&'v Value, TemplateError> {
+    let Some(field) = field else { return Ok(item) };
+    let found = match item {
+        Value::Object(fields) => fields.get(field),
+        _ => None,
+    };
+    found.ok_or_else(|| TemplateError {
+        range,
+        message: match item {
+            Value::Object(fields) => format!(
+                "the item has no field `{field}`; it has {}",
+                fields.keys().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+            ),
+            _ => format!("the item is {item}, not an object with a field `{field}`"),
+        },
     })
 }
 
@@ -141,7 +215,14 @@ fn each(
 
 fn parse(inner: &str) -> Result<Expression, Problem> {
     let mut parts = inner.split('|').map(str::trim);
-    let variable = parts.next().unwrap_or_default().to_owned();
+    let written = parts.next().unwrap_or_default();
+    let (variable, field) = match written.split_once('.') {
+        Some((variable, field)) => (variable.trim().to_owned(), Some(field.trim().to_owned())),
+        None => (written.to_owned(), None),
+    };
+    if field.is_some() && variable != "item" && VARIABLES.contains(&variable.as_str()) {
+        return Err(Problem::NotItem(variable));
+    }
     if !VARIABLES.contains(&variable.as_str()) {
         return Err(Problem::UnknownVariable {
             hint: hint(&variable, &VARIABLES, "variables"),
@@ -149,7 +230,7 @@ fn parse(inner: &str) -> Result<Expression, Problem> {
         });
     }
     let filters: Vec<Filter> = parts.map(filter).collect::<Result<_, _>>()?;
-    if matches!(variable.as_str(), "run_id" | "cursor") && !filters.is_empty() {
+    if matches!(variable.as_str(), "run_id" | "cursor" | "item") && !filters.is_empty() {
         return Err(Problem::NoFilters(variable));
     }
     // Shifts apply to a time; once formatted (strftime, date, unix) there is no time left to shift.
@@ -166,7 +247,11 @@ fn parse(inner: &str) -> Result<Expression, Problem> {
             Filter::AddDays(_) | Filter::AddHours(_) => {}
         }
     }
-    Ok(Expression { variable, filters })
+    Ok(Expression {
+        variable,
+        field,
+        filters,
+    })
 }
 
 fn filter(text: &str) -> Result<Filter, Problem> {
@@ -345,5 +430,36 @@ mod tests {
                 .contains("before formatting")
         );
         assert!(check("{{ ds | date | unix }}").is_err());
+    }
+
+    #[test]
+    fn items_render_per_request_and_keep_their_type_when_alone() {
+        let logical = tick();
+        let written = serde_json::json!({
+            "url": "https://api/{{ item.city }}/{{ ds }}",
+            "query": { "latitude": "{{ item.latitude }}", "tag": "{{item}}" },
+        });
+        // Planned: the item stays as written, the rest renders.
+        let planned = render_json(&written, &logical, None).unwrap();
+        assert_eq!(planned["url"], "https://api/{{ item.city }}/2025-01-01");
+        let item = serde_json::json!({ "city": "Paris", "latitude": 48.85 });
+        let rendered = render_item(&planned, &item).unwrap();
+        assert_eq!(rendered["url"], "https://api/Paris/2025-01-01");
+        assert_eq!(rendered["query"]["latitude"], 48.85);
+        assert_eq!(rendered["query"]["tag"], item);
+        let error = render_item(&serde_json::json!("{{ item.lat }}"), &item).unwrap_err();
+        assert_eq!(error.message, "the item has no field `lat`; it has `city`, `latitude`");
+        assert_eq!(
+            render_item(&serde_json::json!("at {{ item }}"), &serde_json::json!(7)).unwrap(),
+            "at 7"
+        );
+        assert!(
+            check("{{ ds.day }}")
+                .unwrap_err()
+                .message
+                .contains("only `item` has fields")
+        );
+        assert!(check("{{ item.city | unix }}").is_err());
+        assert_eq!(item_fields("{{ item.a }}-{{ item }}").len(), 2);
     }
 }

@@ -112,6 +112,31 @@ fn step_text(out: &mut String, step: &Step) {
             &format!("after `{}` from {from}{saves}", incremental.cursor),
         );
     }
+    if let Some(fan_out) = &step.fan_out {
+        use crate::extract::items::{ForEach, ItemSource, OnItemError};
+        let items = match (&fan_out.fan_out.for_each, fan_out.items) {
+            (ForEach::Items(_), Some(count)) => format!("{count} items written in the product"),
+            (ForEach::Source(ItemSource::File(file)), Some(count)) => format!("{count} items in {file}"),
+            (ForEach::Source(ItemSource::File(file)), None) => format!("the items in {file} (not readable now)"),
+            (ForEach::Source(ItemSource::Task(task)), _) => format!("each row of `{task}`"),
+            (ForEach::Items(_), None) => "its items".to_owned(),
+        };
+        let on_error = match fan_out.fan_out.on_item_error {
+            OnItemError::Fail => "a failed item fails the task",
+            OnItemError::Skip => "a failed item is skipped",
+        };
+        field("for each", &format!("{items}; {on_error}"));
+        if !fan_out.fan_out.include_item.is_empty() {
+            field("adds", &fan_out.fan_out.include_item.join(", "));
+        }
+    }
+    if let Some(pace) = &step.requests {
+        let mut shown = format!("at most {} at once", pace.concurrency);
+        if let Some(rate) = pace.rate_limit {
+            shown.push_str(&format!(", {rate} a second"));
+        }
+        field("requests", &shown);
+    }
     if let Some(destination) = &step.destination {
         field("writes", destination);
     }

@@ -177,6 +177,7 @@ pub(crate) async fn run(
             error: None,
             error_kind: None,
             checks: Vec::new(),
+            items: None,
         })
         .collect();
     let mut tables: HashMap<String, Table> = HashMap::new();
@@ -248,6 +249,7 @@ pub(crate) async fn run(
                     receipt.bytes = done.bytes;
                     receipt.pages = done.pages;
                     receipt.destinations = done.destinations;
+                    receipt.items = done.items;
                     alerts.extend(done.alerts);
                     if let Some(mut table) = done.table {
                         let incremental = plan.steps[i].incremental.as_ref().filter(|inc| inc.saves);
@@ -335,10 +337,15 @@ pub(crate) async fn run(
     } else {
         RunStatus::Succeeded
     };
-    if matches!(
-        status,
-        RunStatus::Failed | RunStatus::CheckFailed | RunStatus::FailedTransient | RunStatus::TimedOut
-    ) {
+    let skipped_items = receipts
+        .iter()
+        .any(|r| r.items.as_ref().is_some_and(|items| !items.failed.is_empty()));
+    if skipped_items
+        || matches!(
+            status,
+            RunStatus::Failed | RunStatus::CheckFailed | RunStatus::FailedTransient | RunStatus::TimedOut
+        )
+    {
         let mut alert_tasks: Vec<(&str, &crate::alert::SendAlerts)> = Vec::new();
         for step in plan.steps.iter().filter(|s| s.function == Function::SendAlerts) {
             match &step.call {

@@ -32,7 +32,7 @@ pub(super) async fn run_task(
         Ok(call) => call.clone(),
         Err(unrendered) => return (Err(TaskError::permanent(unrendered)), 1, clock.elapsed()),
     };
-    let component = match Runtime::build(call, slot, services) {
+    let component = match Runtime::build(call, step, slot, services) {
         Ok(component) => component,
         Err(error) => return (Err(error), 1, clock.elapsed()),
     };

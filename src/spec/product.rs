@@ -6,6 +6,7 @@ use super::de::one_or_many;
 use serde_json::Value;
 
 use crate::alert::SendAlerts;
+use crate::extract::items::{FanOut, ForEach, ItemSource, OnItemError};
 use crate::extract::{ExtractHttp, ExtractWeather};
 use crate::store::{StoreToBigquery, StoreToFirestore};
 use crate::transform::TransformSql;
@@ -63,6 +64,22 @@ pub struct Task {
     pub checks: Vec<crate::check::Check>,
     /// Fetch only what is new since the last run (extracts).
     pub incremental: Option<crate::extract::Incremental>,
+    /// Run the extract once per item (`for_each`).
+    pub fan_out: Option<FanOut>,
+    /// The most requests the extract has in flight at once.
+    pub concurrency: Option<u32>,
+    /// The most requests per second the extract sends.
+    pub rate_limit: Option<f64>,
+}
+
+impl Task {
+    /// The task whose rows are this task's fan-out items, if any.
+    pub fn items_task(&self) -> Option<&str> {
+        match &self.fan_out.as_ref()?.for_each {
+            ForEach::Source(ItemSource::Task(task)) => Some(task),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -85,6 +102,13 @@ struct RawTask {
     #[serde(default)]
     checks: Vec<crate::check::Check>,
     incremental: Option<crate::extract::Incremental>,
+    for_each: Option<ForEach>,
+    #[serde(default)]
+    include_item: Vec<String>,
+    #[serde(default)]
+    on_item_error: OnItemError,
+    concurrency: Option<u32>,
+    rate_limit: Option<f64>,
 }
 
 /// Params that are not those of the task's function. serde shows only this error's text, so the
@@ -115,6 +139,13 @@ impl TryFrom<RawTask> for Task {
             timeout_minutes: raw.timeout_minutes,
             checks: raw.checks,
             incremental: raw.incremental,
+            fan_out: raw.for_each.map(|for_each| FanOut {
+                for_each,
+                include_item: raw.include_item,
+                on_item_error: raw.on_item_error,
+            }),
+            concurrency: raw.concurrency,
+            rate_limit: raw.rate_limit,
         })
     }
 }

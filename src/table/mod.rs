@@ -4,6 +4,7 @@ pub(crate) mod builder;
 mod cell;
 mod column;
 mod iso8601;
+mod union;
 
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use datafusion::arrow::error::ArrowError;
 
 pub(crate) use builder::RowsBuilder;
 pub(crate) use cell::{Cell, TypeConflict};
+pub(crate) use union::union;
 
 /// Rows small enough to hand to one DataFusion partition at a time.
 const CHUNK_ROWS: usize = 64 * 1024;

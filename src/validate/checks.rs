@@ -18,6 +18,7 @@ pub(super) fn check(document: &Document, source: &SourceFile) -> Vec<Diagnostic>
         document,
         source,
         out: Vec::new(),
+        known_items: std::collections::HashMap::new(),
     };
     checker.product();
     checker.tasks();
@@ -29,6 +30,8 @@ pub(super) struct Checker<'a> {
     pub(super) document: &'a Document,
     pub(super) source: &'a SourceFile,
     pub(super) out: Vec<Diagnostic>,
+    /// The items of fan-out extracts known before the run, by task index.
+    pub(super) known_items: std::collections::HashMap<usize, Vec<Value>>,
 }
 
 impl<'a> Checker<'a> {
@@ -128,6 +131,10 @@ impl<'a> Checker<'a> {
                 function,
                 input: names(task.get("input")),
                 depends_on: names(task.get("depends_on")),
+                for_each: task
+                    .pointer("/for_each/task")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
                 sql_tables: Vec::new(),
             };
             let params = format!("{pointer}/params");
@@ -149,6 +156,7 @@ impl<'a> Checker<'a> {
         for i in 0..nodes.len() {
             self.data_checks(i, &nodes, &graph);
             self.incremental(i, &nodes, &graph);
+            self.fan_out(i, &nodes);
         }
         let ids: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
         for problem in problems {
@@ -309,11 +317,10 @@ impl<'a> Checker<'a> {
     }
 
     fn reference_span(&self, task: usize, field: Field, index: usize) -> Span {
-        let key = match field {
-            Field::Input => "input",
-            Field::DependsOn => "depends_on",
+        let pointer = match field {
+            Field::ForEach => format!("/tasks/{task}/for_each/task"),
+            _ => format!("/tasks/{task}/{}", field.key()),
         };
-        let pointer = format!("/tasks/{task}/{key}");
         if self.document.value.pointer(&pointer).is_some_and(Value::is_array) {
             self.value_span(&format!("{pointer}/{index}"))
         } else {
@@ -338,7 +345,7 @@ impl<'a> Checker<'a> {
                 index,
                 name,
             } => {
-                let key = if field == Field::Input { "input" } else { "depends_on" };
+                let key = field.key();
                 Diagnostic::new(
                     Code::UnknownTask,
                     self.reference_span(task, field, index),
@@ -409,6 +416,7 @@ impl<'a> Checker<'a> {
 
     fn string(&mut self, text: &str, pointer: &str) {
         self.cursor_template(text, pointer);
+        self.item_template(text, pointer);
         if pointer.starts_with("/tasks/")
             && pointer.contains("/params/")
             && let Err(error) = crate::plan::template::check(text)

@@ -3,6 +3,7 @@
 mod checks;
 mod credentials;
 mod data_checks;
+mod fan_out;
 mod incremental;
 mod params;
 pub mod schema;

@@ -14,14 +14,18 @@ fn lists_products_with_owner_and_schedule() {
         "{run}"
     );
     assert!(
-        lines[2].starts_with("weather_data_product  data-engineering  0 */6 * * *"),
+        lines[2].starts_with("weather_cities        data-engineering  30 */6 * * *"),
+        "{run}"
+    );
+    assert!(
+        lines[3].starts_with("weather_data_product  data-engineering  0 */6 * * *"),
         "{run}"
     );
 
     let run = dpf().args(["list", "--format", "json"]).expect(0);
     let entries: Value = serde_json::from_str(&run.stdout).unwrap();
-    assert_eq!(entries[1]["name"], "weather_data_product");
-    assert!(entries[1]["next_run"].as_str().unwrap().ends_with(":00:00Z"));
+    assert_eq!(entries[2]["name"], "weather_data_product");
+    assert!(entries[2]["next_run"].as_str().unwrap().ends_with(":00:00Z"));
 }
 
 #[test]

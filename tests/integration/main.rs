@@ -2,6 +2,7 @@
 
 mod checks;
 mod delivery;
+mod fan_out;
 mod gcp;
 mod list;
 mod local;

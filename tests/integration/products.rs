@@ -70,8 +70,8 @@ fn the_sales_product_pages_through_its_fixtures_and_alerts() {
 #[test]
 fn dpf_test_passes_on_the_example_products() {
     let run = dpf().args(["test"]).expect(0);
-    assert_eq!(run.stdout.matches("PASS").count(), 5, "{run}");
-    assert!(run.stdout.contains("5 passed, 0 failed"), "{run}");
+    assert_eq!(run.stdout.matches("PASS").count(), 7, "{run}");
+    assert!(run.stdout.contains("7 passed, 0 failed"), "{run}");
 }
 
 #[test]

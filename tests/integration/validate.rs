@@ -40,7 +40,7 @@ fn each_check_reports_its_code_at_the_offending_node() {
 #[test]
 fn valid_products_pass() {
     let run = dpf().args(["validate"]).expect(0);
-    assert_eq!(run.stdout, "2 product files valid\n");
+    assert_eq!(run.stdout, "3 product files valid\n");
     let run = dpf().args(["validate", "tests/corpus/valid", "products"]).expect(0);
     assert!(run.stdout.ends_with("product files valid\n"), "{run}");
 }

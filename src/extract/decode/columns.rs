@@ -112,6 +112,7 @@ mod tests {
             format: Format::Json,
             records: Some(records.to_owned()),
             include: include.iter().map(|s| (*s).to_owned()).collect(),
+            constants: Vec::new(),
         }
     }
 

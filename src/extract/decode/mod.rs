@@ -74,6 +74,8 @@ pub(crate) struct Shape {
     pub format: Format,
     pub records: Option<String>,
     pub include: Vec<String>,
+    /// Fields set on every row with one value each (a fan-out's `include_item`).
+    pub constants: Vec<(String, Cell<'static>)>,
 }
 
 /// Decodes `body` into `builder`. The body is dropped as soon as the records are out of it, before
@@ -91,8 +93,8 @@ pub(crate) fn decode(body: impl AsRef<[u8]>, shape: &Shape, builder: &mut RowsBu
         (None, _) if builder.stopped() => DecodeError::Stopped,
         (None, error) => error,
     })?;
-    for (field, cell) in include {
-        builder.fill(&field, first, &cell).map_err(DecodeError::Conflict)?;
+    for (field, cell) in include.iter().chain(&shape.constants) {
+        builder.fill(field, first, cell).map_err(DecodeError::Conflict)?;
     }
     Ok(page)
 }
@@ -303,6 +305,7 @@ mod tests {
             format,
             records: records.map(str::to_owned),
             include: include.iter().map(|s| (*s).to_owned()).collect(),
+            constants: Vec::new(),
         }
     }
 
