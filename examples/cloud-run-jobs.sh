@@ -22,7 +22,8 @@ gcloud scheduler jobs create http dpf-sales-data-product --project "$PROJECT" --
 # weather_cities: At minute 30, of every 6 hours.
 gcloud run jobs deploy dpf-weather-cities --project "$PROJECT" --region "$REGION" --image "$IMAGE" \
   --args=run,weather_cities,--log-format,json --set-env-vars DPF_TARGET=gcp \
-  --max-retries 0 --task-timeout 3600s --service-account "$SERVICE_ACCOUNT"
+  --max-retries 0 --task-timeout 3600s --service-account "$SERVICE_ACCOUNT" \
+  --tasks 2 --parallelism 2
 gcloud scheduler jobs create http dpf-weather-cities --project "$PROJECT" --location "$REGION" \
   --schedule '30 */6 * * *' --time-zone UTC --http-method POST \
   --uri "https://run.googleapis.com/v2/projects/$PROJECT/locations/$REGION/jobs/dpf-weather-cities:run" \

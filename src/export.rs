@@ -127,23 +127,30 @@ pub(crate) fn crontab(products: &[(&Product, &Path)], settings: &Settings) -> St
     for (product, cron) in scheduled(&products) {
         let log = format!("{}/{}.log", settings.log_dir, product.name);
         let folder = folders[product.name.as_str()].display().to_string();
-        let command = format!(
-            "cd {} && mkdir -p {} && {} run {} --products {} --target {} --log-format json > /dev/null 2>> {}",
-            quote_shell(&settings.workdir),
-            quote_shell(&settings.log_dir),
-            quote_shell(&settings.binary),
-            product.name,
-            quote_shell(if folder.is_empty() { "." } else { &folder }),
-            settings.target,
-            quote_shell(&log),
-        );
+        // A product that runs as shards gets a line per shard, all started at once.
+        let shards: Vec<String> = match product.shards.filter(|&n| n > 1) {
+            Some(count) => (0..count).map(|index| format!(" --shard {index}/{count}")).collect(),
+            None => vec![String::new()],
+        };
         out.push_str(&format!(
-            "\n# {}: {}\nCRON_TZ={}\n{cron} {}\n",
+            "\n# {}: {}\nCRON_TZ={}\n",
             product.name,
             describe(&cron),
-            product.timezone,
-            command.replace('%', "\\%"),
+            product.timezone
         ));
+        for shard in shards {
+            let command = format!(
+                "cd {} && mkdir -p {} && {} run {}{shard} --products {} --target {} --log-format json > /dev/null 2>> {}",
+                quote_shell(&settings.workdir),
+                quote_shell(&settings.log_dir),
+                quote_shell(&settings.binary),
+                product.name,
+                quote_shell(if folder.is_empty() { "." } else { &folder }),
+                settings.target,
+                quote_shell(&log),
+            );
+            out.push_str(&format!("{cron} {}\n", command.replace('%', "\\%")));
+        }
     }
     out
 }
@@ -178,7 +185,7 @@ spec:
   failedJobsHistoryLimit: 3
   jobTemplate:
     spec:
-      backoffLimit: {retries}
+      backoffLimit: {retries}{indexed}
       podFailurePolicy:
         rules:
           # 1 permanent failure, 2 invalid product, 3 another run holds the lock, 65 the data failed a
@@ -237,6 +244,12 @@ spec:
 "#,
             product_name = product.name,
             description = describe(&cron),
+            indexed = match product.shards.filter(|&n| n > 1) {
+                // One pod per shard; each finds its shard in JOB_COMPLETION_INDEX.
+                Some(count) =>
+                    format!("\n      completionMode: Indexed\n      completions: {count}\n      parallelism: {count}"),
+                None => String::new(),
+            },
             cron = yaml_string(&portable(&cron)),
             timezone = yaml_string(&product.timezone),
             retries = product.retries,
@@ -274,7 +287,7 @@ IMAGE="${{IMAGE:-{image}}}"
 # {product_name}: {description}
 gcloud run jobs deploy {name} --project "$PROJECT" --region "$REGION" --image "$IMAGE" \
   --args=run,{product_name},--log-format,json --set-env-vars DPF_TARGET={target} \
-  --max-retries 0 --task-timeout 3600s --service-account "$SERVICE_ACCOUNT"
+  --max-retries 0 --task-timeout 3600s --service-account "$SERVICE_ACCOUNT"{tasks}
 gcloud scheduler jobs create http {name} --project "$PROJECT" --location "$REGION" \
   --schedule {cron} --time-zone {timezone} --http-method POST \
   --uri "https://run.googleapis.com/v2/projects/$PROJECT/locations/$REGION/jobs/{name}:run" \
@@ -285,6 +298,11 @@ gcloud scheduler jobs create http {name} --project "$PROJECT" --location "$REGIO
             product_name = product.name,
             description = describe(&cron),
             target = settings.target,
+            // One task per shard; each finds its shard in CLOUD_RUN_TASK_INDEX and _COUNT.
+            tasks = match product.shards.filter(|&n| n > 1) {
+                Some(count) => format!(" \\\n  --tasks {count} --parallelism {count}"),
+                None => String::new(),
+            },
             cron = quote_shell(&portable(&cron)),
             timezone = quote_shell(&product.timezone),
         ));

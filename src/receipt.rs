@@ -32,6 +32,9 @@ pub(crate) struct Receipt {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<String>,
     pub replay: bool,
+    /// The shard of the product's processes this run was, if it runs as several.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<crate::extract::items::Shard>,
     /// The tick this run stands for and its data interval, in the product's time zone.
     pub logical_time: String,
     pub data_interval_start: String,

@@ -10,6 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::component::{Attempts, Done, Input, Services, Slot};
 use crate::error::TaskError;
+use crate::extract::FanOutRun;
+use crate::extract::throttle::Pace;
 use crate::plan::Step;
 use crate::spec::Call;
 use crate::target::Target;
@@ -23,14 +25,14 @@ pub(crate) enum Runtime<'a> {
     Alert(crate::alert::Alert<'a>),
 }
 
-/// What an extract takes from its step besides its params: its fan-out and pace.
-fn extract_setup(
-    step: &Step,
-) -> (
-    Option<&crate::extract::items::FanOut>,
-    Option<crate::extract::throttle::Pace>,
-) {
-    (step.fan_out.as_ref().map(|f| &f.fan_out), step.requests)
+/// What an extract takes from its step besides its params: its fan-out (with the run's shard) and
+/// its pace.
+fn extract_setup(step: &Step) -> (Option<FanOutRun<'_>>, Option<Pace>) {
+    let fan_out = step.fan_out.as_ref().map(|f| FanOutRun {
+        fan_out: &f.fan_out,
+        shard: f.shard,
+    });
+    (fan_out, step.requests)
 }
 
 impl<'a> Runtime<'a> {

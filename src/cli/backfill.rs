@@ -110,7 +110,7 @@ fn run_logged(args: Args) -> anyhow::Result<Exit> {
         return Ok(Exit::Success);
     }
     let data_dir = crate::target::data_dir(args.product.target.data_dir.as_deref());
-    let Some(_lock) = lock(&data_dir, product)? else {
+    let Some(_lock) = lock(&data_dir, product, None)? else {
         return Ok(Exit::Busy);
     };
     let fixtures = args
@@ -134,6 +134,7 @@ fn run_logged(args: Args) -> anyhow::Result<Exit> {
             logical: logical.clone(),
             timeout: None,
             cursors: crate::run::CursorUse::Window,
+            shard: None,
         };
         let outcome = execute(&runtime, product, &checked, options)?;
         let receipt = &outcome.receipt;

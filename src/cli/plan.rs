@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 
 use crate::diagnostic::render::{self, Summary};
 use crate::diagnostic::{FileDiagnostics, Severity, closest};
+use crate::extract::items::Shard;
 use crate::log::LogFormat;
 use crate::plan::{self, Context};
 use crate::validate::{Checked, check_paths};
@@ -42,6 +43,9 @@ pub(super) struct Args {
     /// runs count from it too.
     #[arg(long, alias = "now", value_name = "TIMESTAMP")]
     at: Option<DateTime<Utc>>,
+    /// Plan shard I of N (from 0) of a product that runs as several processes, as `dpf run --shard`.
+    #[arg(long, value_name = "I/N", value_parser = Shard::parse)]
+    shard: Option<Shard>,
 }
 
 pub(super) fn run(args: Args) -> anyhow::Result<Exit> {
@@ -59,6 +63,7 @@ pub(super) fn run(args: Args) -> anyhow::Result<Exit> {
         logical: None,
         secrets: args.product.target.secrets(),
         alerts: args.product.target.alerts,
+        shard: args.shard,
     };
     let plan = plan::build(product, &context);
     let output = match args.format {

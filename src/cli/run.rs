@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 
 use anyhow::Context as _;
 
+use crate::extract::items::Shard;
 use crate::log::LogFormat;
 use crate::plan::logical::Logical;
 use crate::receipt::Outcome;
@@ -52,6 +53,11 @@ pub(super) struct Args {
     /// Incremental extracts start from their `initial` instead of the saved cursor.
     #[arg(long)]
     full_refresh: bool,
+    /// Run as shard I of N (from 0): the fan-out extracts take only their share of the items.
+    /// Default: from CLOUD_RUN_TASK_INDEX/CLOUD_RUN_TASK_COUNT, or JOB_COMPLETION_INDEX with the
+    /// product's `shards:`.
+    #[arg(long, value_name = "I/N", value_parser = Shard::parse)]
+    shard: Option<Shard>,
 }
 
 /// The logical time of a run of `product` at `at` (default: now).
@@ -103,9 +109,14 @@ fn run_logged(args: Args) -> anyhow::Result<Exit> {
         HttpMode::Live
     };
     let data_dir = crate::target::data_dir(args.product.target.data_dir.as_deref());
-    let Some(_lock) = lock(&data_dir, product)? else {
+    let shard = shard(args.shard, product)?;
+    let Some(_lock) = lock(&data_dir, product, shard)? else {
         return Ok(Exit::Busy);
     };
+    let mut logical = logical(product, args.at)?;
+    if let Some(shard) = shard {
+        logical.run_id = shard.run_id(&logical.run_id);
+    }
     let options = Options {
         target: args.product.target.target,
         secrets: args.product.target.secrets(),
@@ -113,13 +124,14 @@ fn run_logged(args: Args) -> anyhow::Result<Exit> {
         data_dir,
         http,
         log_format: args.log_format,
-        logical: logical(product, args.at)?,
+        logical,
         timeout: args.timeout,
         cursors: if args.full_refresh {
             CursorUse::FullRefresh
         } else {
             CursorUse::Saved
         },
+        shard,
     };
     let outcome = execute(&runtime, product, &checked, options)?;
     let receipt = &outcome.receipt;
@@ -151,9 +163,36 @@ pub(super) fn exit(status: RunStatus) -> Exit {
     }
 }
 
-/// The run lock of `product`; `None` (said on stderr) when another run holds it.
-pub(super) fn lock(data_dir: &Path, product: &Product) -> anyhow::Result<Option<crate::run::lock::RunLock>> {
-    match crate::run::lock::acquire(data_dir, &product.name) {
+/// The shard this run is: `--shard`, else what the scheduler says (see [`Shard::from_env`]). Only a
+/// product with a fan-out extract can be sharded: any other would run whole in every shard.
+fn shard(given: Option<Shard>, product: &Product) -> anyhow::Result<Option<Shard>> {
+    let shard = match given {
+        Some(shard) => Some(shard),
+        None => Shard::from_env(|name| std::env::var(name).ok(), product.shards).map_err(anyhow::Error::msg)?,
+    };
+    if let Some(shard) = shard
+        && !product.tasks.iter().any(|task| task.fan_out.is_some())
+    {
+        anyhow::bail!(
+            "{} has no `for_each` extract to share between shards, so shard {shard} would run all of it again; \
+             run it as one process",
+            product.name
+        );
+    }
+    Ok(shard)
+}
+
+/// The run lock of `product` (of its `shard`); `None` (said on stderr) when another run holds it.
+pub(super) fn lock(
+    data_dir: &Path,
+    product: &Product,
+    shard: Option<Shard>,
+) -> anyhow::Result<Option<crate::run::lock::RunLock>> {
+    let name = match shard {
+        Some(shard) => format!("{}.shard-{}-of-{}", product.name, shard.index, shard.count),
+        None => product.name.clone(),
+    };
+    match crate::run::lock::acquire(data_dir, &name) {
         Ok(lock) => Ok(Some(lock)),
         Err(error @ crate::run::lock::LockError::Busy { .. }) => {
             eprintln!("dpf: {error}");
@@ -211,6 +250,7 @@ pub(super) fn execute(
                 secrets: options.secrets,
                 alerts: options.alerts,
                 cursors,
+                shard: options.shard,
             },
         );
         let (target, log_format, window) = (options.target, options.log_format, options.cursors == CursorUse::Window);

@@ -112,6 +112,7 @@ pub(super) fn run(args: Args) -> anyhow::Result<Exit> {
                     logical: super::run::logical(product, case.at)?,
                     timeout: None,
                     cursors: crate::run::CursorUse::Saved,
+                    shard: None,
                 };
                 let outcome = execute(&runtime, product, product_file, options)?;
                 runtime.block_on(crate::expectation::check(&outcome, &case.expect))

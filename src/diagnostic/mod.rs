@@ -96,7 +96,7 @@ codes! {
     UnknownColumn = "E215", "unknown-column";
     /// `incremental:` or `{{ cursor }}` where they cannot work: off an extract, a cursor the rows do not have, a lookback on a value that is not a time.
     InvalidIncremental = "E216", "invalid-incremental";
-    /// `for_each:` and its companions where they cannot work: off an extract, without items, items that cannot be read or lack a field the task uses.
+    /// `for_each:` and its companions where they cannot work: off an extract, without items, items that cannot be read or lack a field the task uses; `shards:` without a `for_each` extract.
     InvalidFanOut = "E217", "invalid-fan-out";
     /// A literal value looks like a credential; use `${secret:NAME}` instead.
     PossibleCredential = "W300", "possible-credential";

@@ -32,11 +32,12 @@ pub(super) fn items(for_each: &ForEach, product_file: &Path, input: &Input<'_>) 
 }
 
 /// Runs the extract of `params` (JSON, references unresolved) once per item, `concurrency` items at
-/// a time, and returns the union of their rows and what became of each item.
+/// a time, and returns the union of their rows and what became of each item. `items` starts at item
+/// `first` of the fan-out (a shard's share): messages number items in the whole list.
 pub(super) async fn run(
     fan_out: &FanOut,
     params: &Value,
-    items: &[Value],
+    (items, first): (&[Value], usize),
     concurrency: usize,
     cx: &Context<'_>,
     attempts: &mut u32,
@@ -55,7 +56,7 @@ pub(super) async fn run(
                 super::one(&rendered, constants, cx, &mut attempts).await
             }
             .await
-            .map_err(|error| error.context(items::label(index, item, include)));
+            .map_err(|error| error.context(items::label(first + index, item, include)));
             (index, result, attempts)
         })
         // In item order; the next item starts as soon as any one in flight is done.
@@ -71,8 +72,8 @@ pub(super) async fn run(
                 let message = cx.secrets.redact(&error.message);
                 cx.log.warn(Some(cx.task), Some(tries), format!("skipped {message}"));
                 let item = FailedItem {
-                    item: index + 1,
-                    label: items::label(index, &items[index], include),
+                    item: first + index + 1,
+                    label: items::label(first + index, &items[index], include),
                     error: message,
                     error_kind: error.kind,
                 };
@@ -95,7 +96,7 @@ pub(super) async fn run(
     let table = crate::table::union(&tables).map_err(|mismatch| {
         let name = |part: usize| {
             let index = parts[part].0;
-            items::label(index, &items[index], include)
+            items::label(first + index, &items[index], include)
         };
         TaskError::permanent(format!(
             "field `{}` is {} in {}, but {} in {}: items must give their fields one type",

@@ -51,6 +51,92 @@ pub struct FanOut {
     pub on_item_error: OnItemError,
 }
 
+/// One of `count` processes running a product at once, each on its share of the fan-out items.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    /// From 0.
+    pub index: u32,
+    pub count: u32,
+}
+
+/// The most shards a product runs as.
+pub(crate) const MAX_SHARDS: u32 = 1000;
+
+impl Shard {
+    /// `I/N`, as `--shard` takes it: shard `I` (from 0) of `N`.
+    pub fn parse(text: &str) -> Result<Shard, String> {
+        let (index, count) = text
+            .split_once('/')
+            .ok_or_else(|| format!("`{text}` is not I/N, e.g. 0/4 for the first of 4 shards"))?;
+        let number = |part: &str| {
+            part.trim()
+                .parse::<u32>()
+                .map_err(|_| format!("`{text}` is not I/N: `{part}` is not a whole number"))
+        };
+        Shard::new(number(index)?, number(count)?)
+    }
+
+    fn new(index: u32, count: u32) -> Result<Shard, String> {
+        if count == 0 || count > MAX_SHARDS {
+            return Err(format!("a product runs as 1 to {MAX_SHARDS} shards, not {count}"));
+        }
+        if index >= count {
+            return Err(format!(
+                "shard {index} of {count} does not exist: shards count from 0 to {}",
+                count - 1
+            ));
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// The shard the scheduler started this process as: Cloud Run Job tasks
+    /// (`CLOUD_RUN_TASK_INDEX`, `CLOUD_RUN_TASK_COUNT`), or a Kubernetes Indexed Job
+    /// (`JOB_COMPLETION_INDEX`, with the product's `declared` shards as the count). `None` for one
+    /// process.
+    pub fn from_env(var: impl Fn(&str) -> Option<String>, declared: Option<u32>) -> Result<Option<Shard>, String> {
+        let number = |name: &str| -> Result<Option<u32>, String> {
+            var(name)
+                .map(|value| {
+                    value
+                        .trim()
+                        .parse::<u32>()
+                        .map_err(|_| format!("{name}={value} is not a whole number"))
+                })
+                .transpose()
+        };
+        let (index, count) = match (number("CLOUD_RUN_TASK_INDEX")?, number("CLOUD_RUN_TASK_COUNT")?) {
+            (Some(index), Some(count)) => (index, count),
+            _ => match (number("JOB_COMPLETION_INDEX")?, declared) {
+                (Some(index), Some(count)) => (index, count),
+                _ => return Ok(None),
+            },
+        };
+        if count <= 1 {
+            return Ok(None);
+        }
+        Shard::new(index, count).map(Some)
+    }
+
+    /// This shard's share of `len` items: a contiguous range; the shares of all shards cover every
+    /// item once and differ in size by one at most.
+    pub fn range(self, len: usize) -> std::ops::Range<usize> {
+        let (index, count) = (self.index as usize, self.count as usize);
+        len * index / count..len * (index + 1) / count
+    }
+
+    /// The run id of this shard's run of the tick `run_id`: what its job ids, file names and
+    /// document ids derive from, so each shard's writes are its own and a rerun repeats them.
+    pub fn run_id(self, run_id: &str) -> String {
+        format!("{run_id}-shard-{}-of-{}", self.index, self.count)
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
 /// The most items one fan-out takes: each is at least one request.
 pub(crate) const MAX_ITEMS: usize = 100_000;
 
@@ -231,6 +317,50 @@ mod tests {
             from_file(&dir.path().join("missing.csv")),
             Err(ItemsError::Read { .. })
         ));
+    }
+
+    #[test]
+    fn shards_split_the_items_into_contiguous_shares_that_cover_each_once() {
+        for count in 1..=7u32 {
+            for len in [0usize, 1, 5, 50, 51] {
+                let mut covered = Vec::new();
+                for index in 0..count {
+                    covered.extend(Shard { index, count }.range(len));
+                }
+                assert_eq!(covered, (0..len).collect::<Vec<_>>(), "{len} items over {count} shards");
+            }
+        }
+        assert_eq!(Shard::parse("2/8"), Ok(Shard { index: 2, count: 8 }));
+        assert!(Shard::parse("8/8").unwrap_err().contains("count from 0 to 7"));
+        assert!(Shard::parse("2").unwrap_err().contains("is not I/N"));
+        assert!(Shard::parse("a/2").is_err());
+        assert_eq!(
+            Shard { index: 2, count: 8 }.run_id("p-20250101T000000Z"),
+            "p-20250101T000000Z-shard-2-of-8"
+        );
+    }
+
+    #[test]
+    fn the_scheduler_says_which_shard_a_process_is() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| pairs.iter().find(|(n, _)| *n == name).map(|(_, v)| (*v).to_owned())
+        };
+        let cloud_run = env(&[("CLOUD_RUN_TASK_INDEX", "3"), ("CLOUD_RUN_TASK_COUNT", "5")]);
+        assert_eq!(
+            Shard::from_env(cloud_run, Some(2)),
+            Ok(Some(Shard { index: 3, count: 5 }))
+        );
+        let one_task = env(&[("CLOUD_RUN_TASK_INDEX", "0"), ("CLOUD_RUN_TASK_COUNT", "1")]);
+        assert_eq!(Shard::from_env(one_task, None), Ok(None));
+        let indexed = env(&[("JOB_COMPLETION_INDEX", "1")]);
+        assert_eq!(
+            Shard::from_env(indexed, Some(4)),
+            Ok(Some(Shard { index: 1, count: 4 }))
+        );
+        assert_eq!(Shard::from_env(indexed, None), Ok(None));
+        assert!(Shard::from_env(env(&[("JOB_COMPLETION_INDEX", "x")]), Some(2)).is_err());
+        assert!(Shard::from_env(env(&[("JOB_COMPLETION_INDEX", "4")]), Some(4)).is_err());
+        assert_eq!(Shard::from_env(env(&[]), Some(4)), Ok(None));
     }
 
     #[test]

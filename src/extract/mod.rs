@@ -29,11 +29,18 @@ use crate::log::Log;
 use crate::retry::Policy;
 use crate::secrets::{Mode, Secrets};
 
+/// A fan-out as one run takes it: its items, and the shard whose share of them the run fetches.
+#[derive(Clone, Copy)]
+pub(crate) struct FanOutRun<'a> {
+    pub(crate) fan_out: &'a FanOut,
+    pub(crate) shard: Option<items::Shard>,
+}
+
 /// An `extract_http` (or `extract_weather`) task, built for its run.
 pub(crate) struct Extract<'a> {
     params: ExtractHttp,
     /// The items it runs once for, if it fans out.
-    fan_out: Option<&'a FanOut>,
+    fan_out: Option<FanOutRun<'a>>,
     /// The product file, next to which item files are found.
     product_file: &'a Path,
     task: &'a str,
@@ -53,7 +60,7 @@ impl<'a> Extract<'a> {
     /// `params` as task `slot`, run once per item of `fan_out` if given, its requests paced by `pace`.
     pub(crate) fn new(
         params: ExtractHttp,
-        (fan_out, pace): (Option<&'a FanOut>, Option<Pace>),
+        (fan_out, pace): (Option<FanOutRun<'a>>, Option<Pace>),
         slot: Slot<'a>,
         services: &'a Services,
     ) -> Extract<'a> {
@@ -104,9 +111,17 @@ impl<'a> Extract<'a> {
         let (extracted, items) = match self.fan_out {
             None => (one(&value, Vec::new(), &cx, attempts).await?, None),
             Some(fan_out) => {
-                let items = fan_out::items(&fan_out.for_each, self.product_file, input)?;
-                let (extracted, receipt) =
-                    fan_out::run(fan_out, &value, &items, self.concurrency, &cx, attempts).await?;
+                let items = fan_out::items(&fan_out.fan_out.for_each, self.product_file, input)?;
+                let share = fan_out.shard.map_or(0..items.len(), |shard| shard.range(items.len()));
+                let (extracted, receipt) = fan_out::run(
+                    fan_out.fan_out,
+                    &value,
+                    (&items[share.clone()], share.start),
+                    self.concurrency,
+                    &cx,
+                    attempts,
+                )
+                .await?;
                 (extracted, Some(receipt))
             }
         };

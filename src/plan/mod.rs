@@ -13,7 +13,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::extract::items::{self, ForEach, ItemSource};
+use crate::extract::items::{self, ForEach, ItemSource, Shard};
 use crate::extract::throttle::{DEFAULT_CONCURRENCY, Pace};
 use crate::spec::reference::{Reference, references};
 use crate::spec::{Call, Function, Product, Role};
@@ -41,6 +41,9 @@ pub struct Plan {
     pub start_date: Option<String>,
     /// The run this plan describes: the latest tick at or before now (or `--at`).
     pub logical: Option<LogicalTime>,
+    /// The shard of the product's processes this plan is for, if it runs as several.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<Shard>,
     /// Task ids by stage: a stage starts when the one before it is done; its tasks run concurrently.
     pub stages: Vec<Vec<String>>,
     pub steps: Vec<Step>,
@@ -133,6 +136,9 @@ pub struct FanOutStep {
     /// How many items there are, when the product file or a readable file next to it holds them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub items: Option<usize>,
+    /// The run's shard: it takes only its share of the items.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<Shard>,
 }
 
 /// An incremental extract in a plan.
@@ -185,6 +191,8 @@ pub struct Context<'a> {
     pub alerts: AlertSink,
     /// Where incremental extracts start.
     pub cursors: Cursors<'a>,
+    /// The shard the run is, if the product runs as several.
+    pub shard: Option<Shard>,
 }
 
 /// Where the incremental extract `task` starts under `cursors`.
@@ -331,6 +339,7 @@ pub fn build(product: &Product, context: &Context<'_>) -> Plan {
                         ForEach::Source(ItemSource::Task(_)) => None,
                     },
                     fan_out: fan_out.clone(),
+                    shard: context.shard,
                 }),
                 requests: (task.fan_out.is_some() || task.concurrency.is_some() || task.rate_limit.is_some()).then(
                     || Pace {
@@ -358,6 +367,7 @@ pub fn build(product: &Product, context: &Context<'_>) -> Plan {
             .and_then(|cron| plan_schedule(cron, &product.timezone, context.now)),
         start_date: product.start_date.clone(),
         logical: logical.as_ref().map(LogicalTime::from),
+        shard: context.shard,
         stages: stages
             .iter()
             .map(|stage| stage.iter().map(|&t| nodes[t].id.clone()).collect())

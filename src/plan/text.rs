@@ -114,13 +114,21 @@ fn step_text(out: &mut String, step: &Step) {
     }
     if let Some(fan_out) = &step.fan_out {
         use crate::extract::items::{ForEach, ItemSource, OnItemError};
-        let items = match (&fan_out.fan_out.for_each, fan_out.items) {
+        let mut items = match (&fan_out.fan_out.for_each, fan_out.items) {
             (ForEach::Items(_), Some(count)) => format!("{count} items written in the product"),
             (ForEach::Source(ItemSource::File(file)), Some(count)) => format!("{count} items in {file}"),
             (ForEach::Source(ItemSource::File(file)), None) => format!("the items in {file} (not readable now)"),
             (ForEach::Source(ItemSource::Task(task)), _) => format!("each row of `{task}`"),
             (ForEach::Items(_), None) => "its items".to_owned(),
         };
+        match (fan_out.shard, fan_out.items) {
+            (Some(shard), Some(count)) => {
+                let range = shard.range(count);
+                items = format!("items {}–{} of {items} (shard {shard})", range.start + 1, range.end);
+            }
+            (Some(shard), None) => items = format!("shard {shard}'s share of {items}"),
+            (None, _) => {}
+        }
         let on_error = match fan_out.fan_out.on_item_error {
             OnItemError::Fail => "a failed item fails the task",
             OnItemError::Skip => "a failed item is skipped",

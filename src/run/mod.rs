@@ -52,6 +52,8 @@ pub(crate) struct Options {
     pub timeout: Option<Duration>,
     /// Where incremental extracts start.
     pub cursors: CursorUse,
+    /// The shard the run is, if the product runs as several processes.
+    pub shard: Option<crate::extract::items::Shard>,
 }
 
 /// Where a run's incremental extracts start.
@@ -367,6 +369,7 @@ pub(crate) async fn run(
         target: options.target,
         data_dir: (options.target == Target::Local).then(|| options.data_dir.display().to_string()),
         replay,
+        shard: options.shard,
         logical_time: options.logical.local(options.logical.time),
         data_interval_start: options.logical.local(options.logical.interval_start),
         data_interval_end: options.logical.local(options.logical.interval_end),

@@ -34,6 +34,8 @@ pub struct Product {
     /// Default first back-off of every task, in minutes.
     #[serde(default = "default_retry_delay")]
     pub retry_delay_minutes: f64,
+    /// How many processes the scheduler starts for each run, each on its share of the fan-out items.
+    pub shards: Option<u32>,
     pub tasks: Vec<Task>,
     #[serde(default)]
     pub tests: Vec<crate::expectation::TestCase>,

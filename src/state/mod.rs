@@ -22,6 +22,9 @@ pub(crate) const HISTORY: usize = 100;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct RunRecord {
     pub run_id: String,
+    /// The shard of the product's processes the run was, if it runs as several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<crate::extract::items::Shard>,
     /// The tick the run stood for, RFC 3339 in the product's time zone.
     pub logical_time: String,
     pub status: RunStatus,
@@ -50,6 +53,7 @@ impl RunRecord {
     pub(crate) fn of(receipt: &Receipt) -> Self {
         RunRecord {
             run_id: receipt.run_id.clone(),
+            shard: receipt.shard,
             logical_time: receipt.logical_time.clone(),
             status: receipt.status,
             exit_code: receipt.exit_code,

@@ -158,6 +158,7 @@ impl<'a> Checker<'a> {
             self.incremental(i, &nodes, &graph);
             self.fan_out(i, &nodes);
         }
+        self.shards(&nodes);
         let ids: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
         for problem in problems {
             self.graph_problem(problem, &nodes, &ids);

@@ -101,6 +101,49 @@ impl Checker<'_> {
         self.known_items.insert(i, known);
     }
 
+    /// `shards:` needs a fan-out to share: any other product would run whole in every shard.
+    pub(super) fn shards(&mut self, nodes: &[Node]) {
+        let Some(shards) = self.document.value.get("shards").and_then(Value::as_u64) else {
+            return;
+        };
+        let fans_out = |i: usize| {
+            self.document.value.pointer(&format!("/tasks/{i}/for_each")).is_some()
+                && nodes[i]
+                    .function
+                    .is_some_and(|f| matches!(f, Function::ExtractHttp | Function::ExtractWeather))
+        };
+        if shards > 1 {
+            for (i, node) in nodes.iter().enumerate() {
+                let write = format!("/tasks/{i}/params/write");
+                if node.function == Some(Function::StoreToBigquery) && self.str_at(&write) == Some("replace") {
+                    self.out.push(
+                        Diagnostic::new(
+                            Code::InvalidFanOut,
+                            self.value_span(&write),
+                            format!(
+                                "`write: replace` in `{}` of a product that runs as {shards} shards",
+                                node.id
+                            ),
+                        )
+                        .label("each shard would replace the rows of the others")
+                        .help("merge on a key (`write: merge`), or append"),
+                    );
+                }
+            }
+        }
+        if shards > 1 && !(0..nodes.len()).any(fans_out) {
+            self.out.push(
+                Diagnostic::new(
+                    Code::InvalidFanOut,
+                    self.document.spans.key("/shards"),
+                    format!("`shards: {shards}` without a `for_each` extract"),
+                )
+                .label("nothing to share between the shards")
+                .help("each shard takes a share of the items of the product's `for_each` extracts; without one, every shard would run all of it"),
+            );
+        }
+    }
+
     /// Checks the `{{ item }}` templates in the string `text` at `pointer`.
     pub(super) fn item_template(&mut self, text: &str, pointer: &str) {
         let Some(task) = pointer

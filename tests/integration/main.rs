@@ -13,6 +13,7 @@ mod run;
 mod schedule;
 mod secret_manager;
 mod server;
+mod shards;
 mod state;
 mod util;
 mod validate;

@@ -212,6 +212,7 @@ fn check_mutant(rng: &mut Rng, seed: &str, round: usize) -> bool {
                 secrets: dpf::target::SecretSource::Env,
                 cursors: dpf::plan::Cursors::Unknown,
                 alerts: dpf::target::AlertSink::Deliver,
+                shard: None,
             };
             let plan = dpf::plan::build(product, &context);
             assert_eq!(plan.steps.len(), product.tasks.len());

@@ -127,7 +127,9 @@ impl BigQueryError {
             BigQueryError::AddColumns { source, .. } => source.kind(),
             BigQueryError::JobWithoutId => ErrorKind::Transient,
             BigQueryError::JobFailed { error, .. } => {
-                if error.reason.as_deref().is_some_and(transient_reason) {
+                if error.reason.as_deref().is_some_and(transient_reason)
+                    || error.message.as_deref().is_some_and(concurrent_update)
+                {
                     ErrorKind::Transient
                 } else {
                     ErrorKind::Permanent
@@ -242,8 +244,10 @@ impl ApiError {
     /// otherwise.
     pub(super) fn kind(&self) -> ErrorKind {
         let transient = match self {
-            ApiError::Status { code, reason, .. } => {
-                crate::http::transient_status(*code) || reason.as_deref().is_some_and(transient_reason)
+            ApiError::Status { code, reason, message } => {
+                crate::http::transient_status(*code)
+                    || reason.as_deref().is_some_and(transient_reason)
+                    || concurrent_update(message)
             }
             ApiError::Unreachable(_) | ApiError::Unexpected(_) => true,
             ApiError::Token(TokenError::Refused(_)) => true,
@@ -263,6 +267,12 @@ fn transient_reason(reason: &str) -> bool {
         reason,
         "backendError" | "internalError" | "rateLimitExceeded" | "jobBackendError" | "jobInternalError" | "timeout"
     )
+}
+
+/// Whether BigQuery refused a DML statement because another one changed the table at the same time
+/// (shards merging into one table): the statement succeeds when tried again.
+fn concurrent_update(message: &str) -> bool {
+    message.contains("due to concurrent update")
 }
 
 /// BigQuery's reason, message and location of an error, as one line.
@@ -304,6 +314,22 @@ mod tests {
         let page = ApiError::of_answer(502, "<html>Bad Gateway</html>");
         assert_eq!(page.to_string(), "BigQuery answered 502: <html>Bad Gateway</html>");
         assert_eq!(page.kind(), ErrorKind::Transient);
+        // Two shards merging into one table at once: the later is tried again.
+        let concurrent = ApiError::of_answer(
+            400,
+            r#"{"error": {"errors": [{"reason": "invalidQuery"}], "message": "Could not serialize access to table p.d.t due to concurrent update"}}"#,
+        );
+        assert_eq!(concurrent.kind(), ErrorKind::Transient);
+        let failed = BigQueryError::JobFailed {
+            job: "dpf_j".to_owned(),
+            error: Box::new(ErrorProto {
+                reason: Some("invalidQuery".to_owned()),
+                message: Some("Transaction is aborted due to concurrent update against table p.d.t".to_owned()),
+                ..ErrorProto::default()
+            }),
+            details: Vec::new(),
+        };
+        assert_eq!(failed.kind(), ErrorKind::Transient);
     }
 
     #[test]
