@@ -20,6 +20,7 @@ use crate::target::Target;
 pub(crate) enum Runtime<'a> {
     Extract(Box<crate::extract::Extract<'a>>),
     Transform(crate::transform::Transform<'a>),
+    Query(Box<crate::transform::warehouse::Query<'a>>),
     LocalStore(crate::target::local::Store<'a>),
     GcpStore(crate::target::gcp::Store<'a>),
     Alert(crate::alert::Alert<'a>),
@@ -56,6 +57,24 @@ impl<'a> Runtime<'a> {
                 slot,
                 services,
             ))),
+            Call::TransformSql(params) if params.engine == crate::transform::sql::Engine::Bigquery => {
+                use crate::transform::warehouse::{Query, RunsOn};
+                let destination = params
+                    .destination
+                    .ok_or_else(|| TaskError::permanent("`engine: bigquery` needs a `destination`"))?;
+                let store = Call::StoreToBigquery(destination);
+                let runs_on = match services.target {
+                    Target::Local => RunsOn::Local(crate::target::local::Store::new(store, slot, services)?),
+                    Target::Gcp => RunsOn::Gcp(crate::target::gcp::Store::new(store, slot, services)?),
+                };
+                let pulls = step.warehouse.as_ref().is_some_and(|w| w.pulls_rows);
+                Runtime::Query(Box::new(Query {
+                    sql: params.query,
+                    pull: pulls.then_some(params.max_rows),
+                    locator: slot.locator(services),
+                    runs_on,
+                }))
+            }
             Call::TransformSql(params) => Runtime::Transform(crate::transform::Transform {
                 query: params.query,
                 session: services.catalog.session(),
@@ -72,7 +91,7 @@ impl<'a> Runtime<'a> {
     pub(crate) fn attempts(&self) -> Attempts {
         match self {
             Runtime::Extract(_) => Attempts::Own,
-            Runtime::LocalStore(_) | Runtime::GcpStore(_) => Attempts::Whole,
+            Runtime::LocalStore(_) | Runtime::GcpStore(_) | Runtime::Query(_) => Attempts::Whole,
             Runtime::Transform(_) | Runtime::Alert(_) => Attempts::Drop,
         }
     }
@@ -88,6 +107,7 @@ impl<'a> Runtime<'a> {
         match self {
             Runtime::Extract(extract) => extract.run(input, stop, attempts).await,
             Runtime::Transform(transform) => transform.run().await,
+            Runtime::Query(query) => query.run(stop).await,
             Runtime::LocalStore(store) => store.write(input.rows()?, input.rejected(), stop).await,
             Runtime::GcpStore(store) => store.write(input.rows()?, input.rejected(), stop).await,
             Runtime::Alert(alert) => alert.run(input).await,

@@ -65,7 +65,10 @@ pub(super) fn run(args: Args) -> anyhow::Result<Exit> {
         alerts: args.product.target.alerts,
         shard: args.shard,
     };
-    let plan = plan::build(product, &context);
+    let mut plan = plan::build(product, &context);
+    if context.target == crate::target::Target::Gcp {
+        estimate(&mut plan, product)?;
+    }
     let output = match args.format {
         PlanFormat::Text => plan::render_text(&plan),
         PlanFormat::Json => serde_json::to_string_pretty(&plan)? + "\n",
@@ -74,6 +77,41 @@ pub(super) fn run(args: Args) -> anyhow::Result<Exit> {
     };
     print(&output)?;
     Ok(Exit::Success)
+}
+
+/// Asks BigQuery, in a dry run, what each query that runs there would read: the cost of the run.
+/// Without credentials (or a project) each such step says why it has no estimate.
+fn estimate(plan: &mut plan::Plan, product: &crate::spec::Product) -> anyhow::Result<()> {
+    if plan.steps.iter().all(|step| step.warehouse.is_none()) {
+        return Ok(());
+    }
+    let runtime = super::runtime::Runtime::new(false)?;
+    runtime.block_on(async {
+        let cloud = crate::target::gcp::cloud::Cloud::connect(product, crate::http::client())
+            .await
+            .map(std::sync::Arc::new)
+            .map_err(|error| crate::error::chain(&error));
+        for step in &mut plan.steps {
+            let (Some(warehouse), Ok(crate::spec::Call::TransformSql(transform))) = (&mut step.warehouse, &step.call)
+            else {
+                continue;
+            };
+            let estimate = match &cloud {
+                Err(why) => Err(why.clone()),
+                Ok(cloud) => match cloud.project(&step.id) {
+                    None => Err("no Google Cloud project".to_owned()),
+                    Some(project) => crate::store::bigquery::gcp::query::dry_run(cloud, project, &transform.query)
+                        .await
+                        .map_err(|error| error.message),
+                },
+            };
+            match estimate {
+                Ok(bytes) => warehouse.bytes_processed = Some(bytes),
+                Err(why) => warehouse.estimate_error = Some(why),
+            }
+        }
+    });
+    Ok(())
 }
 
 /// A product that does not validate, for a command that logs in `format`: in JSON logs one entry

@@ -1,15 +1,12 @@
 //! `dpf query "SQL"`: SQL over the local warehouse, each table named `dataset.table`.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::util::pretty::pretty_format_batches;
-use datafusion::catalog::MemorySchemaProvider;
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::SQLOptions;
-use datafusion::prelude::{ParquetReadOptions, SessionContext};
-use datafusion::sql::TableReference;
+use datafusion::prelude::SessionContext;
 
 use crate::store::local::{warehouse, warehouse_dir};
 
@@ -40,28 +37,7 @@ pub(super) fn run(args: Args) -> anyhow::Result<Exit> {
     let tables = warehouse::tables(&warehouse);
     let result = runtime.block_on(async {
         let session = crate::transform::sql::session();
-        // Partitioned tables keep their parts in a folder per day.
-        session
-            .state_ref()
-            .write()
-            .config_mut()
-            .options_mut()
-            .execution
-            .listing_table_ignore_subdirectory = false;
-        for (dataset, table, path) in &tables {
-            let catalog = session.catalog("datafusion").expect("the default catalog exists");
-            if catalog.schema(dataset).is_none() {
-                catalog.register_schema(dataset, Arc::new(MemorySchemaProvider::new()))?;
-            }
-            let path = format!("{}/", path.display());
-            session
-                .register_parquet(
-                    TableReference::partial(dataset.as_str(), table.as_str()),
-                    &path,
-                    ParquetReadOptions::default(),
-                )
-                .await?;
-        }
+        warehouse::register(&session, &warehouse).await?;
         collect(&session, &args.sql).await
     });
     let batches = match result {

@@ -76,7 +76,7 @@ codes! {
     InvalidSchedule = "E205", "invalid-schedule";
     /// SQL (a transform's query or an alert's condition) does not parse.
     InvalidSql = "E206", "invalid-sql";
-    /// A transform's SQL reads a table that is not an upstream task.
+    /// A transform's SQL reads a table that is not an upstream task, or a query in BigQuery reads a task's output.
     UnknownTable = "E207", "unknown-table";
     /// A BigQuery dataset or table name breaks BigQuery's naming rules.
     InvalidBigqueryName = "E208", "invalid-bigquery-name";

@@ -15,6 +15,19 @@ pub struct Node {
     pub for_each: Option<String>,
     /// Tables a transform's SQL reads (they become inputs when they name tasks).
     pub sql_tables: Vec<String>,
+    /// The warehouse tables (`dataset.table`) a transform with `engine: bigquery` reads: it waits
+    /// for the tasks that write them, and takes no task's output as its input.
+    pub warehouse_reads: Option<Vec<String>>,
+    /// The warehouse table (`dataset.table`) a BigQuery store or a BigQuery transform writes.
+    pub warehouse_writes: Option<String>,
+}
+
+/// `dataset.table` of a table name written `table`, `dataset.table` or `project.dataset.table`
+/// (with or without backticks), in lower case: how tables of the warehouse are matched.
+pub fn warehouse_table(name: &str) -> String {
+    let name = name.replace('`', "").to_lowercase();
+    let parts: Vec<&str> = name.split('.').collect();
+    parts[parts.len().saturating_sub(2)..].join(".")
 }
 
 /// Why a task waits for another.
@@ -138,14 +151,23 @@ impl Graph {
                 }
             }
             let role = node.function.map(Function::role);
-            if role == Some(Role::Transform) {
+            for table in node.warehouse_reads.iter().flatten() {
+                let table = warehouse_table(table);
+                for (up, other) in nodes.iter().enumerate() {
+                    if up != i && other.warehouse_writes.as_deref().map(warehouse_table) == Some(table.clone()) {
+                        push(edges, up, Edge::DependsOn);
+                    }
+                }
+            }
+            if role == Some(Role::Transform) && node.warehouse_reads.is_none() {
                 for table in &node.sql_tables {
                     if let Some(up) = find(table).filter(|&up| up != i) {
                         push(edges, up, Edge::Input);
                     }
                 }
             }
-            let reads = matches!(role, Some(Role::Transform | Role::Store | Role::Alert));
+            let reads = matches!(role, Some(Role::Store | Role::Alert))
+                || (role == Some(Role::Transform) && node.warehouse_reads.is_none());
             if reads && !edges.iter().any(|(_, edge)| *edge == Edge::Input) {
                 let above = nodes[..i]
                     .iter()

@@ -18,6 +18,7 @@ use crate::extract::throttle::{DEFAULT_CONCURRENCY, Pace};
 use crate::spec::reference::{Reference, references};
 use crate::spec::{Call, Function, Product, Role};
 use crate::target::{self, AlertSink, Destination, SecretSource, Target};
+use crate::transform::sql::Engine;
 use graph::{Edge, Graph, Node};
 
 pub use text::render as render_text;
@@ -126,6 +127,24 @@ pub struct Step {
     /// How an extract paces its requests: at most `concurrency` in flight, `rate_limit` a second.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub requests: Option<Pace>,
+    /// A transform whose query runs in BigQuery (`engine: bigquery`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warehouse: Option<WarehouseStep>,
+}
+
+/// A query that runs in BigQuery, in a plan.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WarehouseStep {
+    /// Whether its result's rows come back into dpf (at most `max_rows`): a later task reads them,
+    /// or the task has checks.
+    pub pulls_rows: bool,
+    /// What BigQuery's dry run says the query reads, in bytes (the bytes billed on demand), when
+    /// the plan was made for the gcp target with credentials.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_processed: Option<u64>,
+    /// Why there is no estimate, when one was asked for and BigQuery gave none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimate_error: Option<String>,
 }
 
 /// A fan-out extract in a plan.
@@ -217,6 +236,40 @@ fn incremental_step(
     })
 }
 
+/// The graph's view of `task`.
+fn node(task: &crate::spec::Task) -> Node {
+    let mut node = Node {
+        id: task.id.clone(),
+        function: Some(task.call.function()),
+        input: task.input.clone(),
+        depends_on: task.depends_on.clone(),
+        for_each: task.items_task().map(str::to_owned),
+        ..Node::default()
+    };
+    match &task.call {
+        Call::TransformSql(transform) => {
+            let tables = crate::transform::sql::parse_query_in(&transform.query, transform.dialect())
+                .map(|statements| {
+                    crate::transform::sql::tables(&statements)
+                        .into_iter()
+                        .map(|t| t.name)
+                        .collect()
+                })
+                .unwrap_or_default();
+            match &transform.destination {
+                Some(destination) if transform.engine == Engine::Bigquery => {
+                    node.warehouse_reads = Some(tables);
+                    node.warehouse_writes = Some(format!("{}.{}", destination.dataset, destination.table));
+                }
+                _ => node.sql_tables = tables,
+            }
+        }
+        Call::StoreToBigquery(store) => node.warehouse_writes = Some(format!("{}.{}", store.dataset, store.table)),
+        _ => {}
+    }
+    node
+}
+
 /// Builds the plan of a valid product.
 pub fn build(product: &Product, context: &Context<'_>) -> Plan {
     let logical = match context.logical {
@@ -229,28 +282,7 @@ pub fn build(product: &Product, context: &Context<'_>) -> Plan {
         )
         .ok(),
     };
-    let nodes: Vec<Node> = product
-        .tasks
-        .iter()
-        .map(|task| Node {
-            id: task.id.clone(),
-            function: Some(task.call.function()),
-            input: task.input.clone(),
-            depends_on: task.depends_on.clone(),
-            for_each: task.items_task().map(str::to_owned),
-            sql_tables: match &task.call {
-                Call::TransformSql(transform) => crate::transform::sql::parse_query(&transform.query)
-                    .map(|statements| {
-                        crate::transform::sql::tables(&statements)
-                            .into_iter()
-                            .map(|t| t.name)
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-                _ => Vec::new(),
-            },
-        })
-        .collect();
+    let nodes: Vec<Node> = product.tasks.iter().map(node).collect();
     let (graph, _) = Graph::build(&nodes);
     let stages = graph.stages().unwrap_or_else(|| vec![(0..nodes.len()).collect()]);
     let stage_of = |task: usize| {
@@ -260,7 +292,7 @@ pub fn build(product: &Product, context: &Context<'_>) -> Plan {
             .map_or(1, |s| s + 1)
     };
 
-    let steps = product
+    let steps: Vec<Step> = product
         .tasks
         .iter()
         .enumerate()
@@ -341,6 +373,12 @@ pub fn build(product: &Product, context: &Context<'_>) -> Plan {
                     fan_out: fan_out.clone(),
                     shard: context.shard,
                 }),
+                warehouse: match &task.call {
+                    Call::TransformSql(transform) if transform.engine == Engine::Bigquery => {
+                        Some(WarehouseStep::default())
+                    }
+                    _ => None,
+                },
                 requests: (task.fan_out.is_some() || task.concurrency.is_some() || task.rate_limit.is_some()).then(
                     || Pace {
                         concurrency: task.concurrency.unwrap_or(DEFAULT_CONCURRENCY),
@@ -350,6 +388,18 @@ pub fn build(product: &Product, context: &Context<'_>) -> Plan {
             }
         })
         .collect();
+
+    // A query in BigQuery brings its rows back only for the tasks that read them and its checks.
+    let mut steps = steps;
+    let read: Vec<bool> = steps
+        .iter()
+        .map(|step| !step.checks.is_empty() || steps.iter().any(|other| other.reads.contains(&step.id)))
+        .collect();
+    for (step, read) in steps.iter_mut().zip(read) {
+        if let Some(warehouse) = &mut step.warehouse {
+            warehouse.pulls_rows = read;
+        }
+    }
 
     Plan {
         version: 1,

@@ -145,6 +145,24 @@ fn step_text(out: &mut String, step: &Step) {
         }
         field("requests", &shown);
     }
+    if let Some(warehouse) = &step.warehouse {
+        let mut runs = "in BigQuery (locally: over the local warehouse)".to_owned();
+        match (warehouse.bytes_processed, &warehouse.estimate_error) {
+            (Some(bytes), _) => runs.push_str(&format!(
+                "; reads {} by BigQuery's dry run",
+                crate::log::human_bytes(bytes)
+            )),
+            (None, Some(why)) => runs.push_str(&format!("; no estimate: {why}")),
+            (None, None) => {}
+        }
+        field("runs", &runs);
+        if warehouse.pulls_rows {
+            field(
+                "rows back",
+                "the result comes back into dpf for the tasks that read it (at most max_rows)",
+            );
+        }
+    }
     if let Some(destination) = &step.destination {
         field("writes", destination);
     }

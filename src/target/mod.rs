@@ -178,7 +178,14 @@ impl Destination {
                 .iter()
                 .map(|&channel| Destination::of_channel(channel, target, &data_dir))
                 .collect(),
-            (Call::ExtractHttp(_) | Call::ExtractWeather(_) | Call::TransformSql(_), _) => Vec::new(),
+            // A query in BigQuery writes its result where a store of its `destination` would.
+            (Call::TransformSql(transform), target) => match (&transform.destination, transform.engine) {
+                (Some(store), crate::transform::sql::Engine::Bigquery) => {
+                    Self::of(&Call::StoreToBigquery(store.clone()), target, &data_dir, project)
+                }
+                _ => Vec::new(),
+            },
+            (Call::ExtractHttp(_) | Call::ExtractWeather(_), _) => Vec::new(),
         }
     }
 

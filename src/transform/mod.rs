@@ -1,6 +1,7 @@
 //! Transform functions: tasks that reshape upstream tables.
 
 pub(crate) mod sql;
+pub(crate) mod warehouse;
 
 use datafusion::prelude::SessionContext;
 

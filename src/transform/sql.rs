@@ -10,7 +10,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use serde::{Deserialize, Serialize};
 
 use sqlparser::ast::{Expr, Ident, Query, SelectItem, SetExpr, Statement, TableFactor, Visit, Visitor};
-use sqlparser::dialect::GenericDialect;
+use sqlparser::dialect::{BigQueryDialect, GenericDialect};
 use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::Token;
 
@@ -23,8 +23,61 @@ use crate::table::Table;
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TransformSql {
-    /// The SQL query (DataFusion dialect).
+    /// The SQL query: over the outputs of upstream tasks (DataFusion), or over warehouse tables
+    /// (`engine: bigquery`).
     pub query: String,
+    /// Where the query runs.
+    #[serde(default, skip_serializing_if = "Engine::is_local")]
+    pub engine: Engine,
+    /// With `engine: bigquery`: the table the result is written to, as a `store_to_bigquery` writes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination: Option<crate::store::StoreToBigquery>,
+    /// With `engine: bigquery`: the most result rows brought into dpf for the tasks that read them.
+    #[serde(default = "default_max_rows", skip_serializing_if = "is_default_max_rows")]
+    pub max_rows: u64,
+}
+
+/// Where a transform's query runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// In dpf, over the outputs of upstream tasks.
+    #[default]
+    Local,
+    /// In BigQuery over its tables (on the local target: in dpf over the local warehouse), the
+    /// result written to `destination`.
+    Bigquery,
+}
+
+impl Engine {
+    fn is_local(&self) -> bool {
+        *self == Engine::Local
+    }
+}
+
+fn default_max_rows() -> u64 {
+    100_000
+}
+
+fn is_default_max_rows(rows: &u64) -> bool {
+    *rows == default_max_rows()
+}
+
+impl TransformSql {
+    /// The query's SQL dialect: BigQuery's for `engine: bigquery`.
+    pub(crate) fn dialect(&self) -> Dialect {
+        match self.engine {
+            Engine::Local => Dialect::Generic,
+            Engine::Bigquery => Dialect::BigQuery,
+        }
+    }
+}
+
+/// The SQL dialects transforms are parsed in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Generic,
+    BigQuery,
 }
 
 /// A SQL syntax error with its 1-based line and column inside the SQL text.
@@ -45,7 +98,16 @@ pub(crate) struct TableRef {
 
 /// Parses a transform query; it must be exactly one statement, a query.
 pub(crate) fn parse_query(sql: &str) -> Result<Vec<Statement>, SqlError> {
-    let statements = Parser::parse_sql(&GenericDialect {}, sql).map_err(|error| sql_error(error, sql))?;
+    parse_query_in(sql, Dialect::Generic)
+}
+
+/// Parses a transform query in `dialect`; it must be exactly one statement, a query.
+pub(crate) fn parse_query_in(sql: &str, dialect: Dialect) -> Result<Vec<Statement>, SqlError> {
+    let parsed = match dialect {
+        Dialect::Generic => Parser::parse_sql(&GenericDialect {}, sql),
+        Dialect::BigQuery => Parser::parse_sql(&BigQueryDialect {}, sql),
+    };
+    let statements = parsed.map_err(|error| sql_error(error, sql))?;
     match statements.as_slice() {
         [Statement::Query(_)] => Ok(statements),
         [] => Err(SqlError {

@@ -117,6 +117,7 @@ impl<'a> Checker<'a> {
         };
         let mut nodes = Vec::with_capacity(tasks.len());
         let mut read_tables = Vec::new();
+        let mut warehouse_tables = Vec::new();
         for (i, task) in tasks.iter().enumerate() {
             let pointer = format!("/tasks/{i}");
             let function = task
@@ -135,15 +136,23 @@ impl<'a> Checker<'a> {
                     .pointer("/for_each/task")
                     .and_then(Value::as_str)
                     .map(str::to_owned),
-                sql_tables: Vec::new(),
+                ..Node::default()
             };
             let params = format!("{pointer}/params");
+            let in_bigquery = self.str_at(&format!("{params}/engine")) == Some("bigquery");
             match function {
+                Some(Function::TransformSql) if in_bigquery => {
+                    let tables = self.transform_query(&params, sql::Dialect::BigQuery);
+                    node.warehouse_reads = Some(tables.iter().map(|t| t.name.clone()).collect());
+                    node.warehouse_writes = self.warehouse_table(&format!("{params}/destination"));
+                    warehouse_tables.push((i, tables));
+                }
                 Some(Function::TransformSql) => {
-                    let tables = self.transform_query(&params);
+                    let tables = self.transform_query(&params, sql::Dialect::Generic);
                     node.sql_tables = tables.iter().map(|t| t.name.clone()).collect();
                     read_tables.push((i, tables));
                 }
+                Some(Function::StoreToBigquery) => node.warehouse_writes = self.warehouse_table(&params),
                 Some(Function::SendAlerts) => self.alert_condition(&params),
                 _ => {}
             }
@@ -164,6 +173,7 @@ impl<'a> Checker<'a> {
             self.graph_problem(problem, &nodes, &ids);
         }
         self.unknown_tables(read_tables, &ids);
+        self.warehouse_queries(warehouse_tables, &ids);
         self.tests(&nodes);
     }
 
@@ -260,13 +270,20 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// Checks a transform's query and returns the tables it reads.
-    fn transform_query(&mut self, params: &str) -> Vec<sql::TableRef> {
+    /// `dataset.table` of the store params at `params`, if they name one.
+    fn warehouse_table(&self, params: &str) -> Option<String> {
+        let dataset = self.str_at(&format!("{params}/dataset"))?;
+        let table = self.str_at(&format!("{params}/table"))?;
+        Some(format!("{dataset}.{table}"))
+    }
+
+    /// Checks a transform's query in `dialect` and returns the tables it reads.
+    fn transform_query(&mut self, params: &str, dialect: sql::Dialect) -> Vec<sql::TableRef> {
         let pointer = format!("{params}/query");
         let Some(query) = self.str_at(&pointer) else {
             return Vec::new();
         };
-        match sql::parse_query(query) {
+        match sql::parse_query_in(query, dialect) {
             Ok(statements) => sql::tables(&statements),
             Err(error) => {
                 let span = self.sql_span(&pointer, query, error.line, error.column);

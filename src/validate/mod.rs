@@ -7,6 +7,7 @@ mod fan_out;
 mod incremental;
 mod params;
 pub mod schema;
+mod warehouse;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

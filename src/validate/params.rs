@@ -25,6 +25,8 @@ pub(super) enum Checked {
     BigqueryName,
     /// Firestore's collection path rules (`checks::firestore_collection`).
     FirestoreCollection,
+    /// The params of a `store_to_bigquery`, each checked as that table says.
+    StoreParams,
     /// Knowable only when the run has it, for the reason given.
     RunTime(&'static str),
 }
@@ -61,6 +63,9 @@ pub(super) const PARAMS: &[(&str, &str, Checked)] = &[
     ("extract_weather", "timeout_seconds", Schema),
     ("extract_weather", "max_response_mb", Schema),
     ("transform_sql", "query", Sql),
+    ("transform_sql", "engine", Schema),
+    ("transform_sql", "destination", StoreParams),
+    ("transform_sql", "max_rows", Schema),
     ("store_to_bigquery", "project", BigqueryName),
     ("store_to_bigquery", "dataset", BigqueryName),
     ("store_to_bigquery", "table", BigqueryName),
@@ -173,6 +178,10 @@ impl Checker<'_> {
                 }
                 Checked::FirestoreCollection => {
                     self.firestore_collection(&pointer);
+                    continue;
+                }
+                Checked::StoreParams => {
+                    self.params("store_to_bigquery", &pointer);
                     continue;
                 }
                 Checked::Schema | Checked::Sql | Checked::RunTime(_) => continue,

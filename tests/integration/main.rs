@@ -17,3 +17,4 @@ mod shards;
 mod state;
 mod util;
 mod validate;
+mod warehouse;

@@ -432,6 +432,40 @@ fn write_part(
     Ok(file.metadata().map_err(io(path))?.len())
 }
 
+/// Registers every table of `warehouse` in `session` as `dataset.table`.
+pub(crate) async fn register(
+    session: &datafusion::prelude::SessionContext,
+    warehouse: &Path,
+) -> Result<(), datafusion::error::DataFusionError> {
+    use datafusion::catalog::MemorySchemaProvider;
+    use datafusion::prelude::ParquetReadOptions;
+    use datafusion::sql::TableReference;
+    // Partitioned tables keep their parts in a folder per day.
+    session
+        .state_ref()
+        .write()
+        .config_mut()
+        .options_mut()
+        .execution
+        .listing_table_ignore_subdirectory = false;
+    let tables = tables(warehouse);
+    for (dataset, table, path) in &tables {
+        let catalog = session.catalog("datafusion").expect("the default catalog exists");
+        if catalog.schema(dataset).is_none() {
+            catalog.register_schema(dataset, std::sync::Arc::new(MemorySchemaProvider::new()))?;
+        }
+        let path = format!("{}/", path.display());
+        session
+            .register_parquet(
+                TableReference::partial(dataset.as_str(), table.as_str()),
+                &path,
+                ParquetReadOptions::default(),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
 /// The tables of the warehouse as (dataset, table, path).
 pub(crate) fn tables(warehouse: &Path) -> Vec<(String, String, PathBuf)> {
     let mut found = Vec::new();

@@ -70,6 +70,11 @@ impl Cloud {
             let (explicit, service, emulated) = match &task.call {
                 Call::StoreToBigquery(store) => (&store.project, "BigQuery", bigquery_emulator.is_some()),
                 Call::StoreToFirestore(store) => (&store.project, "Firestore", firestore_emulator.is_some()),
+                Call::TransformSql(crate::transform::sql::TransformSql {
+                    destination: Some(store),
+                    engine: crate::transform::sql::Engine::Bigquery,
+                    ..
+                }) => (&store.project, "BigQuery", bigquery_emulator.is_some()),
                 _ => continue,
             };
             if !emulated && !live.contains(&service) {

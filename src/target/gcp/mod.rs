@@ -127,6 +127,41 @@ impl<'a> Store<'a> {
 }
 
 impl Store<'_> {
+    /// Runs `sql` in BigQuery into this store's table; with `pull`, the result's rows (at most that
+    /// many) come back for the tasks after it.
+    pub(crate) async fn query(
+        &self,
+        sql: &str,
+        pull: Option<u64>,
+        stop: &CancellationToken,
+    ) -> Result<Done, TaskError> {
+        let Kind::BigQuery(store) = &self.kind else {
+            return Err(TaskError::permanent("a query writes a BigQuery table"));
+        };
+        let writer = bigquery::gcp::Writer {
+            run_id: self.run_id,
+            task: self.task,
+            cancel: stop,
+        };
+        let queried = bigquery::gcp::query::run(self.cloud, &self.project, store, &writer, sql, pull).await?;
+        let destination = self.destinations.join("; ");
+        let written = &queried.written;
+        let line = match &written.already_loaded {
+            Some(job) => format!("already committed into {destination} by job {job}"),
+            None => format!(
+                "{} rows into {destination}, {} requests",
+                written.rows, written.requests
+            ),
+        };
+        self.log.info(Some(self.task), None, line);
+        Ok(Done {
+            rows: Some(written.rows),
+            table: queried.rows,
+            destinations: self.destinations.clone(),
+            ..Done::default()
+        })
+    }
+
     async fn bigquery(
         &self,
         store: &StoreToBigquery,

@@ -95,11 +95,20 @@ impl Api {
         self.send(request).await
     }
 
-    async fn get<T: DeserializeOwned>(&mut self, segments: &[&str]) -> Result<T, ApiError> {
+    pub(super) async fn get<T: DeserializeOwned>(&mut self, segments: &[&str]) -> Result<T, ApiError> {
         self.call(Method::GET, segments, &[], None).await
     }
 
-    async fn post<T: DeserializeOwned>(&mut self, segments: &[&str], body: Value) -> Result<T, ApiError> {
+    /// A GET of `segments` with the query parameters `query`.
+    pub(super) async fn get_with<T: DeserializeOwned>(
+        &mut self,
+        segments: &[&str],
+        query: &[(&str, &str)],
+    ) -> Result<T, ApiError> {
+        self.call(Method::GET, segments, query, None).await
+    }
+
+    pub(super) async fn post<T: DeserializeOwned>(&mut self, segments: &[&str], body: Value) -> Result<T, ApiError> {
         self.call(Method::POST, segments, &[], Some(body)).await
     }
 

@@ -87,7 +87,7 @@ pub(super) async fn load(
 }
 
 /// The SQL that commits the staging table into the destination, as `store.write` says.
-fn commit_sql(
+pub(super) fn commit_sql(
     destination: TableRef<'_>,
     staging: TableRef<'_>,
     store: &StoreToBigquery,
@@ -125,7 +125,7 @@ fn commit_sql(
     }
 }
 
-enum Previous {
+pub(super) enum Previous {
     /// A job with this id already committed the rows.
     Done(String),
     /// This id is free to use.
@@ -134,7 +134,12 @@ enum Previous {
 
 /// Looks for an earlier job of this run and task. A job id can be used only once, also by a job
 /// that failed, so after a failure the next attempt is `<id>_2`, `<id>_3`, …
-async fn previous(api: &mut Api, project: &str, base: &str, cancel: &CancellationToken) -> Result<Previous, TaskError> {
+pub(super) async fn previous(
+    api: &mut Api,
+    project: &str,
+    base: &str,
+    cancel: &CancellationToken,
+) -> Result<Previous, TaskError> {
     for attempt in 1..=100 {
         let id = match attempt {
             1 => base.to_owned(),

@@ -16,6 +16,7 @@ mod api;
 mod error;
 mod load;
 mod model;
+pub(crate) mod query;
 mod schema;
 mod stream;
 mod writer;

@@ -159,9 +159,12 @@ impl TableFieldSchema {
 
 /// The part of a table resource dpf reads.
 #[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub(super) struct Table {
     #[serde(default)]
     pub(super) schema: Schema,
+    /// Its rows, as a decimal string.
+    pub(super) num_rows: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -176,6 +179,21 @@ pub(super) struct Schema {
 pub(super) struct Job {
     pub(super) job_reference: Option<JobReference>,
     pub(super) status: Option<JobStatus>,
+    pub(super) statistics: Option<JobStatistics>,
+}
+
+/// What a job measured; a dry run's estimate of the bytes its query reads.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct JobStatistics {
+    pub(super) total_bytes_processed: Option<String>,
+    pub(super) query: Option<QueryStatistics>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct QueryStatistics {
+    pub(super) total_bytes_processed: Option<String>,
 }
 
 impl Job {
