@@ -44,6 +44,10 @@ pub(crate) struct Services {
     pub(crate) cloud: Option<Arc<Cloud>>,
     /// The run's one HTTP client, made at its first use.
     pub(crate) http: OnceLock<reqwest::Client>,
+    /// Where rows too many to hold in memory go: large extracts' chunks, queries' spills.
+    pub(crate) spill_dir: PathBuf,
+    /// The memory the run keeps within, in bytes (`--memory-limit`).
+    pub(crate) memory_limit: u64,
 }
 
 impl Services {
@@ -63,7 +67,15 @@ pub(crate) struct Catalog {
 }
 
 impl Catalog {
-    pub(crate) fn new() -> Self {
+    /// A catalog whose queries keep within `memory_limit` bytes, spilling into `spill_dir`.
+    pub(crate) fn new(memory_limit: usize, spill_dir: &std::path::Path) -> Result<Self, TaskError> {
+        Ok(Catalog {
+            session: crate::transform::sql::session_within(memory_limit, spill_dir)?,
+        })
+    }
+
+    /// A catalog whose queries hold what they need in memory.
+    pub(crate) fn unbounded() -> Self {
         Catalog {
             session: crate::transform::sql::session(),
         }
@@ -109,15 +121,17 @@ pub(crate) struct Input<'a> {
 }
 
 impl Input<'_> {
-    /// The output of the one task this one reads.
-    pub(crate) fn rows(&self) -> Result<&Table, TaskError> {
+    /// The output of the one task this one reads, in memory (read back if it is on disk).
+    pub(crate) fn rows(&self) -> Result<std::borrow::Cow<'_, Table>, TaskError> {
         let name = self
             .reads
             .first()
             .ok_or_else(|| TaskError::permanent("the task has no input"))?;
-        self.tables
+        let table = self
+            .tables
             .get(name)
-            .ok_or_else(|| TaskError::permanent(format!("the output of `{name}` is missing")))
+            .ok_or_else(|| TaskError::permanent(format!("the output of `{name}` is missing")))?;
+        table.in_memory().map_err(TaskError::caused)
     }
 
     /// The rows quarantine checks took out of the one task this one reads, if any.

@@ -108,8 +108,8 @@ impl<'a> Runtime<'a> {
             Runtime::Extract(extract) => extract.run(input, stop, attempts).await,
             Runtime::Transform(transform) => transform.run().await,
             Runtime::Query(query) => query.run(stop).await,
-            Runtime::LocalStore(store) => store.write(input.rows()?, input.rejected(), stop).await,
-            Runtime::GcpStore(store) => store.write(input.rows()?, input.rejected(), stop).await,
+            Runtime::LocalStore(store) => store.write(&*input.rows()?, input.rejected(), stop).await,
+            Runtime::GcpStore(store) => store.write(&*input.rows()?, input.rejected(), stop).await,
             Runtime::Alert(alert) => alert.run(input).await,
         }
     }

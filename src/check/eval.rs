@@ -62,7 +62,12 @@ pub(crate) async fn evaluate(subject: &Subject<'_>, checks: &[Check], table: Tab
     }
     let name = format!("__dpf_checked_{}", subject.task);
     let quarantining = checks.iter().any(|c| c.on_fail == OnFail::Quarantine);
-    let registered = if quarantining { numbered(&table)? } else { table.clone() };
+    // Quarantine reads the rows' positions: rows on disk are read back for it.
+    let registered = if quarantining {
+        numbered(&*table.in_memory().map_err(TaskError::caused)?)?
+    } else {
+        table.clone()
+    };
     sql::register(subject.session, &name, &registered).map_err(TaskError::from)?;
     let result = run(subject, checks, &name, &table).await;
     let _ = subject.session.deregister_table(&name);

@@ -135,6 +135,7 @@ fn run_logged(args: Args) -> anyhow::Result<Exit> {
             timeout: None,
             cursors: crate::run::CursorUse::Window,
             shard: None,
+            memory_limit: crate::run::default_memory_limit(),
         };
         let outcome = execute(&runtime, product, &checked, options)?;
         let receipt = &outcome.receipt;

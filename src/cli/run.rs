@@ -58,6 +58,10 @@ pub(super) struct Args {
     /// product's `shards:`.
     #[arg(long, value_name = "I/N", value_parser = Shard::parse)]
     shard: Option<Shard>,
+    /// The memory the run's queries (transforms, checks, alerts) keep within, e.g. 2GiB; sorts,
+    /// joins and aggregates that need more spill to disk [default: half the machine's memory].
+    #[arg(long, value_name = "SIZE", value_parser = crate::spec::size::parse)]
+    memory_limit: Option<u64>,
 }
 
 /// The logical time of a run of `product` at `at` (default: now).
@@ -132,8 +136,12 @@ fn run_logged(args: Args) -> anyhow::Result<Exit> {
             CursorUse::Saved
         },
         shard,
+        memory_limit: args.memory_limit.unwrap_or_else(run::default_memory_limit),
     };
-    let outcome = execute(&runtime, product, &checked, options)?;
+    let mut outcome = execute(&runtime, product, &checked, options)?;
+    // Rows kept on disk go with the tables that hold them, and their folder after them.
+    outcome.tables.clear();
+    let _ = std::fs::remove_dir(run::spill_dir());
     let receipt = &outcome.receipt;
     let json = serde_json::to_string_pretty(receipt)? + "\n";
     if let Some(path) = &args.receipt {

@@ -113,6 +113,7 @@ pub(super) fn run(args: Args) -> anyhow::Result<Exit> {
                     timeout: None,
                     cursors: crate::run::CursorUse::Saved,
                     shard: None,
+                    memory_limit: crate::run::default_memory_limit(),
                 };
                 let outcome = execute(&runtime, product, product_file, options)?;
                 runtime.block_on(crate::expectation::check(&outcome, &case.expect))

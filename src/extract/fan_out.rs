@@ -92,7 +92,13 @@ pub(super) async fn run(
         succeeded: parts.len() as u64,
         failed: failed.into_iter().map(|(item, _)| item).collect(),
     };
-    let tables: Vec<&Table> = parts.iter().map(|(_, extracted)| &extracted.table).collect();
+    // An item's rows on disk are read back: the union is built in memory.
+    let loaded = parts
+        .iter()
+        .map(|(_, extracted)| extracted.table.in_memory())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(TaskError::caused)?;
+    let tables: Vec<&Table> = loaded.iter().map(|table| &**table).collect();
     let table = crate::table::union(&tables).map_err(|mismatch| {
         let name = |part: usize| {
             let index = parts[part].0;

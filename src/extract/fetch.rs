@@ -23,6 +23,7 @@ use crate::http::{HttpError, Request, Response, Transport};
 use crate::log::Log;
 use crate::retry::{self, Policy};
 use crate::secrets::Secrets;
+use crate::table::spill::{CHUNK_ROWS, SpillError, SpillWriter};
 use crate::table::{RowsBuilder, Table};
 
 /// What an extract needs of the run.
@@ -44,6 +45,10 @@ pub(crate) struct Context<'a> {
     /// The progress line and counts of the task (bytes received: [`Shared::bytes`]), shared by its
     /// items.
     pub(crate) shared: &'a Shared,
+    /// Where rows go while the pages still arrive, once the builder holds [`CHUNK_ROWS`] rows or
+    /// `chunk_bytes` of responses.
+    pub(crate) spill_dir: &'a Path,
+    pub(crate) chunk_bytes: usize,
 }
 
 /// What an extract yields.
@@ -214,7 +219,11 @@ pub(crate) async fn fetch(
     }
     let url = with_query(&base, &query);
     let mut builder = RowsBuilder::stopping_on(cx.cancel.clone());
+    // The chunks already on disk, and the page the rows in the builder start at.
+    let mut spill: Option<SpillWriter> = None;
+    let mut chunk_from = 1;
     let progress = cx.shared;
+    let mut chunk_bytes_from = progress.bytes.get();
     *attempts = 1;
     let max_pages = pagination.map_or(1, |p| p.max_pages().max(1));
     // The step between prefetched pages; a recording holds exactly the pages the run used.
@@ -295,6 +304,20 @@ pub(crate) async fn fetch(
         }
         let (returned, decoded) = finish_decoding(decoding, &mut in_flight, &mut ready).await?;
         builder = returned;
+        // Too many rows to hold: this chunk goes to disk, and the builder starts afresh.
+        let chunk_full = builder.rows() >= CHUNK_ROWS || progress.bytes.get() - chunk_bytes_from >= cx.chunk_bytes;
+        if decoded.is_ok() && builder.rows() > 0 && chunk_full {
+            let writer = match spill.take() {
+                Some(writer) => writer,
+                None => SpillWriter::new(cx.spill_dir, cx.task).map_err(TaskError::caused)?,
+            };
+            let (kept, written) = write_chunk(writer, builder.finish(), chunk_from).await?;
+            spill = Some(kept);
+            written.map_err(TaskError::caused)?;
+            builder = RowsBuilder::stopping_on(cx.cancel.clone());
+            chunk_from = pages + 1;
+            chunk_bytes_from = progress.bytes.get();
+        }
         let page = decoded.map_err(|error| match error {
             decode::DecodeError::Stopped => TaskError::interrupted(),
             error => on_page(TaskError::permanent(error), pages, paginated),
@@ -340,10 +363,36 @@ pub(crate) async fn fetch(
         }
     }
     drop(in_flight);
-    Ok(Extracted {
-        table: Table::from_batch(builder.finish()),
-        pages,
+    let table = match spill {
+        None => Table::from_batch(builder.finish()),
+        Some(writer) => {
+            let (writer, written) = write_chunk(writer, builder.finish(), chunk_from).await?;
+            written.map_err(TaskError::caused)?;
+            let spill = tokio::task::spawn_blocking(move || writer.finish())
+                .await
+                .map_err(TaskError::caused)?
+                .map_err(TaskError::caused)?;
+            Table::spilled(spill)
+        }
+    };
+    Ok(Extracted { table, pages })
+}
+
+/// Writes `batch`, the rows from page `page` on, as a chunk of `writer` on a blocking thread.
+async fn write_chunk(
+    mut writer: SpillWriter,
+    batch: datafusion::arrow::array::RecordBatch,
+    page: usize,
+) -> Result<(SpillWriter, Result<(), SpillError>), TaskError> {
+    tokio::task::spawn_blocking(move || {
+        let written = match batch.num_rows() {
+            0 => Ok(()),
+            _ => writer.write(&batch, page),
+        };
+        (writer, written)
     })
+    .await
+    .map_err(TaskError::caused)
 }
 
 /// A page being decoded on a blocking thread; it yields the builder back with the outcome.

@@ -46,6 +46,8 @@ pub(crate) enum CursorError {
         #[source]
         source: Box<datafusion::arrow::error::ArrowError>,
     },
+    #[error("incremental: {0}")]
+    Spill(#[from] crate::table::spill::SpillError),
 }
 
 impl Incremental {
@@ -80,6 +82,7 @@ pub(crate) fn after(table: Table, column: &str, start: &Value) -> Result<Table, 
     if table.schema.fields().is_empty() {
         return Ok(table);
     }
+    let table = table.in_memory()?.into_owned();
     let kind = column_type(&table, column)?;
     let compare = |source| CursorError::Compare {
         column: column.to_owned(),
@@ -117,6 +120,7 @@ pub(crate) fn latest(table: &Table, column: &str) -> Result<Option<Value>, Curso
     if table.schema.fields().is_empty() {
         return Ok(None);
     }
+    let table = &*table.in_memory()?;
     let kind = column_type(table, column)?;
     let mut found: Option<Value> = None;
     for batch in &table.batches {

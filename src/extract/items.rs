@@ -234,6 +234,7 @@ pub(crate) fn from_rows(task: &str, table: &Table) -> Result<Vec<Value>, ItemsEr
         task: task.to_owned(),
         message,
     };
+    let table = table.in_memory().map_err(|e| failed(crate::error::chain(&e)))?;
     let mut items = Vec::with_capacity(table.rows());
     for batch in &table.batches {
         let lines = crate::table::json_lines(batch).map_err(|e| failed(e.to_string()))?;

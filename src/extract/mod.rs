@@ -51,6 +51,8 @@ pub(crate) struct Extract<'a> {
     record_dir: Option<&'a Path>,
     replay: bool,
     throttle: Option<Throttle>,
+    spill_dir: &'a Path,
+    chunk_bytes: usize,
     /// Items fetched at once by a fan-out.
     concurrency: usize,
     shared: Shared,
@@ -80,6 +82,10 @@ impl<'a> Extract<'a> {
                 .filter(|_| !services.replay)
                 .map(|pace| Throttle::new(pace.concurrency, pace.rate_limit)),
             concurrency: pace.map_or(1, |pace| pace.concurrency as usize),
+            spill_dir: &services.spill_dir,
+            // A chunk of responses is a sixty-fourth of the run's memory limit: what the builder
+            // holds of it stays far within the limit, which the queries after it share.
+            chunk_bytes: usize::try_from(services.memory_limit / 64).unwrap_or(usize::MAX),
             shared: Shared::new(services.log.progress(slot.id)),
         }
     }
@@ -103,6 +109,8 @@ impl<'a> Extract<'a> {
             replay: self.replay,
             throttle: self.throttle.as_ref(),
             shared: &self.shared,
+            spill_dir: self.spill_dir,
+            chunk_bytes: self.chunk_bytes,
         };
         let value = serde_json::to_value(&self.params).expect("params serialize");
         if let Transport::Replay(fixtures) = cx.transport {
@@ -125,6 +133,17 @@ impl<'a> Extract<'a> {
                 (extracted, Some(receipt))
             }
         };
+        if let Some(spill) = &extracted.table.spill {
+            cx.log.info(
+                Some(cx.task),
+                None,
+                format!(
+                    "{} rows kept on disk in {} chunks as the pages arrived (--memory-limit)",
+                    spill.rows(),
+                    spill.files().len()
+                ),
+            );
+        }
         if let Some(dir) = cx.record_dir {
             let exchanges = cx.transport.take_recorded(cx.task);
             let count = exchanges.len();

@@ -54,6 +54,19 @@ pub(crate) struct Options {
     pub cursors: CursorUse,
     /// The shard the run is, if the product runs as several processes.
     pub shard: Option<crate::extract::items::Shard>,
+    /// The memory the run's queries keep within, in bytes; beyond it they spill to disk.
+    pub memory_limit: u64,
+}
+
+/// Where this process keeps rows too many to hold in memory.
+pub(crate) fn spill_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("dpf-{}", std::process::id()))
+}
+
+/// The memory a run's queries keep within unless told otherwise: half of what the machine (or the
+/// container) has, and 1 GiB when that is not known.
+pub(crate) fn default_memory_limit() -> u64 {
+    crate::spec::size::machine_memory().map_or(1 << 30, |total| total / 2)
 }
 
 /// Where a run's incremental extracts start.
@@ -105,6 +118,20 @@ pub(crate) async fn run(
         HttpMode::Record(dir) => (Transport::record(clients()), Some(dir.clone()), false),
         HttpMode::Replay(dir) => (Transport::Replay(Fixtures::new(dir)), None, true),
     };
+    // Rows too many to hold go to a folder of this process's own, each set of them removed when
+    // dropped, the folder when the run ends.
+    let spill_dir = spill_dir();
+    let catalog = match Catalog::new(usize::try_from(options.memory_limit).unwrap_or(usize::MAX), &spill_dir) {
+        Ok(catalog) => catalog,
+        Err(error) => {
+            log.warn(
+                None,
+                None,
+                format!("queries hold what they need in memory: the memory limit cannot be set up ({error})"),
+            );
+            Catalog::unbounded()
+        }
+    };
     let env = Services {
         product: plan.product.clone(),
         run_id: run_id.clone(),
@@ -113,7 +140,7 @@ pub(crate) async fn run(
         data_dir: options.data_dir.clone(),
         transport,
         secrets,
-        catalog: Catalog::new(),
+        catalog,
         log,
         cancel,
         record_dir,
@@ -121,6 +148,8 @@ pub(crate) async fn run(
         source,
         cloud,
         http,
+        spill_dir,
+        memory_limit: options.memory_limit,
     };
     // The stop is logged once: as soon as it comes, or at the latest when the run ends.
     let stop_logged = Arc::new(std::sync::atomic::AtomicBool::new(false));

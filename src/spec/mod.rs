@@ -4,6 +4,7 @@ pub(crate) mod de;
 pub(crate) mod duration;
 pub mod product;
 pub mod reference;
+pub(crate) mod size;
 mod source;
 pub mod yaml;
 

@@ -4,6 +4,7 @@ pub(crate) mod builder;
 mod cell;
 mod column;
 mod iso8601;
+pub(crate) mod spill;
 mod union;
 
 use std::sync::Arc;
@@ -19,16 +20,40 @@ pub(crate) use union::union;
 /// Rows small enough to hand to one DataFusion partition at a time.
 const CHUNK_ROWS: usize = 64 * 1024;
 
-/// The output of a data-producing task.
+/// The output of a data-producing task: in memory, or (a large extract's) on disk.
 #[derive(Debug, Clone)]
 pub(crate) struct Table {
     pub schema: SchemaRef,
+    /// The rows, when they are in memory; empty when they are on disk.
     pub batches: Vec<RecordBatch>,
+    /// The rows, when they are on disk.
+    pub spill: Option<spill::SharedSpill>,
 }
 
 impl Table {
     pub(crate) fn new(schema: SchemaRef, batches: Vec<RecordBatch>) -> Self {
-        Table { schema, batches }
+        Table {
+            schema,
+            batches,
+            spill: None,
+        }
+    }
+
+    /// Rows on disk.
+    pub(crate) fn spilled(spill: spill::Spill) -> Self {
+        Table {
+            schema: spill.schema().clone(),
+            batches: Vec::new(),
+            spill: Some(std::sync::Arc::new(spill)),
+        }
+    }
+
+    /// The table with its rows in memory: read back from disk if they are there.
+    pub(crate) fn in_memory(&self) -> Result<std::borrow::Cow<'_, Table>, spill::SpillError> {
+        match &self.spill {
+            None => Ok(std::borrow::Cow::Borrowed(self)),
+            Some(spill) => Ok(std::borrow::Cow::Owned(Table::new(self.schema.clone(), spill.read()?))),
+        }
     }
 
     /// One batch cut into zero-copy chunks, so a query can spread it over partitions.
@@ -39,11 +64,11 @@ impl Table {
             .step_by(CHUNK_ROWS)
             .map(|offset| batch.slice(offset, CHUNK_ROWS.min(rows - offset)))
             .collect();
-        Table { schema, batches }
+        Table::new(schema, batches)
     }
 
     pub(crate) fn rows(&self) -> usize {
-        self.batches.iter().map(RecordBatch::num_rows).sum()
+        self.batches.iter().map(RecordBatch::num_rows).sum::<usize>() + self.spill.as_ref().map_or(0, |s| s.rows())
     }
 
     pub(crate) fn column_names(&self) -> Vec<&str> {

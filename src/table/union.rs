@@ -2,7 +2,7 @@
 
 use datafusion::arrow::array::{Array as _, RecordBatch, RecordBatchOptions, new_null_array};
 use datafusion::arrow::compute::{cast, concat_batches};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use std::sync::Arc;
 
 use super::Table;
@@ -23,16 +23,37 @@ pub(crate) struct Mismatch {
 /// lacks is null in its rows. As in one extract: integers meet decimals as decimals, and times or
 /// dates that meet text (or other times) become text; any other change is a [`Mismatch`].
 pub(crate) fn union(tables: &[&Table]) -> Result<Table, Mismatch> {
-    // Name, type, and the table that set the type.
+    let parts: Vec<(SchemaRef, Vec<bool>)> = tables
+        .iter()
+        .map(|table| (table.schema.clone(), untyped(&table.schema, &table.batches)))
+        .collect();
+    let schema = unified(&parts)?;
+    let mut batches = Vec::new();
+    for table in tables {
+        for batch in &table.batches {
+            batches.push(conformed(batch, &schema));
+        }
+    }
+    let batch = concat_batches(&schema, &batches).expect("one schema");
+    Ok(Table::from_batch(batch))
+}
+
+/// Which columns of `schema` are null in every row of `batches`: they have no type of their own
+/// (the builder made them text).
+pub(crate) fn untyped(schema: &SchemaRef, batches: &[RecordBatch]) -> Vec<bool> {
+    (0..schema.fields().len())
+        .map(|position| batches.iter().all(|b| b.column(position).null_count() == b.num_rows()))
+        .collect()
+}
+
+/// The schema that holds the rows of every part (a schema, and which of its columns are untyped),
+/// as [`union`] types it.
+pub(crate) fn unified(parts: &[(SchemaRef, Vec<bool>)]) -> Result<SchemaRef, Mismatch> {
+    // Name, type, and the part that set the type.
     let mut columns: Vec<(String, DataType, usize)> = Vec::new();
-    for (part, table) in tables.iter().enumerate() {
-        for (position, field) in table.schema.fields().iter().enumerate() {
-            // A column null in every row has no type of its own (the builder made it text).
-            let untyped = table
-                .batches
-                .iter()
-                .all(|b| b.column(position).null_count() == b.num_rows());
-            let found = if untyped { &DataType::Null } else { field.data_type() };
+    for (part, (schema, untyped)) in parts.iter().enumerate() {
+        for (field, untyped) in schema.fields().iter().zip(untyped) {
+            let found = if *untyped { &DataType::Null } else { field.data_type() };
             match columns.iter_mut().find(|(name, ..)| name == field.name()) {
                 None => columns.push((field.name().clone(), found.clone(), part)),
                 Some((name, was, first)) => {
@@ -55,35 +76,35 @@ pub(crate) fn union(tables: &[&Table]) -> Result<Table, Mismatch> {
             }
         }
     }
-    for (_, data_type, _) in &mut columns {
-        if *data_type == DataType::Null {
-            *data_type = DataType::Utf8;
-        }
-    }
-    let schema = Arc::new(Schema::new(
+    Ok(Arc::new(Schema::new(
         columns
-            .iter()
-            .map(|(name, data_type, _)| Field::new(name, data_type.clone(), true))
+            .into_iter()
+            .map(|(name, data_type, _)| {
+                let data_type = if data_type == DataType::Null {
+                    DataType::Utf8
+                } else {
+                    data_type
+                };
+                Field::new(name, data_type, true)
+            })
             .collect::<Vec<_>>(),
-    ));
-    let mut batches = Vec::new();
-    for table in tables {
-        for batch in &table.batches {
-            let arrays = columns
-                .iter()
-                .map(|(name, data_type, _)| match batch.column_by_name(name) {
-                    Some(array) if array.data_type() == data_type => Ok(array.clone()),
-                    Some(array) => cast(array, data_type),
-                    None => Ok(new_null_array(data_type, batch.num_rows())),
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .expect("the types met");
-            let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-            batches.push(RecordBatch::try_new_with_options(schema.clone(), arrays, &options).expect("one schema"));
-        }
-    }
-    let batch = concat_batches(&schema, &batches).expect("one schema");
-    Ok(Table::from_batch(batch))
+    )))
+}
+
+/// `batch` in `schema`, a schema [`unified`] from its own: columns cast, missing ones null.
+pub(crate) fn conformed(batch: &RecordBatch, schema: &SchemaRef) -> RecordBatch {
+    let arrays = schema
+        .fields()
+        .iter()
+        .map(|field| match batch.column_by_name(field.name()) {
+            Some(array) if array.data_type() == field.data_type() => Ok(array.clone()),
+            Some(array) => cast(array, field.data_type()),
+            None => Ok(new_null_array(field.data_type(), batch.num_rows())),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .expect("the types met");
+    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    RecordBatch::try_new_with_options(schema.clone(), arrays, &options).expect("one schema")
 }
 
 /// The type that holds values of both `a` and `b`, if there is one.

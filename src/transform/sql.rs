@@ -263,16 +263,56 @@ pub(crate) fn explain(error: &DataFusionError, sql: &str) -> (String, Option<(us
 /// A DataFusion session for transforms and alert conditions: SQL positions kept for error messages,
 /// plain `Utf8` text so stored column types stay stable.
 pub(crate) fn session() -> SessionContext {
+    SessionContext::new_with_config(config())
+}
+
+/// A [`session`] whose queries keep within `memory_limit` bytes: sorts, joins and aggregates that
+/// need more spill to files in `spill_dir` (and fail only when even that is not enough).
+pub(crate) fn session_within(
+    memory_limit: usize,
+    spill_dir: &std::path::Path,
+) -> Result<SessionContext, DataFusionError> {
+    use datafusion::execution::memory_pool::FairSpillPool;
+    use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(FairSpillPool::new(memory_limit)))
+        .with_temp_file_path(spill_dir)
+        .build_arc()?;
+    let mut config = config();
+    // A sort keeps this much back for merging what it spilled: a sixteenth of the limit at most.
+    let reservation = &mut config.options_mut().execution.sort_spill_reservation_bytes;
+    *reservation = (*reservation).min(memory_limit / 16);
+    Ok(SessionContext::new_with_config_rt(config, runtime))
+}
+
+fn config() -> SessionConfig {
     let mut config = SessionConfig::new().with_information_schema(false);
     let options = config.options_mut();
     options.sql_parser.collect_spans = true;
     options.sql_parser.map_string_types_to_utf8view = false;
     options.execution.parquet.schema_force_view_types = false;
-    SessionContext::new_with_config(config)
+    config
 }
 
-/// Registers `table` in `session` under `name`, spread over the session's partitions.
+/// Registers `table` in `session` under `name`, spread over the session's partitions; rows on disk
+/// are read from their files as a query goes, never all at once.
 pub(crate) fn register(session: &SessionContext, name: &str, table: &Table) -> Result<(), DataFusionError> {
+    if let Some(spill) = &table.spill {
+        use datafusion::datasource::file_format::parquet::ParquetFormat;
+        use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+        let urls = spill
+            .files()
+            .iter()
+            .map(|file| ListingTableUrl::parse(file.to_string_lossy()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let config = ListingTableConfig::new_with_multi_paths(urls)
+            .with_listing_options(options)
+            .with_schema(table.schema.clone());
+        session.deregister_table(name)?;
+        session.register_table(name, Arc::new(ListingTable::try_new(config)?))?;
+        return Ok(());
+    }
     let partitions = session.copied_config().target_partitions().max(1);
     let mut split: Vec<Vec<_>> = vec![Vec::new(); partitions.min(table.batches.len()).max(1)];
     for (i, batch) in table.batches.iter().enumerate() {

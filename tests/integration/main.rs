@@ -6,6 +6,7 @@ mod fan_out;
 mod gcp;
 mod list;
 mod local;
+mod memory;
 mod mutations;
 mod plan;
 mod products;
