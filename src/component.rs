@@ -51,6 +51,13 @@ pub(crate) struct Services {
 }
 
 impl Services {
+    /// How much a task holds before it writes rows out to disk: a sixty-fourth of the run's memory
+    /// limit, so that what a builder or a query result holds stays far within the limit, which the
+    /// queries after it share.
+    pub(crate) fn chunk_bytes(&self) -> usize {
+        usize::try_from(self.memory_limit / 64).unwrap_or(usize::MAX)
+    }
+
     /// Where errors in the SQL text of task `index`'s params and checks are placed in the product
     /// file.
     pub(crate) fn locator(&self, index: usize) -> Locator<'_> {
@@ -121,17 +128,15 @@ pub(crate) struct Input<'a> {
 }
 
 impl Input<'_> {
-    /// The output of the one task this one reads, in memory (read back if it is on disk).
-    pub(crate) fn rows(&self) -> Result<std::borrow::Cow<'_, Table>, TaskError> {
+    /// The output of the one task this one reads (its rows may be on disk: see [`Table::spill`]).
+    pub(crate) fn rows(&self) -> Result<&Table, TaskError> {
         let name = self
             .reads
             .first()
             .ok_or_else(|| TaskError::permanent("the task has no input"))?;
-        let table = self
-            .tables
+        self.tables
             .get(name)
-            .ok_or_else(|| TaskError::permanent(format!("the output of `{name}` is missing")))?;
-        table.in_memory().map_err(TaskError::caused)
+            .ok_or_else(|| TaskError::permanent(format!("the output of `{name}` is missing")))
     }
 
     /// The rows quarantine checks took out of the one task this one reads, if any.

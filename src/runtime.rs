@@ -79,6 +79,10 @@ impl<'a> Runtime<'a> {
                 query: params.query,
                 session: services.catalog.session(),
                 locator: slot.locator(services),
+                spill_dir: &services.spill_dir,
+                chunk_bytes: services.chunk_bytes(),
+                task: slot.id,
+                log: &services.log,
             }),
             Call::SendAlerts(params) => Runtime::Alert(crate::alert::Alert::new(params, slot, services)),
             store @ (Call::StoreToBigquery(_) | Call::StoreToFirestore(_)) => match services.target {
@@ -108,8 +112,8 @@ impl<'a> Runtime<'a> {
             Runtime::Extract(extract) => extract.run(input, stop, attempts).await,
             Runtime::Transform(transform) => transform.run().await,
             Runtime::Query(query) => query.run(stop).await,
-            Runtime::LocalStore(store) => store.write(&*input.rows()?, input.rejected(), stop).await,
-            Runtime::GcpStore(store) => store.write(&*input.rows()?, input.rejected(), stop).await,
+            Runtime::LocalStore(store) => store.write(input.rows()?, input.rejected(), stop).await,
+            Runtime::GcpStore(store) => store.write(input.rows()?, input.rejected(), stop).await,
             Runtime::Alert(alert) => alert.run(input).await,
         }
     }

@@ -23,7 +23,7 @@ use crate::http::{HttpError, Request, Response, Transport};
 use crate::log::Log;
 use crate::retry::{self, Policy};
 use crate::secrets::Secrets;
-use crate::table::spill::{CHUNK_ROWS, SpillError, SpillWriter};
+use crate::table::spill::{CHUNK_ROWS, SpillWriter, write_apart};
 use crate::table::{RowsBuilder, Table};
 
 /// What an extract needs of the run.
@@ -223,7 +223,9 @@ pub(crate) async fn fetch(
     let mut spill: Option<SpillWriter> = None;
     let mut chunk_from = 1;
     let progress = cx.shared;
-    let mut chunk_bytes_from = progress.bytes.get();
+    // The bytes of the pages decoded into the builder: chunks end at the same pages every run, so
+    // a rerun writes the same chunks (and finds its BigQuery load by their digest).
+    let mut chunk_bytes = 0;
     *attempts = 1;
     let max_pages = pagination.map_or(1, |p| p.max_pages().max(1));
     // The step between prefetched pages; a recording holds exactly the pages the run used.
@@ -277,6 +279,7 @@ pub(crate) async fn fetch(
         *attempts = (*attempts).max(sent.attempts);
         let mut response = sent.result.map_err(|error| on_page(error, pages, paginated))?;
         let body = Arc::new(std::mem::take(&mut response.body));
+        chunk_bytes += body.len();
         builder.start_page(pages);
         let decoding = decode_apart(builder, Arc::clone(&body), &shape);
         // What follows, when the response tells it before its rows are decoded: request it now.
@@ -305,18 +308,16 @@ pub(crate) async fn fetch(
         let (returned, decoded) = finish_decoding(decoding, &mut in_flight, &mut ready).await?;
         builder = returned;
         // Too many rows to hold: this chunk goes to disk, and the builder starts afresh.
-        let chunk_full = builder.rows() >= CHUNK_ROWS || progress.bytes.get() - chunk_bytes_from >= cx.chunk_bytes;
+        let chunk_full = builder.rows() >= CHUNK_ROWS || chunk_bytes >= cx.chunk_bytes;
         if decoded.is_ok() && builder.rows() > 0 && chunk_full {
             let writer = match spill.take() {
                 Some(writer) => writer,
                 None => SpillWriter::new(cx.spill_dir, cx.task).map_err(TaskError::caused)?,
             };
-            let (kept, written) = write_chunk(writer, builder.finish(), chunk_from).await?;
-            spill = Some(kept);
-            written.map_err(TaskError::caused)?;
+            spill = Some(write_apart(writer, builder.finish(), chunk_from).await?);
             builder = RowsBuilder::stopping_on(cx.cancel.clone());
             chunk_from = pages + 1;
-            chunk_bytes_from = progress.bytes.get();
+            chunk_bytes = 0;
         }
         let page = decoded.map_err(|error| match error {
             decode::DecodeError::Stopped => TaskError::interrupted(),
@@ -366,8 +367,7 @@ pub(crate) async fn fetch(
     let table = match spill {
         None => Table::from_batch(builder.finish()),
         Some(writer) => {
-            let (writer, written) = write_chunk(writer, builder.finish(), chunk_from).await?;
-            written.map_err(TaskError::caused)?;
+            let writer = write_apart(writer, builder.finish(), chunk_from).await?;
             let spill = tokio::task::spawn_blocking(move || writer.finish())
                 .await
                 .map_err(TaskError::caused)?
@@ -376,23 +376,6 @@ pub(crate) async fn fetch(
         }
     };
     Ok(Extracted { table, pages })
-}
-
-/// Writes `batch`, the rows from page `page` on, as a chunk of `writer` on a blocking thread.
-async fn write_chunk(
-    mut writer: SpillWriter,
-    batch: datafusion::arrow::array::RecordBatch,
-    page: usize,
-) -> Result<(SpillWriter, Result<(), SpillError>), TaskError> {
-    tokio::task::spawn_blocking(move || {
-        let written = match batch.num_rows() {
-            0 => Ok(()),
-            _ => writer.write(&batch, page),
-        };
-        (writer, written)
-    })
-    .await
-    .map_err(TaskError::caused)
 }
 
 /// A page being decoded on a blocking thread; it yields the builder back with the outcome.

@@ -83,9 +83,7 @@ impl<'a> Extract<'a> {
                 .map(|pace| Throttle::new(pace.concurrency, pace.rate_limit)),
             concurrency: pace.map_or(1, |pace| pace.concurrency as usize),
             spill_dir: &services.spill_dir,
-            // A chunk of responses is a sixty-fourth of the run's memory limit: what the builder
-            // holds of it stays far within the limit, which the queries after it share.
-            chunk_bytes: usize::try_from(services.memory_limit / 64).unwrap_or(usize::MAX),
+            chunk_bytes: services.chunk_bytes(),
             shared: Shared::new(services.log.progress(slot.id)),
         }
     }
@@ -134,15 +132,7 @@ impl<'a> Extract<'a> {
             }
         };
         if let Some(spill) = &extracted.table.spill {
-            cx.log.info(
-                Some(cx.task),
-                None,
-                format!(
-                    "{} rows kept on disk in {} chunks as the pages arrived (--memory-limit)",
-                    spill.rows(),
-                    spill.files().len()
-                ),
-            );
+            cx.log.info(Some(cx.task), None, spill.describe());
         }
         if let Some(dir) = cx.record_dir {
             let exchanges = cx.transport.take_recorded(cx.task);

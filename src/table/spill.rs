@@ -125,9 +125,23 @@ impl Spill {
         self.rows
     }
 
+    /// What a log line says of it.
+    pub(crate) fn describe(&self) -> String {
+        format!(
+            "{} rows kept on disk in {} chunks (--memory-limit)",
+            self.rows,
+            self.files.len()
+        )
+    }
+
     /// The Parquet files, in row order.
     pub(crate) fn files(&self) -> &[PathBuf] {
         &self.files
+    }
+
+    /// The rows of each chunk in turn: one chunk in memory at a time.
+    pub(crate) fn chunks(&self) -> impl Iterator<Item = Result<Vec<RecordBatch>, SpillError>> + '_ {
+        self.files.iter().map(|file| read_file(file))
     }
 
     /// Every row, read into memory.
@@ -169,6 +183,25 @@ fn read_file(path: &Path) -> Result<Vec<RecordBatch>, SpillError> {
     reader
         .collect::<Result<Vec<_>, ArrowError>>()
         .map_err(|e| failed(Box::new(e)))
+}
+
+/// Writes `batch`, the rows from page `page` on, as a chunk of `writer` on a blocking thread; an
+/// empty batch writes nothing.
+pub(crate) async fn write_apart(
+    mut writer: SpillWriter,
+    batch: RecordBatch,
+    page: usize,
+) -> Result<SpillWriter, crate::error::TaskError> {
+    use crate::error::TaskError;
+    tokio::task::spawn_blocking(move || {
+        if batch.num_rows() > 0 {
+            writer.write(&batch, page)?;
+        }
+        Ok::<_, SpillError>(writer)
+    })
+    .await
+    .map_err(TaskError::caused)?
+    .map_err(TaskError::caused)
 }
 
 /// A handle on rows on disk, shared by the tables that hold them.

@@ -75,7 +75,7 @@ impl<'a> Store<'a> {
                 })
             }
             Kind::Documents(store) => {
-                let rows = rows.clone();
+                let rows = rows.in_memory().map_err(TaskError::caused)?.into_owned();
                 let path = crate::store::local::documents_path(self.data_dir);
                 let (store, seed) = (store.clone(), format!("{}/{}", self.run_id, self.task));
                 let written = blocking(stop, move |stop| {

@@ -228,6 +228,55 @@ pub(crate) async fn run(session: &SessionContext, query: &str) -> Result<Table, 
     Ok(Table::new(schema, batches))
 }
 
+/// Runs `query` as [`run`] does, keeping its result on disk below `spill_dir` once it holds more
+/// than [`CHUNK_ROWS`](crate::table::spill::CHUNK_ROWS) rows or `chunk_bytes`: one chunk in memory
+/// at a time.
+pub(crate) async fn run_spilling(
+    session: &SessionContext,
+    query: &str,
+    (spill_dir, chunk_bytes): (&std::path::Path, usize),
+    name: &str,
+) -> Result<Table, TaskError> {
+    use crate::table::spill::{CHUNK_ROWS, SpillWriter, write_apart};
+    use futures::StreamExt as _;
+    let frame = session.sql(query).await?;
+    let schema = Arc::new(frame.schema().as_arrow().clone());
+    let mut stream = frame.execute_stream().await?;
+    let (mut held, mut rows, mut bytes) = (Vec::new(), 0, 0);
+    let mut spill: Option<SpillWriter> = None;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        rows += batch.num_rows();
+        // What the batch's rows take, not the buffers its slices share with other batches.
+        bytes += batch
+            .columns()
+            .iter()
+            .map(|column| column.to_data().get_slice_memory_size().unwrap_or(0))
+            .sum::<usize>();
+        held.push(batch);
+        if rows >= CHUNK_ROWS || bytes >= chunk_bytes {
+            let chunk = datafusion::arrow::compute::concat_batches(&schema, &std::mem::take(&mut held))
+                .map_err(TaskError::caused)?;
+            (rows, bytes) = (0, 0);
+            let writer = match spill.take() {
+                Some(writer) => writer,
+                None => SpillWriter::new(spill_dir, name).map_err(TaskError::caused)?,
+            };
+            spill = Some(write_apart(writer, chunk, 0).await?);
+        }
+    }
+    let Some(writer) = spill else {
+        return Ok(Table::new(schema, held));
+    };
+    let chunk = datafusion::arrow::compute::concat_batches(&schema, &held).map_err(TaskError::caused)?;
+    let writer = write_apart(writer, chunk, 0).await?;
+    let spill = tokio::task::spawn_blocking(move || writer.finish())
+        .await
+        .map_err(TaskError::caused)?
+        .map_err(TaskError::caused)?;
+    Ok(Table::spilled(spill))
+}
+
 /// The message of a DataFusion error, and the line and column inside the SQL text it points at.
 pub(crate) fn explain(error: &DataFusionError, sql: &str) -> (String, Option<(usize, usize)>) {
     if let Some(diagnostic) = error.diagnostic()

@@ -52,6 +52,8 @@ pub(crate) enum WarehouseError {
     PartitionShadows { column: String },
     #[error("stopped before committing to {table}; the table is unchanged")]
     Stopped { table: String },
+    #[error(transparent)]
+    Spill(#[from] crate::table::spill::SpillError),
 }
 
 pub(super) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WarehouseError + '_ {

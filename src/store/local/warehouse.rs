@@ -101,16 +101,30 @@ pub(crate) fn write(
         }
         unify(&name, existing.as_deref(), &rows.schema)?
     };
-    let new_rows = align(&schema, &rows.batches).map_err(|error| write_error(&table_dir, error))?;
+    // The new rows: in memory, or (a large extract's) on disk, written a chunk at a time. A merge
+    // compares them with the table's rows, so it reads them all.
+    let on_disk = rows.spill.as_ref().filter(|_| mode != WriteMode::Merge);
+    let new_rows = match on_disk {
+        Some(_) => Vec::new(),
+        None => {
+            let rows = rows.in_memory()?;
+            align(&schema, &rows.batches).map_err(|error| write_error(&table_dir, error))?
+        }
+    };
 
     let next = staging.next()?;
     let part = format!("part-{}.parquet", target.run_id);
+    // This run's own parts (the new rows, in one part or one per chunk): a rerun replaces them.
+    let own = format!("part-{}.", target.run_id);
     let files = match mode {
         WriteMode::Append => {
             // Other runs' parts stay as they are, linked into the new contents, unless
             // `partition_by` changed since they were written: their rows then move to its layout.
             let mut moved = Vec::new();
-            for old in existing_parts.iter().filter(|p| p.file_name() != Some(part.as_ref())) {
+            let others = existing_parts
+                .iter()
+                .filter(|p| !p.file_name().is_some_and(|f| f.to_string_lossy().starts_with(&own)));
+            for old in others {
                 let relative = old.strip_prefix(&table_dir).unwrap_or(old);
                 if layout.holds(relative) {
                     let linked = next.join(relative);
@@ -147,11 +161,23 @@ pub(crate) fn write(
         }
     };
     let mut bytes = 0;
-    for (file, batches) in &files {
+    let mut write = |file: &str, batches: &[RecordBatch]| -> Result<(), WarehouseError> {
         for (folder, batches) in layout.split(batches).map_err(|error| write_error(&table_dir, error))? {
             let folder = next.join(folder);
             fs::create_dir_all(&folder).map_err(io(&folder))?;
             bytes += write_part(&folder.join(file), &name, &schema, &batches, stop)?;
+        }
+        Ok(())
+    };
+    for (file, batches) in &files {
+        if on_disk.is_none() || !batches.is_empty() {
+            write(file, batches)?;
+        }
+    }
+    if let Some(spill) = on_disk {
+        for (k, chunk) in spill.chunks().enumerate() {
+            let chunk = align(&schema, &chunk?).map_err(|error| write_error(&table_dir, error))?;
+            write(&format!("part-{}.{k}.parquet", target.run_id), &chunk)?;
         }
     }
     if stop.is_cancelled() {

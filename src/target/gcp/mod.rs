@@ -106,7 +106,8 @@ impl<'a> Store<'a> {
             }
             Kind::Firestore(store) => {
                 let seed = format!("{}/{}", self.run_id, self.task);
-                let written = firestore::gcp::write(self.cloud, &self.project, store, &seed, rows, stop).await?;
+                let rows = rows.in_memory().map_err(TaskError::caused)?;
+                let written = firestore::gcp::write(self.cloud, &self.project, store, &seed, &rows, stop).await?;
                 self.log.info(
                     Some(self.task),
                     None,

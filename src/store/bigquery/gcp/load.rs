@@ -7,12 +7,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::api::{Api, finish, query, wait};
 use super::error::BigQueryError;
-use super::model::{Job, TableFieldSchema};
+use super::model::{FieldType, Job, TableFieldSchema};
 use super::schema::quote;
+use super::schema::{conform, schema_of};
 use super::writer::{TableRef, Writer, Written, digest, job_id};
 use crate::error::TaskError;
 use crate::store::bigquery::{StoreToBigquery, WriteMode};
 use crate::table::Table;
+use crate::table::spill::Spill;
 
 /// Loads `rows`, of BigQuery type `fields`, into `table`: straight for `replace`, through a staging
 /// table and one query job for `append` and `merge`.
@@ -84,6 +86,136 @@ pub(super) async fn load(
     // The staging table goes also when the commit failed.
     let _ = api.delete_table(staging).await;
     loaded.map(|_| ())
+}
+
+/// Loads rows kept on disk (a large extract's) a chunk at a time, each chunk one Parquet file and
+/// one load job into a staging table, then commits them with one query job as `store.write` says:
+/// at most one chunk is in memory. `columns` are the destination's, which the chunks conform to.
+pub(super) async fn load_chunks(
+    api: &mut Api,
+    table: TableRef<'_>,
+    store: &StoreToBigquery,
+    writer: &Writer<'_>,
+    spill: &Spill,
+    columns: &[TableFieldSchema],
+    written: &mut Written,
+) -> Result<(), TaskError> {
+    let project = table.project;
+    written.rows = spill.rows() as u64;
+    let base = format!(
+        "{}_{}",
+        job_id(writer.run_id, writer.task),
+        digest_files(spill.files())?
+    );
+    let job_id = match previous(api, project, &base, writer.cancel).await? {
+        Previous::Done(id) => {
+            written.already_loaded = Some(id);
+            return Ok(());
+        }
+        Previous::Free(id) => id,
+    };
+    let staging_name = format!("_dpf_staging_{}", job_id.replace('-', "_"));
+    let staging = TableRef {
+        table: &staging_name,
+        ..table
+    };
+    let go_on = || !writer.cancel.is_cancelled();
+    let mut fields = Vec::new();
+    let loaded = async {
+        for (k, chunk) in spill.chunks().enumerate() {
+            let chunk = conform(
+                &Table::new(spill.schema().clone(), chunk.map_err(TaskError::caused)?),
+                columns,
+            )?;
+            if k == 0 {
+                fields = schema_of(&chunk.schema)?;
+                let expires = chrono::Utc::now() + chrono::Duration::days(1);
+                let settings = serde_json::json!({ "expirationTime": expires.timestamp_millis().to_string() });
+                api.create_table(staging, &fields, settings)
+                    .await
+                    .map_err(|source| BigQueryError::CreateStaging {
+                        table: staging_name.clone(),
+                        source,
+                    })?;
+            }
+            let parquet =
+                crate::store::parquet::write(Vec::new(), &chunk.schema, &chunk.batches, &go_on).map_err(|e| {
+                    match writer.cancel.is_cancelled() {
+                        true => TaskError::interrupted(),
+                        false => BigQueryError::Parquet(e).into(),
+                    }
+                })?;
+            written.bytes += parquet.len() as u64;
+            let disposition = if k == 0 { "WRITE_TRUNCATE" } else { "WRITE_APPEND" };
+            let job = until_stopped(writer, upload(api, staging, None, disposition, &fields, parquet)).await?;
+            written.load_jobs += 1;
+            finish(
+                api,
+                project,
+                job,
+                &format!("the load job of chunk {} into the staging table", k + 1),
+                writer.cancel,
+            )
+            .await?;
+        }
+        if writer.cancel.is_cancelled() {
+            return Err(TaskError::interrupted());
+        }
+        let sql = match store.write {
+            WriteMode::Replace => replace_sql(table, staging, store, &fields),
+            WriteMode::Append | WriteMode::Merge => commit_sql(table, staging, store, &fields),
+        };
+        let job = query(api, project, &job_id, sql).await?;
+        finish(api, project, job, &format!("query job {job_id}"), writer.cancel).await
+    }
+    .await;
+    let _ = api.delete_table(staging).await;
+    loaded.map(|_| ())
+}
+
+/// [`digest`] of the files' contents, read a megabyte at a time.
+fn digest_files(files: &[std::path::PathBuf]) -> Result<String, TaskError> {
+    use std::io::Read;
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buffer = vec![0; 1 << 20];
+    for path in files {
+        let mut file = std::fs::File::open(path).map_err(TaskError::caused)?;
+        loop {
+            let n = file.read(&mut buffer).map_err(TaskError::caused)?;
+            if n == 0 {
+                break;
+            }
+            context.update(&buffer[..n]);
+        }
+    }
+    Ok(context.finish().as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// The SQL that replaces the destination with the staging table, partitioned and clustered as
+/// `store` says.
+pub(super) fn replace_sql(
+    destination: TableRef<'_>,
+    staging: TableRef<'_>,
+    store: &StoreToBigquery,
+    fields: &[TableFieldSchema],
+) -> String {
+    let mut sql = format!("CREATE OR REPLACE TABLE {}", quote(&destination.to_string()));
+    if let Some(column) = &store.partition_by {
+        let day = match fields.iter().find(|f| &f.name == column).map(|f| &f.field_type) {
+            Some(FieldType::Date) => quote(column),
+            _ => format!("DATE({})", quote(column)),
+        };
+        sql.push_str(&format!(" PARTITION BY {day}"));
+    }
+    if !store.cluster_by.is_empty() {
+        let columns: Vec<String> = store.cluster_by.iter().map(|c| quote(c)).collect();
+        sql.push_str(&format!(" CLUSTER BY {}", columns.join(", ")));
+    }
+    sql.push_str(&format!(" AS SELECT * FROM {}", quote(&staging.to_string())));
+    sql
 }
 
 /// The SQL that commits the staging table into the destination, as `store.write` says.

@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use self::api::{Api, ensure_dataset, ensure_table};
 use self::error::BigQueryError;
-use self::load::load;
+use self::load::{load, load_chunks};
 use self::schema::{conform, schema_of};
 use self::stream::stream;
 use self::writer::TableRef;
@@ -62,7 +62,13 @@ pub(crate) async fn write(
     let table = TableRef::of(project, store);
     ensure_dataset(&mut api, table).await?;
     let columns = ensure_table(&mut api, table, store, writer, &fields).await?;
-    let rows = conform(rows, &columns)?;
+    // Rows on disk load a chunk at a time; streaming inserts read them back.
+    if let (Some(spill), LoadMethod::Load) = (&rows.spill, store.method) {
+        let result = load_chunks(&mut api, table, store, writer, spill, &columns, &mut written).await;
+        written.requests = api.requests;
+        return result.map(|()| written);
+    }
+    let rows = conform(&*rows.in_memory().map_err(TaskError::caused)?, &columns)?;
     // The rows' types after conforming: what the staging table and the load job declare.
     let fields = schema_of(&rows.schema)?;
     if rows.rows() == 0 && store.write != WriteMode::Replace {

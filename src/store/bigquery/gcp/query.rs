@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::api::{Api, ensure_dataset, ensure_table, finish, query};
 use super::error::BigQueryError;
-use super::load::{Previous, commit_sql, previous};
+use super::load::{Previous, commit_sql, previous, replace_sql};
 use super::model::{FieldType, Table as BqTable, TableFieldSchema};
 use super::schema::quote;
 use super::writer::{TableRef, Writer, Written, job_id};
@@ -131,30 +131,6 @@ pub(crate) async fn dry_run(cloud: &std::sync::Arc<Cloud>, project: &str, sql: &
     bytes
         .parse()
         .map_err(|_| TaskError::permanent(format!("BigQuery's dry run estimated `{bytes}` bytes")))
-}
-
-/// The SQL that replaces the destination with the staging table, partitioned and clustered as
-/// `store` says.
-fn replace_sql(
-    destination: TableRef<'_>,
-    staging: TableRef<'_>,
-    store: &StoreToBigquery,
-    fields: &[TableFieldSchema],
-) -> String {
-    let mut sql = format!("CREATE OR REPLACE TABLE {}", quote(&destination.to_string()));
-    if let Some(column) = &store.partition_by {
-        let day = match fields.iter().find(|f| &f.name == column).map(|f| &f.field_type) {
-            Some(FieldType::Date) => quote(column),
-            _ => format!("DATE({})", quote(column)),
-        };
-        sql.push_str(&format!(" PARTITION BY {day}"));
-    }
-    if !store.cluster_by.is_empty() {
-        let columns: Vec<String> = store.cluster_by.iter().map(|c| quote(c)).collect();
-        sql.push_str(&format!(" CLUSTER BY {}", columns.join(", ")));
-    }
-    sql.push_str(&format!(" AS SELECT * FROM {}", quote(&staging.to_string())));
-    sql
 }
 
 /// One page of `tabledata.list`.
