@@ -8,7 +8,7 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::SessionContext;
 
-use crate::store::local::{warehouse, warehouse_dir};
+use crate::store::local::{tables, warehouse_dir};
 
 use super::{Exit, print};
 
@@ -34,10 +34,10 @@ pub(super) fn run(args: Args) -> anyhow::Result<Exit> {
     let data_dir = crate::target::data_dir(args.data_dir.as_deref());
     let runtime = super::runtime::Runtime::new(false)?;
     let warehouse = warehouse_dir(&data_dir);
-    let tables = warehouse::tables(&warehouse);
+    let tables = tables::tables(&warehouse);
     let result = runtime.block_on(async {
         let session = crate::transform::sql::session();
-        warehouse::register(&session, &warehouse).await?;
+        tables::register(&session, &warehouse).await?;
         collect(&session, &args.sql).await
     });
     let batches = match result {

@@ -7,6 +7,7 @@ pub(crate) mod http;
 pub(crate) mod incremental;
 pub(crate) mod items;
 mod paging;
+mod request;
 pub(crate) mod throttle;
 pub(crate) mod weather;
 

@@ -97,7 +97,7 @@ impl Store<'_> {
     /// The rows of `sql` over the local warehouse, each table named `dataset.table`.
     pub(crate) async fn query_rows(&self, sql: &str) -> Result<Table, datafusion::error::DataFusionError> {
         let session = crate::transform::sql::session();
-        warehouse::register(&session, &crate::store::local::warehouse_dir(self.data_dir)).await?;
+        crate::store::local::tables::register(&session, &crate::store::local::warehouse_dir(self.data_dir)).await?;
         crate::transform::sql::run(&session, sql).await
     }
 

@@ -16,8 +16,8 @@ mod top;
 pub(crate) use self::scan::lookup;
 
 use self::columns::columns_in_parallel;
-use self::seeds::{CellSeed, KeySeed, RecordSeed, RecordsSeed, Slot};
-use self::top::{Records, TopSeed};
+use self::seeds::{KeySeed, RecordSeed, RecordsSeed, Slot};
+use self::top::{Records, TopSeed, includes};
 use super::http::Format;
 use crate::table::builder::STOP_EVERY;
 use crate::table::{Cell, RowsBuilder, TypeConflict};
@@ -174,25 +174,6 @@ fn json(body: &[u8], shape: &Shape, builder: &mut RowsBuilder) -> Result<WithInc
     Ok((page, includes(&kept, shape)?))
 }
 
-/// The `include` fields found among the top-level fields `kept`, null where missing.
-pub(super) fn includes(
-    kept: &[(Cow<'_, str>, &RawValue)],
-    shape: &Shape,
-) -> Result<Vec<(String, Cell<'static>)>, DecodeError> {
-    let mut include = Vec::with_capacity(shape.include.len());
-    for field in &shape.include {
-        let cell = match find(kept, field)? {
-            Some(raw) => {
-                let mut de = serde_json::Deserializer::from_str(raw.get());
-                CellSeed.deserialize(&mut de).map_err(DecodeError::Json)?.into_owned()
-            }
-            None => Cell::Null,
-        };
-        include.push((field.clone(), cell));
-    }
-    Ok(include)
-}
-
 fn ndjson(body: &[u8], builder: &mut RowsBuilder) -> Result<Page, DecodeError> {
     let first = builder.rows();
     for (number, line) in body.split(|&b| b == b'\n').enumerate() {
@@ -254,26 +235,6 @@ fn kind(raw: &RawValue) -> &'static str {
         Some(b't' | b'f') => "a boolean",
         _ => "a number",
     }
-}
-
-/// The value at a dot path (`links.next`) below the top-level fields `top`, when every step is an
-/// object that has the key.
-pub(super) fn find<'a>(top: &[(Cow<'a, str>, &'a RawValue)], path: &str) -> Result<Option<&'a RawValue>, DecodeError> {
-    let (head, rest) = path.split_once('.').map_or((path, None), |(h, r)| (h, Some(r)));
-    let Some(&(_, mut at)) = top.iter().find(|(name, _)| name == head) else {
-        return Ok(None);
-    };
-    for key in rest.into_iter().flat_map(|rest| rest.split('.')) {
-        if kind(at) != "an object" {
-            return Ok(None);
-        }
-        let fields = entries(at).map_err(DecodeError::Json)?;
-        match fields.into_iter().find(|(name, _)| name == key) {
-            Some((_, value)) => at = value,
-            None => return Ok(None),
-        }
-    }
-    Ok(Some(at))
 }
 
 /// The fields of a JSON object in order, values left unparsed.

@@ -7,10 +7,9 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::DecodeError;
-use super::find;
-use super::seeds::{KeySeed, RecordsSeed, Slot};
-use crate::table::RowsBuilder;
+use super::seeds::{CellSeed, KeySeed, RecordsSeed, Slot};
+use super::{DecodeError, Shape, entries, kind};
+use crate::table::{Cell, RowsBuilder};
 
 /// Where a body's records were.
 pub(super) enum Records<'de> {
@@ -123,4 +122,43 @@ impl<'de> Visitor<'de> for TopSeed<'_, '_> {
     fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
         Err(self.missing(&[]))
     }
+}
+
+/// The `include` fields found among the top-level fields `kept`, null where missing.
+pub(super) fn includes(
+    kept: &[(Cow<'_, str>, &RawValue)],
+    shape: &Shape,
+) -> Result<Vec<(String, Cell<'static>)>, DecodeError> {
+    let mut include = Vec::with_capacity(shape.include.len());
+    for field in &shape.include {
+        let cell = match find(kept, field)? {
+            Some(raw) => {
+                let mut de = serde_json::Deserializer::from_str(raw.get());
+                CellSeed.deserialize(&mut de).map_err(DecodeError::Json)?.into_owned()
+            }
+            None => Cell::Null,
+        };
+        include.push((field.clone(), cell));
+    }
+    Ok(include)
+}
+
+/// The value at a dot path (`links.next`) below the top-level fields `top`, when every step is an
+/// object that has the key.
+fn find<'a>(top: &[(Cow<'a, str>, &'a RawValue)], path: &str) -> Result<Option<&'a RawValue>, DecodeError> {
+    let (head, rest) = path.split_once('.').map_or((path, None), |(h, r)| (h, Some(r)));
+    let Some(&(_, mut at)) = top.iter().find(|(name, _)| name == head) else {
+        return Ok(None);
+    };
+    for key in rest.into_iter().flat_map(|rest| rest.split('.')) {
+        if kind(at) != "an object" {
+            return Ok(None);
+        }
+        let fields = entries(at).map_err(DecodeError::Json)?;
+        match fields.into_iter().find(|(name, _)| name == key) {
+            Some((_, value)) => at = value,
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(at))
 }

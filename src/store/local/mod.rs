@@ -4,6 +4,7 @@
 pub(crate) mod documents;
 mod error;
 mod staging;
+pub(crate) mod tables;
 pub(crate) mod warehouse;
 
 use std::path::{Path, PathBuf};
