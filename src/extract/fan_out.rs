@@ -59,8 +59,9 @@ pub(super) async fn run(
             .map_err(|error| error.context(items::label(first + index, item, include)));
             (index, result, attempts)
         })
-        // In item order; the next item starts as soon as any one in flight is done.
-        .buffered(concurrency.max(1));
+        // The next item starts as soon as any one in flight is done; their rows are put back in
+        // item order below.
+        .buffer_unordered(concurrency.max(1));
     let mut parts = Vec::with_capacity(items.len());
     let mut failed: Vec<(FailedItem, TaskError)> = Vec::new();
     *attempts = 1;
@@ -83,6 +84,8 @@ pub(super) async fn run(
         }
     }
     drop(each);
+    parts.sort_unstable_by_key(|(index, _)| *index);
+    failed.sort_unstable_by_key(|(item, _)| item.item);
     if !items.is_empty() && parts.is_empty() {
         let (_, first) = failed.swap_remove(0);
         return Err(first.context(format!("every one of the {} items failed; the first", items.len())));
