@@ -11,7 +11,7 @@ use super::items::{self, FanOut, ForEach, ItemSource, OnItemError};
 use crate::component::Input;
 use crate::error::{ErrorKind, TaskError};
 use crate::receipt::{FailedItem, ItemsReceipt};
-use crate::table::{Cell, Table};
+use crate::table::Table;
 
 /// The items of `for_each`: as written, from a file next to `product_file`, or the rows of an
 /// upstream task in `input`.
@@ -51,7 +51,12 @@ pub(super) async fn run(
                     .map_err(|error| TaskError::permanent(error.message))?;
                 let constants = include
                     .iter()
-                    .map(|field| (field.clone(), cell(item.get(field).unwrap_or(&Value::Null))))
+                    .map(|field| {
+                        (
+                            field.clone(),
+                            super::decode::cell_of(item.get(field).unwrap_or(&Value::Null)),
+                        )
+                    })
                     .collect();
                 super::one(&rendered, constants, cx, &mut attempts).await
             }
@@ -121,18 +126,4 @@ pub(super) async fn run(
         pages: parts.iter().map(|(_, e)| e.pages).sum(),
     };
     Ok((extracted, receipt))
-}
-
-/// An item's field as a row's value.
-fn cell(value: &Value) -> Cell<'static> {
-    match value {
-        Value::Null => Cell::Null,
-        Value::Bool(v) => Cell::Bool(*v),
-        Value::Number(n) => match n.as_i64() {
-            Some(int) => Cell::Int(int),
-            None => Cell::Float(n.as_f64().unwrap_or(f64::NAN)),
-        },
-        Value::String(text) => Cell::Str(text.clone().into()),
-        nested => Cell::Json(nested.to_string()),
-    }
 }

@@ -16,7 +16,7 @@ pub(crate) use super::request::{Context, Shared};
 use super::request::{Requests, parse_url, send};
 use crate::error::TaskError;
 use crate::http::Response;
-use crate::table::spill::{CHUNK_ROWS, SpillWriter, write_apart};
+use crate::table::spill::{CHUNK_ROWS, SpillWriter, finish_apart, write_apart};
 use crate::table::{RowsBuilder, Table};
 
 /// What an extract yields.
@@ -240,10 +240,7 @@ pub(crate) async fn fetch(
         None => Table::from_batch(builder.finish()),
         Some(writer) => {
             let writer = write_apart(writer, builder.finish(), chunk_from).await?;
-            let spill = tokio::task::spawn_blocking(move || writer.finish())
-                .await
-                .map_err(TaskError::caused)?
-                .map_err(TaskError::caused)?;
+            let spill = finish_apart(writer).await?;
             Table::spilled(spill)
         }
     };

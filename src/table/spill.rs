@@ -7,16 +7,11 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::error::ArrowError;
-use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::union::{Mismatch, conformed, unified, untyped};
 
 /// Rows an extract builds in memory before it writes them out as a chunk, once it has more.
 pub(crate) const CHUNK_ROWS: usize = 1024 * 1024;
-
-/// Rows read back per batch.
-const READ_ROWS: usize = 64 * 1024;
 
 /// Why rows could not be kept on disk or read back.
 #[derive(Debug, thiserror::Error)]
@@ -177,12 +172,7 @@ fn read_file(path: &Path) -> Result<Vec<RecordBatch>, SpillError> {
         source,
     };
     let file = File::open(path).map_err(|e| failed(Box::new(e)))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .and_then(|builder| builder.with_batch_size(READ_ROWS).build())
-        .map_err(|e| failed(Box::new(e)))?;
-    reader
-        .collect::<Result<Vec<_>, ArrowError>>()
-        .map_err(|e| failed(Box::new(e)))
+    crate::store::parquet::read(file).map_err(|e| failed(Box::new(e)))
 }
 
 /// Writes `batch`, the rows from page `page` on, as a chunk of `writer` on a blocking thread; an
@@ -202,6 +192,15 @@ pub(crate) async fn write_apart(
     .await
     .map_err(TaskError::caused)?
     .map_err(TaskError::caused)
+}
+
+/// [`SpillWriter::finish`] on a blocking thread.
+pub(crate) async fn finish_apart(writer: SpillWriter) -> Result<Spill, crate::error::TaskError> {
+    use crate::error::TaskError;
+    tokio::task::spawn_blocking(move || writer.finish())
+        .await
+        .map_err(TaskError::caused)?
+        .map_err(TaskError::caused)
 }
 
 /// A handle on rows on disk, shared by the tables that hold them.

@@ -237,7 +237,7 @@ pub(crate) async fn run_spilling(
     (spill_dir, chunk_bytes): (&std::path::Path, usize),
     name: &str,
 ) -> Result<Table, TaskError> {
-    use crate::table::spill::{CHUNK_ROWS, SpillWriter, write_apart};
+    use crate::table::spill::{CHUNK_ROWS, SpillWriter, finish_apart, write_apart};
     use futures::StreamExt as _;
     let frame = session.sql(query).await?;
     let schema = Arc::new(frame.schema().as_arrow().clone());
@@ -270,10 +270,7 @@ pub(crate) async fn run_spilling(
     };
     let chunk = datafusion::arrow::compute::concat_batches(&schema, &held).map_err(TaskError::caused)?;
     let writer = write_apart(writer, chunk, 0).await?;
-    let spill = tokio::task::spawn_blocking(move || writer.finish())
-        .await
-        .map_err(TaskError::caused)?
-        .map_err(TaskError::caused)?;
+    let spill = finish_apart(writer).await?;
     Ok(Table::spilled(spill))
 }
 

@@ -16,7 +16,7 @@ mod top;
 pub(crate) use self::scan::lookup;
 
 use self::columns::columns_in_parallel;
-use self::seeds::{KeySeed, RecordSeed, RecordsSeed, Slot};
+use self::seeds::{CellSeed, KeySeed, RecordSeed, RecordsSeed, Slot};
 use self::top::{Records, TopSeed, includes};
 use super::http::Format;
 use crate::table::builder::STOP_EVERY;
@@ -60,6 +60,11 @@ fn json_message(error: &serde_json::Error) -> String {
         }
         _ => format!("the response is not valid JSON: {error}"),
     }
+}
+
+/// A JSON value as a row's value, as a body's value would be: nested values keep their JSON text.
+pub(crate) fn cell_of(value: &serde_json::Value) -> Cell<'static> {
+    CellSeed.deserialize(value).map_or(Cell::Null, Cell::into_owned)
 }
 
 /// A decoded page.

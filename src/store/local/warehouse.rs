@@ -342,10 +342,7 @@ fn part_schema(part: &Path) -> Result<SchemaRef, WarehouseError> {
 
 fn read_part(part: &Path) -> Result<Vec<RecordBatch>, WarehouseError> {
     let file = File::open(part).map_err(io(part))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .and_then(|b| b.with_batch_size(64 * 1024).build())
-        .map_err(|e| read_error(part, e))?;
-    reader.collect::<Result<Vec<_>, _>>().map_err(|e| read_error(part, e))
+    parquet::read(file).map_err(|e| read_error(part, e))
 }
 
 fn is_text(kind: &DataType) -> bool {

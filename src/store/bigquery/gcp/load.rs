@@ -10,7 +10,7 @@ use super::error::BigQueryError;
 use super::model::{FieldType, Job, TableFieldSchema};
 use super::schema::quote;
 use super::schema::{conform, schema_of};
-use super::writer::{TableRef, Writer, Written, digest, job_id};
+use super::writer::{TableRef, Writer, Written, digest, job_id, short};
 use crate::error::TaskError;
 use crate::store::bigquery::{StoreToBigquery, WriteMode};
 use crate::table::Table;
@@ -62,15 +62,7 @@ pub(super) async fn load(
         table: &staging_name,
         ..table
     };
-    // The staging table expires after a day, so one left behind by a killed run goes by itself.
-    let expires = chrono::Utc::now() + chrono::Duration::days(1);
-    let settings = serde_json::json!({ "expirationTime": expires.timestamp_millis().to_string() });
-    api.create_table(staging, fields, settings)
-        .await
-        .map_err(|source| BigQueryError::CreateStaging {
-            table: staging_name.clone(),
-            source,
-        })?;
+    create_staging(api, staging, fields).await?;
     let loaded = async {
         let job = until_stopped(writer, upload(api, staging, None, "WRITE_TRUNCATE", fields, parquet)).await?;
         written.load_jobs += 1;
@@ -129,14 +121,7 @@ pub(super) async fn load_chunks(
             )?;
             if k == 0 {
                 fields = schema_of(&chunk.schema)?;
-                let expires = chrono::Utc::now() + chrono::Duration::days(1);
-                let settings = serde_json::json!({ "expirationTime": expires.timestamp_millis().to_string() });
-                api.create_table(staging, &fields, settings)
-                    .await
-                    .map_err(|source| BigQueryError::CreateStaging {
-                        table: staging_name.clone(),
-                        source,
-                    })?;
+                create_staging(api, staging, &fields).await?;
             }
             let parquet =
                 crate::store::parquet::write(Vec::new(), &chunk.schema, &chunk.batches, &go_on).map_err(|e| {
@@ -173,6 +158,24 @@ pub(super) async fn load_chunks(
     loaded.map(|_| ())
 }
 
+/// Creates the staging table `staging` with `fields`. It expires after a day, so one left behind
+/// by a killed run goes by itself.
+async fn create_staging(
+    api: &mut Api,
+    staging: TableRef<'_>,
+    fields: &[TableFieldSchema],
+) -> Result<(), BigQueryError> {
+    let expires = chrono::Utc::now() + chrono::Duration::days(1);
+    let settings = serde_json::json!({ "expirationTime": expires.timestamp_millis().to_string() });
+    api.create_table(staging, fields, settings)
+        .await
+        .map(drop)
+        .map_err(|source| BigQueryError::CreateStaging {
+            table: staging.table.to_owned(),
+            source,
+        })
+}
+
 /// [`digest`] of the files' contents, read a megabyte at a time.
 fn digest_files(files: &[std::path::PathBuf]) -> Result<String, TaskError> {
     use std::io::Read;
@@ -188,10 +191,7 @@ fn digest_files(files: &[std::path::PathBuf]) -> Result<String, TaskError> {
             context.update(&buffer[..n]);
         }
     }
-    Ok(context.finish().as_ref()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(short(&context.finish()))
 }
 
 /// The SQL that replaces the destination with the staging table, partitioned and clustered as

@@ -72,7 +72,11 @@ pub(super) fn job_id(run_id: &str, task: &str) -> String {
 /// of a run with the same rows is the same job (BigQuery skips it), and one with other rows (an
 /// incremental extract that found more) a new one.
 pub(super) fn digest(bytes: &[u8]) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    short(&ring::digest::digest(&ring::digest::SHA256, bytes))
+}
+
+/// The first 16 hex digits of `digest`.
+pub(super) fn short(digest: &ring::digest::Digest) -> String {
     digest.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
