@@ -32,7 +32,9 @@ fn open(path: &Path) -> Result<Connection, StateError> {
         .map_err(sqlite(path))?;
     connection
         .execute_batch(
+            // The tables are made in one transaction: one sync, not one each.
             "PRAGMA journal_mode = WAL;
+             BEGIN;
              CREATE TABLE IF NOT EXISTS products (
                  product TEXT PRIMARY KEY,
                  cursors TEXT NOT NULL DEFAULT '{}',
@@ -44,7 +46,8 @@ fn open(path: &Path) -> Result<Connection, StateError> {
                  run_id TEXT NOT NULL,
                  record TEXT NOT NULL,
                  PRIMARY KEY (product, started_at, run_id)
-             );",
+             );
+             COMMIT;",
         )
         .map_err(sqlite(path))?;
     Ok(connection)

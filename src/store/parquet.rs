@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::sync::Mutex;
 
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::arrow_writer::{ArrowColumnChunk, ArrowColumnWriter, compute_leaves};
@@ -15,7 +15,7 @@ use datafusion::parquet::file::properties::WriterProperties;
 /// Rows per Parquet row group: large enough for fast scans, small enough to write in bounded memory.
 const ROW_GROUP_ROWS: usize = 256 * 1024;
 
-/// Row groups of at least this many rows have their columns encoded in parallel.
+/// Tables of at least this many rows have their columns encoded in parallel.
 const PARALLEL_ROWS: usize = 16 * 1024;
 
 /// Writes `batches` as one Parquet file to `sink`. Gives up between row groups when `go_on` says no.
@@ -28,14 +28,21 @@ pub(crate) fn write<W: Write + Send>(
     // The Arrow writer embeds the Arrow schema (time zones, exact types) for readers; its parts then
     // encode the columns in parallel.
     let (mut file, factory) =
-        ArrowWriter::try_new(sink, schema.clone(), Some(properties(schema)))?.into_serialized_writer()?;
-    for (index, group) in row_groups(batches).into_iter().enumerate() {
+        ArrowWriter::try_new(sink, schema.clone(), Some(properties(schema, batches)))?.into_serialized_writer()?;
+    let groups = row_groups(batches);
+    let mut writers = Vec::with_capacity(groups.len());
+    for index in 0..groups.len() {
+        writers.push(factory.create_column_writers(index)?);
+    }
+    if !go_on() {
+        return Err(ParquetError::General("stopped".into()));
+    }
+    for chunks in encode(schema, &groups, writers)? {
         if !go_on() {
             return Err(ParquetError::General("stopped".into()));
         }
-        let writers = factory.create_column_writers(index)?;
         let mut row_group = file.next_row_group()?;
-        for chunk in encode(schema, &group, writers)? {
+        for chunk in chunks {
             chunk.append_to_row_group(&mut row_group)?;
         }
         row_group.close()?;
@@ -52,23 +59,37 @@ pub(crate) fn read(file: std::fs::File) -> Result<Vec<RecordBatch>, ParquetError
     Ok(reader.collect::<Result<Vec<_>, _>>()?)
 }
 
-/// Snappy, and dictionaries for every column but dates and times. Measured on 1,000,000 weather rows
-/// and 200,000 orders: times are mostly distinct, so their dictionary fills up and is dropped after
-/// every value was interned; without it the write is 15 % faster and the file 10 % smaller. Other
-/// columns gain from theirs (or the writer drops it on its own). LZ4 was no faster than Snappy here.
-fn properties(schema: &SchemaRef) -> WriterProperties {
+/// Snappy, and dictionaries for every column but dates and times and text that is mostly distinct.
+/// Measured on 1,000,000 weather rows and 200,000 orders: times and ids are mostly distinct, so
+/// their dictionary fills up and is dropped after every value was interned; without it the write is
+/// faster and the file no larger. Other columns gain from theirs (or the writer drops it on its own).
+/// LZ4 was no faster than Snappy here.
+fn properties(schema: &SchemaRef, batches: &[RecordBatch]) -> WriterProperties {
     let mut builder = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
-    for field in schema.fields() {
-        if matches!(
+    let first = batches.iter().find(|batch| batch.num_rows() > 0);
+    for (index, field) in schema.fields().iter().enumerate() {
+        let temporal = matches!(
             field.data_type(),
             DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 | DataType::Time32(_) | DataType::Time64(_)
-        ) {
+        );
+        let distinct_text = first.is_some_and(|batch| mostly_distinct(batch.column(index)));
+        if temporal || distinct_text {
             builder = builder.set_column_dictionary_enabled(field.name().as_str().into(), false);
         }
     }
     builder.build()
+}
+
+/// Whether `column` is text whose first values (up to 1,024 of them) are more than half distinct.
+fn mostly_distinct(column: &ArrayRef) -> bool {
+    let Some(text) = column.as_string_opt::<i32>() else {
+        return false;
+    };
+    let sample: Vec<&str> = text.iter().flatten().take(1024).collect();
+    let distinct: std::collections::HashSet<&str> = sample.iter().copied().collect();
+    sample.len() >= 64 && distinct.len() * 2 > sample.len()
 }
 
 /// The batches cut into row groups of at most [`ROW_GROUP_ROWS`] rows (slices share their buffers).
@@ -94,25 +115,28 @@ fn row_groups(batches: &[RecordBatch]) -> Vec<Vec<RecordBatch>> {
     groups
 }
 
-/// Encodes one row group, its columns shared among the cores; the chunks come back in column order.
+/// Encodes every row group, all their columns shared among the cores at once (no core waits for the
+/// slowest column of a row group); the chunks come back by row group, in column order.
 fn encode(
     schema: &SchemaRef,
-    group: &[RecordBatch],
-    writers: Vec<ArrowColumnWriter>,
-) -> Result<Vec<ArrowColumnChunk>, ParquetError> {
+    groups: &[Vec<RecordBatch>],
+    writers: Vec<Vec<ArrowColumnWriter>>,
+) -> Result<Vec<Vec<ArrowColumnChunk>>, ParquetError> {
     // A column may have several leaves (a list, a struct), each with a writer of its own. A thread
     // takes a column's writers out of its slot.
-    let mut writers = writers.into_iter();
-    let columns: Vec<(usize, Mutex<Vec<ArrowColumnWriter>>)> = (0..schema.fields().len())
-        .map(|index| {
+    type Slot = Mutex<Vec<ArrowColumnWriter>>;
+    let mut jobs: Vec<(usize, usize, Slot)> = Vec::new();
+    for (group, writers) in writers.into_iter().enumerate() {
+        let mut writers = writers.into_iter();
+        for index in 0..schema.fields().len() {
             let leaves = leaf_count(schema.field(index).data_type());
-            (index, Mutex::new(writers.by_ref().take(leaves).collect()))
-        })
-        .collect();
-    let encode_column = |(index, slot): &(usize, Mutex<Vec<ArrowColumnWriter>>)| {
+            jobs.push((group, index, Mutex::new(writers.by_ref().take(leaves).collect())));
+        }
+    }
+    let encode_column = |(group, index, slot): &(usize, usize, Slot)| {
         let mut writers = std::mem::take(&mut *slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
         let field = schema.field(*index);
-        for batch in group {
+        for batch in &groups[*group] {
             for (writer, leaf) in writers.iter_mut().zip(compute_leaves(field, batch.column(*index))?) {
                 writer.write(&leaf)?;
             }
@@ -122,15 +146,16 @@ fn encode(
             .map(ArrowColumnWriter::close)
             .collect::<Result<Vec<_>, ParquetError>>()
     };
-    // Threads pay off only on row groups of some size.
-    let done = if group.iter().map(RecordBatch::num_rows).sum::<usize>() < PARALLEL_ROWS {
-        columns.iter().map(encode_column).collect()
+    // Threads pay off only on tables of some size.
+    let rows: usize = groups.iter().flatten().map(RecordBatch::num_rows).sum();
+    let done: Vec<_> = if rows < PARALLEL_ROWS {
+        jobs.iter().map(encode_column).collect()
     } else {
-        crate::parallel::map(&columns, encode_column)
+        crate::parallel::map(&jobs, encode_column)
     };
-    let mut chunks = Vec::new();
-    for column in done {
-        chunks.extend(column?);
+    let mut chunks: Vec<Vec<ArrowColumnChunk>> = groups.iter().map(|_| Vec::new()).collect();
+    for ((group, _, _), column) in jobs.iter().zip(done) {
+        chunks[*group].extend(column?);
     }
     Ok(chunks)
 }

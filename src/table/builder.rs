@@ -8,7 +8,7 @@ use datafusion::arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
 use datafusion::arrow::datatypes::{Field, Schema};
 
 use super::cell::{Cell, TypeConflict};
-use super::column::{Column, Values};
+use super::column::{Column, Decoded, Values};
 
 /// Builds one table out of records that arrive page by page, row-wise or column-wise.
 #[derive(Default)]
@@ -163,6 +163,13 @@ impl RowsBuilder {
             position: 0,
             builder: self,
         }
+    }
+
+    /// Takes `values`, a whole column decoded by a fast path, as column `name` of a builder that holds
+    /// no values of it yet; [`RowsBuilder::end_columns`] then sets the number of rows.
+    pub(crate) fn decoded_column(&mut self, name: &str, values: Decoded) {
+        let position = self.column(name, usize::MAX);
+        self.columns[position].take(values, self.page);
     }
 
     /// Appends values to column `name` in rows `first..`, for column-wise records (one array per field).

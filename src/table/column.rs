@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, NullArray, StringArray,
+    Array, ArrayBuilder, ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, NullArray, StringArray,
     StringBuilder, TimestampMicrosecondBuilder,
 };
 use datafusion::arrow::compute::cast;
@@ -12,6 +12,7 @@ use datafusion::arrow::datatypes::{DataType, Field};
 
 use super::cell::Cell;
 use super::iso8601;
+use super::stamps::Stamps;
 
 pub(super) enum Values {
     /// Only nulls so far.
@@ -20,7 +21,26 @@ pub(super) enum Values {
     Int(Int64Builder),
     Float(Float64Builder),
     Str(StringBuilder),
+    /// Text so far, every value a date-time of one layout.
+    Stamps(Stamps),
     Json(StringBuilder),
+}
+
+/// A whole column decoded by a fast path, for a builder to take over.
+pub(crate) enum Decoded {
+    Int(Int64Builder),
+    Float(Float64Builder),
+    Stamps(Stamps),
+}
+
+impl Decoded {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Decoded::Int(b) => b.len(),
+            Decoded::Float(b) => b.len(),
+            Decoded::Stamps(s) => s.len(),
+        }
+    }
 }
 
 impl Values {
@@ -29,7 +49,7 @@ impl Values {
             Values::Null => "null",
             Values::Bool(_) => "boolean",
             Values::Int(_) | Values::Float(_) => "number",
-            Values::Str(_) => "string",
+            Values::Str(_) | Values::Stamps(_) => "string",
             Values::Json(_) => "nested object or array",
         }
     }
@@ -58,8 +78,20 @@ impl Column {
             Values::Int(b) => b.append_nulls(missing),
             Values::Float(b) => b.append_nulls(missing),
             Values::Str(b) | Values::Json(b) => b.append_nulls(missing),
+            Values::Stamps(s) => s.append_nulls(missing),
         }
         self.len = len;
+    }
+
+    /// Takes over `decoded` as the column's values (the column held none).
+    pub(super) fn take(&mut self, decoded: Decoded, page: usize) {
+        self.len = decoded.len();
+        self.values = match decoded {
+            Decoded::Int(b) => Values::Int(b),
+            Decoded::Float(b) => Values::Float(b),
+            Decoded::Stamps(s) => Values::Stamps(s),
+        };
+        self.typed_on = page;
     }
 
     /// A builder of `kind` holding the nulls appended so far.
@@ -84,11 +116,14 @@ impl Column {
                 nulls,
                 Float64Builder::append_nulls,
             )),
-            Cell::Str(_) => Values::Str(with_nulls(
-                StringBuilder::with_capacity(items, bytes),
-                nulls,
-                StringBuilder::append_nulls,
-            )),
+            Cell::Str(v) => match Stamps::of(v.as_bytes(), items) {
+                Some(stamps) => Values::Stamps(with_nulls(stamps, nulls, Stamps::append_nulls)),
+                None => Values::Str(with_nulls(
+                    StringBuilder::with_capacity(items, bytes),
+                    nulls,
+                    StringBuilder::append_nulls,
+                )),
+            },
             Cell::Json(_) => Values::Json(with_nulls(
                 StringBuilder::with_capacity(items, bytes),
                 nulls,
@@ -110,6 +145,7 @@ impl Column {
             (Values::Int(b), Cell::Null) => b.append_null(),
             (Values::Float(b), Cell::Null) => b.append_null(),
             (Values::Str(b) | Values::Json(b), Cell::Null) => b.append_null(),
+            (Values::Stamps(s), Cell::Null) => s.append_nulls(1),
             (Values::Bool(b), Cell::Bool(v)) => b.append_value(v),
             (Values::Int(b), Cell::Int(v)) => b.append_value(v),
             (Values::Float(b), Cell::Float(v)) => b.append_value(v),
@@ -123,6 +159,13 @@ impl Column {
                 self.values = Values::Float(widened);
             }
             (Values::Str(b), Cell::Str(v)) => b.append_value(v),
+            (Values::Stamps(s), Cell::Str(v)) => {
+                if !s.push(v.as_bytes()) {
+                    let mut text = std::mem::take(s).into_text();
+                    text.append_value(v);
+                    self.values = Values::Str(text);
+                }
+            }
             (Values::Json(b), Cell::Json(v)) => b.append_value(v),
             (values, _) => return Err(values.kind()),
         }
@@ -163,6 +206,7 @@ impl Column {
                 let text = b.finish();
                 temporal(&text).unwrap_or_else(|| Arc::new(text))
             }
+            Values::Stamps(s) => s.finish(),
             Values::Json(b) => Arc::new(b.finish()),
         };
         (Field::new(&self.name, array.data_type().clone(), true), array)

@@ -5,6 +5,7 @@ mod cell;
 mod column;
 mod iso8601;
 pub(crate) mod spill;
+mod stamps;
 mod union;
 
 use std::sync::Arc;
@@ -15,6 +16,8 @@ use datafusion::arrow::error::ArrowError;
 
 pub(crate) use builder::RowsBuilder;
 pub(crate) use cell::{Cell, TypeConflict};
+pub(crate) use column::Decoded;
+pub(crate) use stamps::Stamps;
 pub(crate) use union::union;
 
 /// Rows small enough to hand to one DataFusion partition at a time.

@@ -5,7 +5,7 @@ use serde::de::DeserializeSeed;
 
 use super::seeds::{CellSeed, ColumnSeed, Slot};
 use super::top::TopSeed;
-use super::{DecodeError, Page, Shape, WithIncludes, includes, scan};
+use super::{DecodeError, Page, Shape, WithIncludes, array, includes, scan};
 use crate::table::RowsBuilder;
 
 /// Bodies at least this large have their columns decoded in parallel.
@@ -62,6 +62,11 @@ pub(super) fn columns_in_parallel(
             None => RowsBuilder::new(),
         };
         column.start_page(page);
+        if let Some(decoded) = array::column(&body[value.clone()], stop.as_ref()) {
+            let written = decoded.len();
+            column.decoded_column(name, decoded);
+            return Some((column, written));
+        }
         let mut de = serde_json::Deserializer::from_slice(&body[value.clone()]);
         let seed = ColumnSeed {
             builder: &mut column,

@@ -6,8 +6,10 @@ use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
+use serde_json::de::{SliceRead, StrRead};
 use serde_json::value::RawValue;
 
+mod array;
 mod columns;
 mod scan;
 mod seeds;
@@ -129,27 +131,13 @@ fn json(body: &[u8], shape: &Shape, builder: &mut RowsBuilder) -> Result<WithInc
         path: shape.records.as_deref().unwrap_or("the body"),
         problem: None,
     };
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let walked = match shape.records.as_deref() {
-        None => RecordsSeed {
-            builder: &mut *builder,
-            slot: &mut slot,
-        }
-        .deserialize(&mut de)
-        .map(|()| None),
-        Some(path) => TopSeed {
-            builder: &mut *builder,
-            slot: &mut slot,
-            path,
-            heads: &heads,
-            records_elsewhere: false,
-        }
-        .deserialize(&mut de)
-        .map(Some),
+    let records = shape.records.as_deref();
+    // A body that is UTF-8 throughout is checked once, not string by string.
+    let walked = match std::str::from_utf8(body) {
+        Ok(text) => walk(StrRead::new(text), records, builder, &mut slot, &heads),
+        Err(_) => walk(SliceRead::new(body), records, builder, &mut slot, &heads),
     };
-    let top = walked
-        .and_then(|top| de.end().map(|()| top))
-        .map_err(|error| slot.problem.take().unwrap_or(DecodeError::Json(error)))?;
+    let top = walked.map_err(|error| slot.problem.take().unwrap_or(DecodeError::Json(error)))?;
     let kept = match top {
         Some(top) => {
             if let Records::Kept(raw) = top.records {
@@ -179,16 +167,52 @@ fn json(body: &[u8], shape: &Shape, builder: &mut RowsBuilder) -> Result<WithInc
     Ok((page, includes(&kept, shape)?))
 }
 
+/// The walk over a whole JSON body: its records into `builder`, and (when the records are a field)
+/// the top-level fields that `heads` names.
+fn walk<'de, 'p, R: serde_json::de::Read<'de>>(
+    read: R,
+    records: Option<&'p str>,
+    builder: &mut RowsBuilder,
+    slot: &mut Slot<'p>,
+    heads: &[&'p str],
+) -> Result<Option<top::Top<'de>>, serde_json::Error> {
+    let mut de = serde_json::Deserializer::new(read);
+    let walked = match records {
+        None => RecordsSeed { builder, slot }.deserialize(&mut de).map(|()| None),
+        Some(path) => TopSeed {
+            builder,
+            slot,
+            path,
+            heads,
+            records_elsewhere: false,
+        }
+        .deserialize(&mut de)
+        .map(Some),
+    };
+    walked.and_then(|top| de.end().map(|()| top))
+}
+
 fn ndjson(body: &[u8], builder: &mut RowsBuilder) -> Result<Page, DecodeError> {
+    match std::str::from_utf8(body) {
+        // A body that is UTF-8 throughout is checked once, not string by string.
+        Ok(text) => ndjson_lines(text.split('\n').map(|l| (l.as_bytes(), StrRead::new(l))), builder),
+        Err(_) => ndjson_lines(body.split(|&b| b == b'\n').map(|l| (l, SliceRead::new(l))), builder),
+    }
+}
+
+fn ndjson_lines<'de, R: serde_json::de::Read<'de>>(
+    lines: impl Iterator<Item = (&'de [u8], R)>,
+    builder: &mut RowsBuilder,
+) -> Result<Page, DecodeError> {
     let first = builder.rows();
-    for (number, line) in body.split(|&b| b == b'\n').enumerate() {
+    for (number, (line, read)) in lines.enumerate() {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
         if (builder.rows() - first + 1).is_multiple_of(STOP_EVERY) && builder.stopped() {
             return Err(DecodeError::Stopped);
         }
-        let mut de = serde_json::Deserializer::from_slice(line);
+        let mut de = serde_json::Deserializer::new(read);
         RecordSeed { builder: &mut *builder }
             .deserialize(&mut de)
             .and_then(|()| de.end())

@@ -140,34 +140,12 @@ fn string_end(text: &[u8], start: usize) -> Option<usize> {
     }
 }
 
-/// Just past the value that starts at `start`. An array's brackets balance outside its strings
-/// whatever objects it holds (and an object's braces whatever arrays), so only its own pair and
-/// quotes are looked for, a vectorised search at a time.
+/// Just past the value that starts at `start`.
 fn value_end(text: &[u8], start: usize) -> Option<usize> {
     match text.get(start)? {
         b'"' => string_end(text, start),
-        &open @ (b'{' | b'[') => {
-            let close = if open == b'{' { b'}' } else { b']' };
-            let mut depth = 0usize;
-            let mut i = start;
-            loop {
-                i += memchr::memchr3(b'"', open, close, text.get(i..)?)?;
-                match text[i] {
-                    b'"' => {
-                        i = string_end(text, i)?;
-                        continue;
-                    }
-                    byte if byte == open => depth += 1,
-                    _ => {
-                        depth -= 1;
-                        if depth == 0 {
-                            return Some(i + 1);
-                        }
-                    }
-                }
-                i += 1;
-            }
-        }
+        b'{' => container_end(text, start, b'{', b'}'),
+        b'[' => container_end(text, start, b'[', b']'),
         _ => {
             let length = text[start..]
                 .iter()
@@ -176,6 +154,82 @@ fn value_end(text: &[u8], start: usize) -> Option<usize> {
             Some(start + length)
         }
     }
+}
+
+/// Just past the array or object that opens at `start`. Its brackets balance outside its strings
+/// whatever else it holds, so only its own pair, quotes and backslashes are looked for: sixteen bytes
+/// are compared at a time, and only the bytes found are looked at one by one.
+fn container_end(text: &[u8], start: usize, open: u8, close: u8) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut i = start;
+    while let Some(block) = text.get(i..i + 16) {
+        let [quotes, backslashes, opens, closes] = masks(block, [b'"', b'\\', open, close]);
+        // The bit of the block to go on from: past a backslash's escaped byte, which may be the first
+        // of the next block.
+        let mut from = 0;
+        loop {
+            let found = if in_string {
+                quotes | backslashes
+            } else {
+                quotes | opens | closes
+            };
+            let pending = found & (u32::MAX << from);
+            if pending == 0 {
+                break;
+            }
+            let at = pending.trailing_zeros();
+            from = at + 1;
+            match block[at as usize] {
+                b'\\' => from += 1,
+                b'"' => in_string = !in_string,
+                byte if byte == open => depth += 1,
+                _ => {
+                    depth -= 1;
+                    if depth == 0 {
+                        return Some(i + from as usize);
+                    }
+                }
+            }
+        }
+        i += 16.max(from as usize);
+    }
+    // The last bytes, one at a time.
+    while let Some(&byte) = text.get(i) {
+        i += 1;
+        match byte {
+            b'\\' if in_string => i += 1,
+            b'"' => in_string = !in_string,
+            _ if in_string => {}
+            byte if byte == open => depth += 1,
+            byte if byte == close => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// For each of `bytes`, the positions in `block` (16 bytes) that hold it, as bits.
+#[cfg(target_arch = "x86_64")]
+fn masks(block: &[u8], bytes: [u8; 4]) -> [u32; 4] {
+    use std::arch::x86_64::{__m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8};
+    assert!(block.len() >= 16);
+    // SAFETY: every x86_64 processor has SSE2; the block has 16 bytes (checked above), and the load
+    // needs no alignment.
+    unsafe {
+        let vector = _mm_loadu_si128(block.as_ptr().cast::<__m128i>());
+        bytes.map(|byte| _mm_movemask_epi8(_mm_cmpeq_epi8(vector, _mm_set1_epi8(byte as i8))) as u32)
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn masks(block: &[u8], bytes: [u8; 4]) -> [u32; 4] {
+    bytes.map(|byte| (0..16).filter(|&i| block[i] == byte).fold(0, |mask, i| mask | 1 << i))
 }
 
 #[cfg(test)]
@@ -214,6 +268,24 @@ mod tests {
             br#"{"a\"#,
         ] {
             assert_eq!(lookup(cut, "a"), None, "{}", String::from_utf8_lossy(cut));
+        }
+    }
+
+    #[test]
+    fn long_values_are_skipped_whatever_falls_at_the_block_edges() {
+        // Escapes, quotes and brackets at every offset from the 16-byte blocks the scan reads.
+        for pad in 0..40 {
+            let filler = "x".repeat(pad);
+            let records: Vec<_> = (0..5)
+                .map(|i| json!({"id": i, "note": format!("{filler}\\\"]}}[{{\\"), "tags": [filler.clone(), "\\"]}))
+                .collect();
+            let doc = json!({"data": records, "pad": filler, "next": format!("p{pad}")});
+            let text = doc.to_string();
+            assert_eq!(lookup(text.as_bytes(), "next"), Some(doc["next"].clone()), "{text}");
+            assert_eq!(lookup(text.as_bytes(), "data"), Some(doc["data"].clone()), "{text}");
+            // Cut anywhere inside the records, the value has no end.
+            let cut = &text[..text.find("],\"pad\"").unwrap() - pad % 7];
+            assert_eq!(lookup(cut.as_bytes(), "data"), None, "{cut}");
         }
     }
 
