@@ -10,7 +10,7 @@ use serde_json::Value;
 use url::Url;
 
 use super::decode::{self, Page, Shape};
-use super::http::{ExtractHttp, Pagination};
+use super::http::{ExtractHttp, Format, Pagination};
 use super::paging::{Next, at_counter, counted, counted_next, counter_after, following, with_query};
 pub(crate) use super::request::{Context, Shared};
 use super::request::{Requests, parse_url, send};
@@ -77,6 +77,10 @@ pub(crate) async fn fetch(
         records: params.records.clone(),
         include: params.include.clone(),
         constants,
+        follow: pagination
+            .and_then(Pagination::lookup)
+            .filter(|_| matches!(params.format, Format::Json))
+            .map(str::to_owned),
     });
     // Page-number and offset pagination count from `start`.
     let mut counter = 0;
@@ -154,21 +158,18 @@ pub(crate) async fn fetch(
         chunk_bytes += body.len();
         builder.start_page(pages);
         let decoding = decode_apart(builder, Arc::clone(&body), &shape);
-        // What follows, when the response tells it before its rows are decoded: request it now.
+        // What follows, when the response tells it before its rows are decoded (a Link header, or
+        // the next page's URL or cursor among the body's last fields): request it now. The decoded
+        // page says for sure.
         let early = match pagination {
-            Some(p) if counted(p).is_none() => Some(following(
-                p,
-                params.format,
-                &body,
-                &response,
-                &sent.url,
-                &mut query,
-                &base,
-            )),
+            Some(p) if counted(p).is_none() => {
+                let hint = (shape.follow.as_deref()).and_then(|path| decode::lookup_near_end(&body, path));
+                following(p, hint, &response, &sent.url, &mut query, &base).ok()
+            }
             _ => None,
         };
         drop(body);
-        if let Some(Ok(Next::Url(next))) = &early
+        if let Some(Next::Url(next)) = &early
             && (pages as u64) < max_pages
             && !fetched.contains_key(next.as_str())
         {
@@ -191,19 +192,19 @@ pub(crate) async fn fetch(
             chunk_from = pages + 1;
             chunk_bytes = 0;
         }
-        let page = decoded.map_err(|error| match error {
+        let mut page = decoded.map_err(|error| match error {
             decode::DecodeError::Stopped => TaskError::interrupted(),
             error => on_page(TaskError::permanent(error), pages, paginated),
         })?;
         progress.rows.set(progress.rows.get() + page.records);
         progress.pages.set(progress.pages.get() + 1);
         progress.update();
-        let next = match (pagination, early) {
-            (None, _) => Next::Done,
+        let next = match pagination {
+            None => Next::Done,
             // An empty page ends every kind of pagination.
             _ if page.records == 0 => Next::Done,
-            (_, Some(early)) => early?,
-            (Some(p), None) => counted_next(p, &page, sent.counter, &mut query, &base),
+            Some(p) if counted(p).is_some() => counted_next(p, &page, sent.counter, &mut query, &base),
+            Some(p) => following(p, page.follow.take(), &response, &sent.url, &mut query, &base)?,
         };
         let Next::Url(next) = next else { break };
         if pages as u64 >= max_pages {

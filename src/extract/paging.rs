@@ -4,8 +4,8 @@
 use serde_json::Value;
 use url::Url;
 
-use super::decode::{self, Page};
-use super::http::{Format, Pagination};
+use super::decode::Page;
+use super::http::Pagination;
 use crate::error::TaskError;
 use crate::http::Response;
 
@@ -77,21 +77,16 @@ pub(super) fn counter_after(pagination: &Pagination, counter: i64, records: usiz
     }
 }
 
-/// The page after `response` under cursor, next-URL and Link-header pagination, read before its
-/// records are decoded.
+/// The page after `response` under cursor, next-URL and Link-header pagination; `found` is the value
+/// at the pagination's dot path in the body (`next_url_path`, `cursor_path`).
 pub(super) fn following(
     pagination: &Pagination,
-    format: Format,
-    body: &[u8],
+    found: Option<Value>,
     response: &Response,
     url: &Url,
     query: &mut Vec<(String, String)>,
     base: &Url,
 ) -> Result<Next, TaskError> {
-    let found = pagination
-        .lookup()
-        .filter(|_| matches!(format, Format::Json))
-        .and_then(|path| decode::lookup(body, path));
     let found_text = match found {
         Some(Value::String(s)) if !s.is_empty() => Some(s),
         Some(Value::Number(n)) => Some(n.to_string()),

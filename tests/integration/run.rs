@@ -167,6 +167,42 @@ fn next_url_pages_are_requested_before_their_predecessor_is_decoded() {
     );
 }
 
+#[test]
+fn a_next_url_guessed_from_the_body_s_end_gives_way_to_the_one_decoded() {
+    // Each page names its successor twice: first before the records (the one that counts, as with
+    // any repeated key), and last after them, wrongly. The guess from the end is requested early,
+    // then dropped.
+    let server = Server::start(|seen, _| {
+        if seen.query("decoy").is_some() {
+            return Reply::json(json!({ "data": records(900_000, 7), "next": null }).to_string());
+        }
+        let page = page_of(seen, "n", 1);
+        let next = if page < 3 {
+            json!(format!("/items?n={}", page + 1))
+        } else {
+            json!(null)
+        };
+        let data = Value::Array(records((page - 1) * 10, 10));
+        Reply::json(format!(r#"{{"next":{next},"data":{data},"next":"/items?decoy=1"}}"#))
+    });
+    let ws = Workspace::new();
+    let params = "      records: data\n      pagination: { type: next_url, next_url_path: next }";
+    let file = ws.product("items_product", &product(&server.url, params, "append"));
+    let receipt = receipt(&ws.run(&file).expect(0));
+    assert_eq!(task(&receipt, "extract_items")["pages"], 3);
+    assert_eq!(
+        ws.query("SELECT COUNT(*) AS n, MIN(id) AS lo, MAX(id) AS hi FROM shop.items"),
+        [json!({"n": 30, "lo": 0, "hi": 29})]
+    );
+    let pages: Vec<usize> = server
+        .seen()
+        .iter()
+        .filter(|s| s.query("decoy").is_none())
+        .map(|s| page_of(s, "n", 1))
+        .collect();
+    assert_eq!(pages, [1, 2, 3]);
+}
+
 /// A successful run of offset pagination asking for pages of 25 from an API that gives `given`
 /// records per page below offset `end` and none past it: the workspace, the server and the receipt.
 fn offset_pages(given: usize, end: usize) -> (Workspace, Server, Value) {

@@ -74,7 +74,7 @@ enum Column {
     Stamps(Stamps),
 }
 
-enum Number {
+pub(super) enum Number {
     Int(i64),
     Float(f64),
 }
@@ -142,7 +142,7 @@ const POWERS_OF_TEN: [f64; 16] = [
 
 /// The JSON number at `start` and where it ends. Integers of up to 18 digits are read here (they fit
 /// an `i64`); decimals and exponents are read correctly rounded, as the parser reads them.
-fn number(text: &[u8], start: usize) -> Option<(Number, usize)> {
+pub(super) fn number(text: &[u8], start: usize) -> Option<(Number, usize)> {
     let digits = |mut i: usize| {
         while text.get(i).is_some_and(u8::is_ascii_digit) {
             i += 1;
@@ -209,7 +209,7 @@ fn number(text: &[u8], start: usize) -> Option<(Number, usize)> {
 }
 
 /// Where the string whose text starts at `start` closes, when it has no escapes or control bytes.
-fn string_end(text: &[u8], start: usize) -> Option<usize> {
+pub(super) fn string_end(text: &[u8], start: usize) -> Option<usize> {
     let length = text
         .get(start..)?
         .iter()
@@ -217,7 +217,7 @@ fn string_end(text: &[u8], start: usize) -> Option<usize> {
     (text[start + length] == b'"').then_some(start + length)
 }
 
-fn skip_space(text: &[u8], mut i: usize) -> usize {
+pub(super) fn skip_space(text: &[u8], mut i: usize) -> usize {
     while text.get(i).is_some_and(|b| matches!(b, b' ' | b'\n' | b'\r' | b'\t')) {
         i += 1;
     }

@@ -3,30 +3,30 @@
 
 use serde::de::DeserializeSeed;
 
-use super::seeds::{CellSeed, ColumnSeed, Slot};
-use super::top::TopSeed;
+use super::seeds::{CellSeed, ColumnSeed};
+use super::top::{followed, outside, without};
 use super::{DecodeError, Page, Shape, WithIncludes, array, includes, scan};
 use crate::table::RowsBuilder;
 
 /// Bodies at least this large have their columns decoded in parallel.
 const PARALLEL_BYTES: usize = 1 << 20;
 
-/// The records of a large first page that are an object of columns (Open-Meteo's shape), decoded a
-/// column per core. `None` when the body has another shape, is not valid JSON or fails to decode:
-/// the one-pass walk then decodes it, or says exactly what is wrong.
+/// The records of a large first page that are an object of columns (Open-Meteo's shape) at `start`,
+/// the value of top-level field `path`, decoded a column per core. `None` when the body has another
+/// shape, is not valid JSON or fails to decode: the one-pass walk then decodes it, or says exactly
+/// what is wrong.
 pub(super) fn columns_in_parallel(
     body: &[u8],
-    path: &str,
+    (path, start): (&str, usize),
     heads: &[&str],
     shape: &Shape,
     builder: &mut RowsBuilder,
 ) -> Option<Result<WithIncludes, DecodeError>> {
-    if body.len() < PARALLEL_BYTES || !builder.is_empty() || path.contains('.') || heads.contains(&path) {
+    if body.len() < PARALLEL_BYTES || !builder.is_empty() {
         return None;
     }
     // The records' fields are found by a vectorised scan, each once: their values are left to the
     // parser on each core.
-    let start = scan::Fields::of(body, 0)?.value_start(path)?;
     let mut fields = scan::Fields::of(body, start)?;
     let (mut arrays, mut others) = (Vec::new(), Vec::new());
     for (name, value) in fields.by_ref() {
@@ -40,20 +40,8 @@ pub(super) fn columns_in_parallel(
     if arrays.len() < 2 {
         return None;
     }
-    // The rest of the body, with the records left out, is read as the one-pass walk reads it.
-    let rest = [&body[..records.start], b"null", &body[records.end..]].concat();
-    let mut slot = Slot { path, problem: None };
-    let mut de = serde_json::Deserializer::from_slice(&rest);
-    let top = TopSeed {
-        builder: &mut RowsBuilder::new(),
-        slot: &mut slot,
-        path,
-        heads,
-        records_elsewhere: true,
-    }
-    .deserialize(&mut de)
-    .and_then(|top| de.end().map(|()| top))
-    .ok()?;
+    let rest = without(body, records);
+    let top = outside(&rest, path, heads)?;
     let page = builder.page();
     let stop = builder.stop_token();
     let decode_column = |(name, value): &(String, std::ops::Range<usize>)| {
@@ -102,7 +90,10 @@ pub(super) fn columns_in_parallel(
             Err(error) => return Some(Err(DecodeError::Json(error))),
         }
     }
-    let page = Page { records: first_len };
+    let page = Page {
+        records: first_len,
+        follow: followed(&top.kept, shape),
+    };
     Some(includes(&top.kept, shape).map(|include| (page, include)))
 }
 
@@ -118,6 +109,7 @@ mod tests {
             records: Some(records.to_owned()),
             include: include.iter().map(|s| (*s).to_owned()).collect(),
             constants: Vec::new(),
+            follow: None,
         }
     }
 

@@ -11,15 +11,16 @@ use serde_json::value::RawValue;
 
 mod array;
 mod columns;
+mod records;
 mod scan;
 mod seeds;
 mod top;
 
-pub(crate) use self::scan::lookup;
+pub(crate) use self::scan::lookup_near_end;
 
 use self::columns::columns_in_parallel;
 use self::seeds::{CellSeed, KeySeed, RecordSeed, RecordsSeed, Slot};
-use self::top::{Records, TopSeed, includes};
+use self::top::{Records, followed, includes, walk};
 use super::http::Format;
 use crate::table::builder::STOP_EVERY;
 use crate::table::{Cell, RowsBuilder, TypeConflict};
@@ -73,6 +74,8 @@ pub(crate) fn cell_of(value: &serde_json::Value) -> Cell<'static> {
 #[derive(Debug)]
 pub(crate) struct Page {
     pub records: usize,
+    /// The value at [`Shape::follow`], when the body has one there.
+    pub follow: Option<serde_json::Value>,
 }
 
 /// What to take out of each response.
@@ -83,6 +86,9 @@ pub(crate) struct Shape {
     pub include: Vec<String>,
     /// Fields set on every row with one value each (a fan-out's `include_item`).
     pub constants: Vec<(String, Cell<'static>)>,
+    /// The dot path of a JSON body's value that leads to the next page (a cursor, a URL), read in
+    /// the same pass as the records.
+    pub follow: Option<String>,
 }
 
 /// Decodes `body` into `builder`. The body is dropped as soon as the records are out of it, before
@@ -110,8 +116,7 @@ pub(crate) fn decode(body: impl AsRef<[u8]>, shape: &Shape, builder: &mut RowsBu
 pub(super) type WithIncludes = (Page, Vec<(String, Cell<'static>)>);
 
 /// One pass over the body: the records are decoded into `builder` as they are read, the top-level
-/// fields that `include` looks up are kept as raw JSON, and everything else is skipped. (Pagination
-/// finds its cursor or link with [`lookup`], before the page is decoded.)
+/// fields that `include` and `follow` look in are kept as raw JSON, and everything else is skipped.
 fn json(body: &[u8], shape: &Shape, builder: &mut RowsBuilder) -> Result<WithIncludes, DecodeError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(DecodeError::Empty("JSON"));
@@ -120,10 +125,14 @@ fn json(body: &[u8], shape: &Shape, builder: &mut RowsBuilder) -> Result<WithInc
     let heads: Vec<&str> = shape
         .include
         .iter()
+        .chain(&shape.follow)
         .map(|path| path.split('.').next().unwrap_or(path))
         .collect();
-    if let Some(path) = shape.records.as_deref()
-        && let Some(decoded) = columns_in_parallel(body, path, &heads, shape, builder)
+    // Records at a top-level field, found by a scan, go to a fast path when their shape allows.
+    if let Some(path) = (shape.records.as_deref()).filter(|path| !path.contains('.') && !heads.contains(path))
+        && let Some(start) = scan::Fields::of(body, 0).and_then(|fields| fields.value_start(path))
+        && let Some(decoded) = columns_in_parallel(body, (path, start), &heads, shape, builder)
+            .or_else(|| records::flat_records(body, (path, start), &heads, shape, builder))
     {
         return decoded;
     }
@@ -163,33 +172,9 @@ fn json(body: &[u8], shape: &Shape, builder: &mut RowsBuilder) -> Result<WithInc
     };
     let page = Page {
         records: builder.rows() - first,
+        follow: followed(&kept, shape),
     };
     Ok((page, includes(&kept, shape)?))
-}
-
-/// The walk over a whole JSON body: its records into `builder`, and (when the records are a field)
-/// the top-level fields that `heads` names.
-fn walk<'de, 'p, R: serde_json::de::Read<'de>>(
-    read: R,
-    records: Option<&'p str>,
-    builder: &mut RowsBuilder,
-    slot: &mut Slot<'p>,
-    heads: &[&'p str],
-) -> Result<Option<top::Top<'de>>, serde_json::Error> {
-    let mut de = serde_json::Deserializer::new(read);
-    let walked = match records {
-        None => RecordsSeed { builder, slot }.deserialize(&mut de).map(|()| None),
-        Some(path) => TopSeed {
-            builder,
-            slot,
-            path,
-            heads,
-            records_elsewhere: false,
-        }
-        .deserialize(&mut de)
-        .map(Some),
-    };
-    walked.and_then(|top| de.end().map(|()| top))
 }
 
 fn ndjson(body: &[u8], builder: &mut RowsBuilder) -> Result<Page, DecodeError> {
@@ -223,6 +208,7 @@ fn ndjson_lines<'de, R: serde_json::de::Read<'de>>(
     }
     Ok(Page {
         records: builder.rows() - first,
+        follow: None,
     })
 }
 
@@ -252,6 +238,7 @@ fn csv(body: &[u8], builder: &mut RowsBuilder) -> Result<Page, DecodeError> {
     }
     Ok(Page {
         records: builder.rows() - first,
+        follow: None,
     })
 }
 
@@ -296,6 +283,7 @@ mod tests {
             records: records.map(str::to_owned),
             include: include.iter().map(|s| (*s).to_owned()).collect(),
             constants: Vec::new(),
+            follow: None,
         }
     }
 

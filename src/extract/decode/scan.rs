@@ -1,16 +1,117 @@
-//! A value found in a JSON body by scanning its bytes, without parsing the values around it: pagination
-//! reads the next page's cursor or URL this way before the page's records are decoded, so the next
-//! request is under way while they are.
+//! Values found in a JSON body by scanning its bytes, without parsing the values around them: a large
+//! columnar page is split into its columns this way, and pagination guesses the next page's cursor or
+//! URL from the body's last fields, so that the next request is under way while the records are decoded.
 
 use std::ops::Range;
 
 use serde_json::Value;
 
-/// The value at the dot path `path` (`links.next`) of a JSON object body, when every step is an object
-/// that has the key (the first one, when a key repeats). A body that is not valid JSON may give `None`:
-/// decoding it reports why.
-pub(crate) fn lookup(body: &[u8], path: &str) -> Option<Value> {
-    serde_json::from_slice(&body[locate(body, path)?]).ok()
+/// The value at the dot path `path` of a JSON object body when its first step is one of the body's
+/// last top-level fields, read back from the body's end: no more than [`NEAR_END`] bytes are looked
+/// at, so the records before it are not scanned. A guess, to start the next request early: the
+/// decoded page says for sure (a key may repeat, and the body may be broken further up).
+pub(crate) fn lookup_near_end(body: &[u8], path: &str) -> Option<Value> {
+    let (head, rest) = path.split_once('.').map_or((path, None), |(h, r)| (h, Some(r)));
+    let value = field_near_end(body, head)?;
+    let at = match rest {
+        None => value,
+        Some(rest) => {
+            let inner = locate(&body[value.clone()], rest)?;
+            value.start + inner.start..value.start + inner.end
+        }
+    };
+    serde_json::from_slice(&body[at]).ok()
+}
+
+/// How far back from a body's end [`lookup_near_end`] reads.
+const NEAR_END: usize = 64 * 1024;
+
+/// Where the value of the top-level field `key` sits, found among the fields that end the body.
+fn field_near_end(body: &[u8], key: &str) -> Option<Range<usize>> {
+    let floor = body.len().saturating_sub(NEAR_END);
+    let mut end = back_space(body, body.len());
+    if end == 0 || body[end - 1] != b'}' {
+        return None;
+    }
+    // `end` is the index of the byte just after the fields still to read (a comma or the brace).
+    end -= 1;
+    loop {
+        let value_end = back_space(body, end);
+        let value_start = value_start_back(body, value_end, floor)?;
+        let colon = back_space(body, value_start);
+        if colon == 0 || body[colon - 1] != b':' {
+            return None;
+        }
+        let key_end = back_space(body, colon - 1);
+        if key_end == 0 || body[key_end - 1] != b'"' {
+            return None;
+        }
+        let key_start = string_start_back(body, key_end - 1, floor)?;
+        if same_key(&body[key_start..key_end], key) {
+            return Some(value_start..value_end);
+        }
+        let before = back_space(body, key_start);
+        if before == 0 || body[before - 1] != b',' {
+            return None;
+        }
+        end = before - 1;
+    }
+}
+
+/// The index before `end` and any whitespace just before it.
+fn back_space(text: &[u8], mut end: usize) -> usize {
+    while end > 0 && matches!(text[end - 1], b' ' | b'\n' | b'\r' | b'\t') {
+        end -= 1;
+    }
+    end
+}
+
+/// Where the value that ends just before `end` starts, looking no further back than `floor`.
+fn value_start_back(text: &[u8], end: usize, floor: usize) -> Option<usize> {
+    if end <= floor {
+        return None;
+    }
+    match text[end - 1] {
+        b'"' => string_start_back(text, end - 1, floor),
+        close @ (b'}' | b']') => {
+            let open = if close == b'}' { b'{' } else { b'[' };
+            let mut depth = 0usize;
+            let mut i = end;
+            loop {
+                i = floor + memchr::memrchr3(b'"', open, close, &text[floor..i])?;
+                match text[i] {
+                    b'"' => i = string_start_back(text, i, floor)?,
+                    byte if byte == close => depth += 1,
+                    _ => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(i);
+                        }
+                    }
+                }
+            }
+        }
+        _ => {
+            let length = text[floor..end]
+                .iter()
+                .rev()
+                .position(|b| matches!(b, b',' | b':' | b'{' | b'[' | b' ' | b'\n' | b'\r' | b'\t'))?;
+            Some(end - length)
+        }
+    }
+}
+
+/// Where the string whose closing quote is at `close` opens: the nearest quote before it that no
+/// backslash escapes.
+fn string_start_back(text: &[u8], close: usize, floor: usize) -> Option<usize> {
+    let mut at = close;
+    loop {
+        at = floor + memchr::memrchr(b'"', text.get(floor..at)?)?;
+        let backslashes = text[floor..at].iter().rev().take_while(|&&b| b == b'\\').count();
+        if backslashes % 2 == 0 {
+            return Some(at);
+        }
+    }
 }
 
 /// Where the value at the dot path `path` of a JSON object body sits.
@@ -236,7 +337,13 @@ fn masks(block: &[u8], bytes: [u8; 4]) -> [u32; 4] {
 mod tests {
     use serde_json::json;
 
-    use super::lookup;
+    use super::*;
+
+    /// The value at the dot path `path` (`links.next`) of a JSON object body, when every step is an
+    /// object that has the key (the first one, when a key repeats), found by the forward scan.
+    fn lookup(body: &[u8], path: &str) -> Option<Value> {
+        serde_json::from_slice(&body[locate(body, path)?]).ok()
+    }
 
     #[test]
     fn finds_values_past_records_without_parsing_them() {
@@ -290,6 +397,52 @@ mod tests {
     }
 
     #[test]
+    fn fields_at_the_end_are_found_from_the_end() {
+        let records = serde_json::to_string(&vec![json!({"next": "inner", "x": "a\\\"}"}); 5000]).unwrap();
+        for (tail, path, expected) in [
+            (
+                r#""next":"https://api/x?page=2""#,
+                "next",
+                Some(json!("https://api/x?page=2")),
+            ),
+            (r#""next" : "a\"b\\" , "page" : 3"#, "next", Some(json!("a\"b\\"))),
+            (
+                r#""links":{"self":"s","next":"n2"},"count":-1.5e2"#,
+                "links.next",
+                Some(json!("n2")),
+            ),
+            (
+                r#""links":{"next":null},"n":[1,[2],"]"]"#,
+                "links.next",
+                Some(json!(null)),
+            ),
+            (r#""cursor":12345,"ok":true"#, "cursor", Some(json!(12345))),
+            (r#""page":2"#, "next", None),
+        ] {
+            let body = format!(r#"{{"data":{records},{tail}}} "#);
+            assert_eq!(lookup_near_end(body.as_bytes(), path), expected, "{tail}");
+            // The forward scan agrees where the key is found.
+            if expected.is_some() {
+                assert_eq!(lookup(body.as_bytes(), path), expected, "{tail}");
+            }
+        }
+        // Before the records, or past a broken end, it is not found from the end.
+        let first = format!(r#"{{"next":"n","data":{records}}}"#);
+        assert_eq!(lookup_near_end(first.as_bytes(), "next"), None);
+        assert_eq!(lookup(first.as_bytes(), "next"), Some(json!("n")));
+        for broken in [
+            r#"{"next":"n""#,
+            r#"{"next":"n"]"#,
+            r#"{"next":"n",}"#,
+            r#"{"next":}"#,
+            "{}",
+            "",
+        ] {
+            assert_eq!(lookup_near_end(broken.as_bytes(), "next"), None, "{broken}");
+        }
+    }
+
+    #[test]
     fn agrees_with_a_parser_on_generated_documents() {
         // Every field of documents that nest and quote in many ways is found as a parser finds it.
         let values = [
@@ -307,6 +460,8 @@ mod tests {
                     for path in ["first", "second", "second.inner", "second.other", "third"] {
                         let parsed = path.split('.').try_fold(&doc, |at, key| at.get(key)).cloned();
                         assert_eq!(lookup(text.as_bytes(), path), parsed, "{path} in {text}");
+                        // From the end, every field is reached (the document is small).
+                        assert_eq!(lookup_near_end(text.as_bytes(), path), parsed, "{path} in {text}");
                     }
                 }
             }

@@ -124,6 +124,53 @@ impl<'de> Visitor<'de> for TopSeed<'_, '_> {
     }
 }
 
+/// The body with the records (at `records`) left out, for [`outside`] to read.
+pub(super) fn without(body: &[u8], records: std::ops::Range<usize>) -> Vec<u8> {
+    [&body[..records.start], b"null", &body[records.end..]].concat()
+}
+
+/// The top-level fields of `rest`, a body whose records were taken out and decoded already, read as
+/// the one-pass walk reads them; `None` when it is not a JSON object.
+pub(super) fn outside<'a>(rest: &'a [u8], path: &str, heads: &[&str]) -> Option<Top<'a>> {
+    let mut slot = Slot { path, problem: None };
+    let mut de = serde_json::Deserializer::from_slice(rest);
+    TopSeed {
+        builder: &mut RowsBuilder::new(),
+        slot: &mut slot,
+        path,
+        heads,
+        records_elsewhere: true,
+    }
+    .deserialize(&mut de)
+    .and_then(|top| de.end().map(|()| top))
+    .ok()
+}
+
+/// The walk over a whole JSON body: its records into `builder`, and (when the records are a field)
+/// the top-level fields that `heads` names.
+pub(super) fn walk<'de, 'p, R: serde_json::de::Read<'de>>(
+    read: R,
+    records: Option<&'p str>,
+    builder: &mut RowsBuilder,
+    slot: &mut Slot<'p>,
+    heads: &[&'p str],
+) -> Result<Option<Top<'de>>, serde_json::Error> {
+    let mut de = serde_json::Deserializer::new(read);
+    let walked = match records {
+        None => RecordsSeed { builder, slot }.deserialize(&mut de).map(|()| None),
+        Some(path) => TopSeed {
+            builder,
+            slot,
+            path,
+            heads,
+            records_elsewhere: false,
+        }
+        .deserialize(&mut de)
+        .map(Some),
+    };
+    walked.and_then(|top| de.end().map(|()| top))
+}
+
 /// The `include` fields found among the top-level fields `kept`, null where missing.
 pub(super) fn includes(
     kept: &[(Cow<'_, str>, &RawValue)],
@@ -141,6 +188,12 @@ pub(super) fn includes(
         include.push((field.clone(), cell));
     }
     Ok(include)
+}
+
+/// The value at `shape.follow` below the top-level fields `kept`, when there is one.
+pub(super) fn followed(kept: &[(Cow<'_, str>, &RawValue)], shape: &Shape) -> Option<serde_json::Value> {
+    let raw = find(kept, shape.follow.as_deref()?).ok()??;
+    serde_json::from_str(raw.get()).ok()
 }
 
 /// The value at a dot path (`links.next`) below the top-level fields `top`, when every step is an
