@@ -22,10 +22,15 @@ pub(super) fn date(text: &[u8]) -> Option<i32> {
 
 /// Microseconds from 1970-01-01T00:00 (UTC when the text has a zone) and whether it had one.
 pub(super) fn datetime(text: &[u8]) -> Option<(i64, bool)> {
+    datetime_on(text, date(text.get(..10)?)?)
+}
+
+/// [`datetime`] of a text whose first ten bytes are the date `days` days from 1970-01-01, already
+/// read (a column of hours repeats each date many times).
+pub(super) fn datetime_on(text: &[u8], days: i32) -> Option<(i64, bool)> {
     if text.len() < 16 || !matches!(text[10], b'T' | b' ') || text[13] != b':' {
         return None;
     }
-    let days = date(&text[..10])?;
     let hour = digits(&text[11..13])?;
     let minute = digits(&text[14..16])?;
     if hour > 23 || minute > 59 {

@@ -16,6 +16,8 @@ pub(crate) struct Stamps {
     /// The first value: the others have its length and its separators.
     layout: Vec<u8>,
     zoned: bool,
+    /// The date of the last value, as text and as days from 1970-01-01.
+    last_date: Option<([u8; 10], i32)>,
 }
 
 impl Stamps {
@@ -30,10 +32,11 @@ impl Stamps {
         if first.len() >= 19 && first[16] != b':' {
             return None;
         }
-        let stamps = Stamps {
+        let mut stamps = Stamps {
             micros: TimestampMicrosecondBuilder::with_capacity(capacity),
             layout: first.to_vec(),
             zoned,
+            last_date: None,
         };
         stamps.instant(first).is_some().then_some(stamps)
     }
@@ -51,7 +54,7 @@ impl Stamps {
     }
 
     /// The instant `text` names, when it is written in the column's layout.
-    fn instant(&self, text: &[u8]) -> Option<i64> {
+    fn instant(&mut self, text: &[u8]) -> Option<i64> {
         let layout = &self.layout;
         if text.len() != layout.len() || text[10] != layout[10] || (text.len() >= 19 && text[16] != b':') {
             return None;
@@ -60,7 +63,16 @@ impl Stamps {
         if text.len() >= 19 && &text[17..19] == b"60" {
             return None;
         }
-        iso8601::datetime(text).and_then(|(micros, zoned)| (zoned == self.zoned).then_some(micros))
+        let date: [u8; 10] = text[..10].try_into().ok()?;
+        let days = match self.last_date {
+            Some((last, days)) if last == date => days,
+            _ => {
+                let days = iso8601::date(&date)?;
+                self.last_date = Some((date, days));
+                days
+            }
+        };
+        iso8601::datetime_on(text, days).and_then(|(micros, zoned)| (zoned == self.zoned).then_some(micros))
     }
 
     pub(crate) fn append_nulls(&mut self, count: usize) {
