@@ -1,5 +1,6 @@
 //! One column being built: typed by its first value, widened from integers to decimals, and ISO
-//! 8601 text recognised as dates and timestamps when it is finished.
+//! 8601 text recognised as dates and timestamps: as it arrives when every value is a date-time of
+//! one layout (see `stamps`), otherwise when the column is finished.
 
 use std::sync::Arc;
 
