@@ -18,7 +18,7 @@ pub(crate) use builder::RowsBuilder;
 pub(crate) use cell::{Cell, TypeConflict};
 pub(crate) use column::Decoded;
 pub(crate) use stamps::Stamps;
-pub(crate) use union::union;
+pub(crate) use union::{conformed, union};
 
 /// Rows small enough to hand to one DataFusion partition at a time.
 const CHUNK_ROWS: usize = 64 * 1024;

@@ -96,13 +96,15 @@ impl SpillWriter {
         for (path, chunk_schema, ..) in self.chunks {
             if chunk_schema != spill.schema {
                 let batches = read_file(&path)?;
-                let batches: Vec<RecordBatch> = batches.iter().map(|b| conformed(b, &spill.schema)).collect();
-                let batch = datafusion::arrow::compute::concat_batches(&spill.schema, &batches).map_err(|e| {
-                    SpillError::Write {
-                        path: path.clone(),
-                        source: Box::new(e),
-                    }
-                })?;
+                let written = |e| SpillError::Write {
+                    path: path.clone(),
+                    source: Box::new(e),
+                };
+                let batches = (batches.iter())
+                    .map(|b| conformed(b, &spill.schema))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(written)?;
+                let batch = datafusion::arrow::compute::concat_batches(&spill.schema, &batches).map_err(written)?;
                 write_file(&path, &batch)?;
             }
             spill.files.push(path);

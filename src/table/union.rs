@@ -3,6 +3,7 @@
 use datafusion::arrow::array::{Array as _, RecordBatch, RecordBatchOptions, new_null_array};
 use datafusion::arrow::compute::{cast, concat_batches};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::error::ArrowError;
 use std::sync::Arc;
 
 use super::Table;
@@ -31,7 +32,7 @@ pub(crate) fn union(tables: &[&Table]) -> Result<Table, Mismatch> {
     let mut batches = Vec::new();
     for table in tables {
         for batch in &table.batches {
-            batches.push(conformed(batch, &schema));
+            batches.push(conformed(batch, &schema).expect("unified types cast"));
         }
     }
     let batch = concat_batches(&schema, &batches).expect("one schema");
@@ -91,8 +92,9 @@ pub(crate) fn unified(parts: &[(SchemaRef, Vec<bool>)]) -> Result<SchemaRef, Mis
     )))
 }
 
-/// `batch` in `schema`, a schema [`unified`] from its own: columns cast, missing ones null.
-pub(crate) fn conformed(batch: &RecordBatch, schema: &SchemaRef) -> RecordBatch {
+/// `batch` in `schema`: columns found by name and cast to its types, missing ones null. A cast that
+/// fails is the error (never, when `schema` was [`unified`] from the batch's own).
+pub(crate) fn conformed(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, ArrowError> {
     let arrays = schema
         .fields()
         .iter()
@@ -101,10 +103,9 @@ pub(crate) fn conformed(batch: &RecordBatch, schema: &SchemaRef) -> RecordBatch 
             Some(array) => cast(array, field.data_type()),
             None => Ok(new_null_array(field.data_type(), batch.num_rows())),
         })
-        .collect::<Result<Vec<_>, _>>()
-        .expect("the types met");
+        .collect::<Result<Vec<_>, _>>()?;
     let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-    RecordBatch::try_new_with_options(schema.clone(), arrays, &options).expect("one schema")
+    RecordBatch::try_new_with_options(schema.clone(), arrays, &options)
 }
 
 /// The type that holds values of both `a` and `b`, if there is one.

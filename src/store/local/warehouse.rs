@@ -14,7 +14,7 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array, new_null_array};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::{cast, concat_batches, filter_record_batch, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::datatypes::{Int64Type, TimeUnit};
@@ -30,7 +30,7 @@ use super::error::{Cause, io};
 use super::staging::{Staging, remove_old_versions};
 use crate::store::bigquery::WriteMode;
 use crate::store::parquet;
-use crate::table::{Table, nullable};
+use crate::table::{Table, conformed, nullable};
 
 /// What a write did.
 #[derive(Debug)]
@@ -380,21 +380,7 @@ fn unify(table: &str, existing: Option<&Schema>, new: &Schema) -> Result<SchemaR
 
 /// `batches` with the columns of `schema`: missing ones null, text cast to the table's text type.
 fn align(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<RecordBatch>, ArrowError> {
-    batches
-        .iter()
-        .map(|batch| {
-            let columns: Vec<ArrayRef> = schema
-                .fields()
-                .iter()
-                .map(|field| match batch.column_by_name(field.name()) {
-                    Some(column) if column.data_type() == field.data_type() => Ok(column.clone()),
-                    Some(column) => cast(column, field.data_type()),
-                    None => Ok(new_null_array(field.data_type(), batch.num_rows())),
-                })
-                .collect::<Result<_, _>>()?;
-            RecordBatch::try_new(schema.clone(), columns)
-        })
-        .collect()
+    batches.iter().map(|batch| conformed(batch, schema)).collect()
 }
 
 /// Old rows whose key is not among the new rows, then the new rows (the last of each key wins).
