@@ -152,10 +152,7 @@ impl Column {
             (Values::Float(b), Cell::Float(v)) => b.append_value(v),
             (Values::Float(b), Cell::Int(v)) => b.append_value(v as f64),
             (Values::Int(b), Cell::Float(v)) => {
-                let mut widened = Float64Builder::with_capacity(b.capacity());
-                for value in b.finish().iter() {
-                    widened.append_option(value.map(|v| v as f64));
-                }
+                let mut widened = widened(b);
                 widened.append_value(v);
                 self.values = Values::Float(widened);
             }
@@ -212,6 +209,16 @@ impl Column {
         };
         (Field::new(&self.name, array.data_type().clone(), true), array)
     }
+}
+
+/// The integers of `ints` as decimals, for a column of integers that meets a decimal; `ints` is left
+/// empty.
+pub(crate) fn widened(ints: &mut Int64Builder) -> Float64Builder {
+    let mut decimals = Float64Builder::with_capacity(ints.capacity());
+    for value in ints.finish().iter() {
+        decimals.append_option(value.map(|v| v as f64));
+    }
+    decimals
 }
 
 /// Text that is all ISO 8601 dates becomes a date column; all date-times, a timestamp column (UTC when

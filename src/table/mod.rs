@@ -16,7 +16,7 @@ use datafusion::arrow::error::ArrowError;
 
 pub(crate) use builder::RowsBuilder;
 pub(crate) use cell::{Cell, TypeConflict};
-pub(crate) use column::Decoded;
+pub(crate) use column::{Decoded, widened};
 pub(crate) use stamps::Stamps;
 pub(crate) use union::{conformed, union};
 

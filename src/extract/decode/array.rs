@@ -7,7 +7,7 @@ use datafusion::arrow::array::{Float64Builder, Int64Builder};
 use tokio_util::sync::CancellationToken;
 
 use crate::table::builder::STOP_EVERY;
-use crate::table::{Decoded, Stamps};
+use crate::table::{Decoded, Stamps, widened};
 
 /// The values of the array `text` (nothing else around it but whitespace) as one column, when every
 /// value is a number or null, or every value is a date-time string of the first one's layout or null,
@@ -108,12 +108,9 @@ impl Column {
             (Column::Floats(b), Number::Int(v)) => b.append_value(v as f64),
             // Integers meet a decimal: the column becomes decimals, as a builder widens it.
             (Column::Ints(b), Number::Float(v)) => {
-                let mut widened = Float64Builder::with_capacity(capacity);
-                for value in b.finish().iter() {
-                    widened.append_option(value.map(|v| v as f64));
-                }
-                widened.append_value(v);
-                *self = Column::Floats(widened);
+                let mut decimals = widened(b);
+                decimals.append_value(v);
+                *self = Column::Floats(decimals);
             }
             (Column::Stamps(_), _) => return None,
         }

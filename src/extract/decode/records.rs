@@ -34,19 +34,17 @@ pub(super) fn flat_records(
     let rest = without(body, start..end);
     let top = outside(&rest, path, heads)?;
     let first = builder.rows();
-    let mut fields = fields.into_iter();
-    for n in 1.. {
-        let Some(field) = fields.next() else { break };
+    let mut fields = fields.into_iter().peekable();
+    while fields.peek().is_some() {
         let mut record = builder.record();
-        let mut next = field;
-        while let Some((name, cell)) = next {
+        // A record's fields run up to the `None` that ends it.
+        for (name, cell) in fields.by_ref().map_while(|field| field) {
             if let Err(conflict) = record.field(name, cell) {
                 return Some(Err(DecodeError::Conflict(conflict)));
             }
-            next = fields.next().flatten();
         }
         record.end();
-        if n % STOP_EVERY == 0 && builder.stopped() {
+        if (builder.rows() - first).is_multiple_of(STOP_EVERY) && builder.stopped() {
             return Some(Err(DecodeError::Stopped));
         }
     }
@@ -57,10 +55,12 @@ pub(super) fn flat_records(
     Some(includes(&top.kept, shape).map(|include| (page, include)))
 }
 
+/// A field of a record, or (`None`) the end of one.
+type Field<'a> = Option<(&'a str, Cell<'a>)>;
+
 /// The fields of every record of the array at `start`, each record ended by `None`, and where the
 /// array ends.
-#[allow(clippy::type_complexity)]
-fn read(text: &str, start: usize) -> Option<(Vec<Option<(&str, Cell<'_>)>>, usize)> {
+fn read(text: &str, start: usize) -> Option<(Vec<Field<'_>>, usize)> {
     let bytes = text.as_bytes();
     let mut fields = Vec::with_capacity(bytes.len() / 16);
     if bytes.get(start) != Some(&b'[') {
