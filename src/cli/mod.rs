@@ -170,6 +170,8 @@ impl TargetArgs {
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
     crate::secrets::redact_panics();
+    // Most commands check product files: the schema compiles while the command line is read.
+    crate::validate::schema::compile_early();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {

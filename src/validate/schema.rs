@@ -19,6 +19,14 @@ static SCHEMA_JSON: LazyLock<Value> =
 static VALIDATOR: LazyLock<Validator> =
     LazyLock::new(|| jsonschema::draft202012::new(&SCHEMA_JSON).expect("the embedded schema is a valid JSON Schema"));
 
+/// Starts compiling the schema on a thread of its own. The compile takes about as long as the rest
+/// of a small run's start (the command line, the runtime, reading the products), so a command that
+/// checks products finds the schema ready, or nearly, when the first product is read.
+pub fn compile_early() {
+    // Without a thread to spare, the first check compiles it.
+    let _ = std::thread::Builder::new().spawn(|| LazyLock::force(&VALIDATOR));
+}
+
 /// The allowed keys of the object schema at `pointer` in the schema document.
 pub fn schema_keys(pointer: &str) -> Vec<&'static str> {
     SCHEMA_JSON
