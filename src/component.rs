@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use datafusion::prelude::SessionContext;
 use tokio_util::sync::CancellationToken;
@@ -70,33 +70,65 @@ impl Services {
 
 /// The outputs of a run's tasks as SQL tables, each named by its task id.
 pub(crate) struct Catalog {
-    session: SessionContext,
+    session: OnceLock<SessionContext>,
+    /// The session being made on a thread of its own, until it is first needed.
+    making: Mutex<Option<std::thread::JoinHandle<SessionContext>>>,
 }
 
 impl Catalog {
-    /// A catalog whose queries keep within `memory_limit` bytes, spilling into `spill_dir`.
-    pub(crate) fn new(memory_limit: usize, spill_dir: &std::path::Path) -> Result<Self, TaskError> {
-        Ok(Catalog {
-            session: crate::transform::sql::session_within(memory_limit, spill_dir)?,
-        })
-    }
-
-    /// A catalog whose queries hold what they need in memory.
-    pub(crate) fn unbounded() -> Self {
-        Catalog {
-            session: crate::transform::sql::session(),
+    /// A catalog whose queries keep within `memory_limit` bytes, spilling into `spill_dir`. Its
+    /// session is made on a thread of its own while the run's first tasks go on (DataFusion
+    /// registers hundreds of functions in it); the first query waits for it. When the limit cannot
+    /// be set up, `log` says so and queries hold what they need in memory.
+    pub(crate) fn new(memory_limit: usize, spill_dir: PathBuf, log: Log) -> Self {
+        let (dir, warn) = (spill_dir.clone(), log.clone());
+        match std::thread::Builder::new().spawn(move || session(memory_limit, &dir, &warn)) {
+            Ok(making) => Catalog {
+                session: OnceLock::new(),
+                making: Mutex::new(Some(making)),
+            },
+            // No thread to spare: made here and now.
+            Err(_) => Catalog {
+                session: OnceLock::from(session(memory_limit, &spill_dir, &log)),
+                making: Mutex::new(None),
+            },
         }
     }
 
     /// Where queries over the outputs run.
     pub(crate) fn session(&self) -> &SessionContext {
-        &self.session
+        self.session.get_or_init(|| {
+            let making = self.making.lock().ok().and_then(|mut making| making.take());
+            making
+                .and_then(|making| making.join().ok())
+                .unwrap_or_else(crate::transform::sql::session)
+        })
     }
 
     /// Makes `table`, the output of task `id`, a table of that name for the tasks after it.
     pub(crate) fn publish(&self, id: &str, table: &Table) -> Result<(), TaskError> {
-        crate::transform::sql::register(&self.session, id, table).map_err(TaskError::from)
+        crate::transform::sql::register(self.session(), id, table).map_err(TaskError::from)
     }
+}
+
+impl Drop for Catalog {
+    /// Waits for a session still being made, so that its spill folder is removed with it.
+    fn drop(&mut self) {
+        let _ = self.session();
+    }
+}
+
+/// A session whose queries keep within `memory_limit` bytes, spilling into `spill_dir`; when the
+/// limit cannot be set up, `log` says so and the session's queries hold what they need in memory.
+fn session(memory_limit: usize, spill_dir: &std::path::Path, log: &Log) -> SessionContext {
+    crate::transform::sql::session_within(memory_limit, spill_dir).unwrap_or_else(|error| {
+        log.warn(
+            None,
+            None,
+            format!("queries hold what they need in memory: the memory limit cannot be set up ({error})"),
+        );
+        crate::transform::sql::session()
+    })
 }
 
 /// Which task of the product a component is.

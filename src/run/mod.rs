@@ -121,17 +121,11 @@ pub(crate) async fn run(
     // Rows too many to hold go to a folder of this process's own, each set of them removed when
     // dropped, the folder when the run ends.
     let spill_dir = spill_dir();
-    let catalog = match Catalog::new(usize::try_from(options.memory_limit).unwrap_or(usize::MAX), &spill_dir) {
-        Ok(catalog) => catalog,
-        Err(error) => {
-            log.warn(
-                None,
-                None,
-                format!("queries hold what they need in memory: the memory limit cannot be set up ({error})"),
-            );
-            Catalog::unbounded()
-        }
-    };
+    let catalog = Catalog::new(
+        usize::try_from(options.memory_limit).unwrap_or(usize::MAX),
+        spill_dir.clone(),
+        log.clone(),
+    );
     let env = Services {
         product: plan.product.clone(),
         run_id: run_id.clone(),
