@@ -262,7 +262,11 @@ pub(super) fn execute(
             },
         );
         let (target, log_format, window) = (options.target, options.log_format, options.cursors == CursorUse::Window);
+        let prepared = state.as_ref().ok().and_then(StateStore::prepare);
         let mut outcome = run::run(&plan, source, options, cloud, runtime.stop.clone()).await;
+        if let Some(prepared) = prepared {
+            let _ = prepared.await;
+        }
         let log = crate::log::Log::new(
             log_format,
             &product.name,

@@ -53,6 +53,11 @@ fn open(path: &Path) -> Result<Connection, StateError> {
     Ok(connection)
 }
 
+/// Creates the state file and its tables unless they are there.
+pub(super) fn prepare(path: &Path) {
+    let _ = open(path);
+}
+
 fn record(text: &str) -> Result<RunRecord, StateError> {
     serde_json::from_str(text).map_err(StateError::Record)
 }

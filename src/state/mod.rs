@@ -135,6 +135,19 @@ impl StateStore {
         }
     }
 
+    /// Gets the store ready for a commit while the run goes on: a new local state file is created
+    /// with its tables (several syncs) on a blocking thread. What fails here fails again, and is
+    /// reported, at the commit.
+    pub(crate) fn prepare(&self) -> Option<tokio::task::JoinHandle<()>> {
+        match self {
+            StateStore::Local(path) => {
+                let path = path.clone();
+                Some(tokio::task::spawn_blocking(move || local::prepare(&path)))
+            }
+            StateStore::Gcp { .. } => None,
+        }
+    }
+
     pub(crate) async fn read(&self, product: &str) -> Result<ProductState, StateError> {
         match self {
             StateStore::Local(path) => local::read(path, product),
