@@ -42,7 +42,9 @@ impl Stamps {
     }
 
     /// Appends `text` when it is a date-time of the column's layout; `false` (and nothing appended)
-    /// when it is not.
+    /// when it is not. Every byte of an appended value was read: it is digits and the layout's
+    /// separators.
+    #[inline(always)]
     pub(crate) fn push(&mut self, text: &[u8]) -> bool {
         match self.instant(text) {
             Some(micros) => {
@@ -53,7 +55,13 @@ impl Stamps {
         }
     }
 
+    /// The length of the column's values.
+    pub(crate) fn width(&self) -> usize {
+        self.layout.len()
+    }
+
     /// The instant `text` names, when it is written in the column's layout.
+    #[inline(always)]
     fn instant(&mut self, text: &[u8]) -> Option<i64> {
         let layout = &self.layout;
         if text.len() != layout.len() || text[10] != layout[10] || (text.len() >= 19 && text[16] != b':') {

@@ -33,9 +33,19 @@ pub(super) fn column(text: &[u8], stop: Option<&CancellationToken>) -> Option<De
                 i + 4
             }
             b'"' => {
-                let end = string_end(text, i + 1)?;
-                column.stamp(&text[i + 1..end], capacity)?;
-                end + 1
+                // A value of the column's layout ends where the layout does: pushing it reads every
+                // byte, so it holds no quote, and the string closes right after it.
+                if let Column::Stamps(stamps) = &mut column
+                    && let Some(value) = text.get(i + 1..i + 1 + stamps.width())
+                    && text.get(i + 1 + value.len()) == Some(&b'"')
+                    && stamps.push(value)
+                {
+                    i + 2 + value.len()
+                } else {
+                    let end = string_end(text, i + 1)?;
+                    column.stamp(&text[i + 1..end], capacity)?;
+                    end + 1
+                }
             }
             b'-' | b'0'..=b'9' => {
                 let (number, end) = number(text, i)?;
@@ -89,6 +99,7 @@ impl Column {
         }
     }
 
+    #[inline(always)]
     fn number(&mut self, number: Number, capacity: usize) -> Option<()> {
         match (&mut *self, number) {
             (Column::Nulls(nulls), Number::Int(v)) => {
@@ -139,9 +150,15 @@ const POWERS_OF_TEN: [f64; 16] = [
 
 /// The JSON number at `start` and where it ends. Integers of up to 18 digits are read here (they fit
 /// an `i64`); decimals and exponents are read correctly rounded, as the parser reads them.
+#[inline(always)]
 pub(super) fn number(text: &[u8], start: usize) -> Option<(Number, usize)> {
-    let digits = |mut i: usize| {
-        while text.get(i).is_some_and(u8::is_ascii_digit) {
+    // The digits are summed up as they are passed (wrapping: past 18 of them the sum goes unused).
+    let mut mantissa = 0u64;
+    let mut digits = |mut i: usize| {
+        while let Some(&digit) = text.get(i)
+            && digit.is_ascii_digit()
+        {
+            mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(digit - b'0'));
             i += 1;
         }
         i
@@ -150,17 +167,18 @@ pub(super) fn number(text: &[u8], start: usize) -> Option<(Number, usize)> {
     let first = start + usize::from(negative);
     let mut i = match text.get(first)? {
         b'0' => first + 1,
-        b'1'..=b'9' => digits(first + 1),
+        b'1'..=b'9' => digits(first),
         _ => return None,
     };
-    let integer_end = i;
-    let mut fraction = i..i;
+    let integer_digits = i - first;
+    let mut fraction_digits = 0;
     if text.get(i) == Some(&b'.') {
-        fraction = i + 1..digits(i + 1);
-        if fraction.is_empty() {
+        let end = digits(i + 1);
+        fraction_digits = end - (i + 1);
+        if fraction_digits == 0 {
             return None;
         }
-        i = fraction.end;
+        i = end;
     }
     let mut exponent = false;
     if matches!(text.get(i), Some(b'e' | b'E')) {
@@ -168,22 +186,20 @@ pub(super) fn number(text: &[u8], start: usize) -> Option<(Number, usize)> {
         if matches!(text.get(i), Some(b'+' | b'-')) {
             i += 1;
         }
-        let end = digits(i);
+        let end = text[i..]
+            .iter()
+            .position(|b| !b.is_ascii_digit())
+            .map_or(text.len(), |n| i + n);
         if end == i {
             return None;
         }
         (i, exponent) = (end, true);
     }
-    if !fraction.is_empty() || exponent {
-        let significant = integer_end - first + fraction.len();
-        let value = if !exponent && significant <= 15 {
+    if fraction_digits > 0 || exponent {
+        let value = if !exponent && integer_digits + fraction_digits <= 15 {
             // Up to 15 digits make an integer that a double holds exactly, as it holds 10^1..10^15:
             // their quotient is the correctly rounded decimal, as a full parse gives it.
-            let mantissa = text[first..integer_end]
-                .iter()
-                .chain(&text[fraction.clone()])
-                .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
-            let value = mantissa as f64 / POWERS_OF_TEN[fraction.len()];
+            let value = mantissa as f64 / POWERS_OF_TEN[fraction_digits];
             if negative { -value } else { value }
         } else {
             // The bytes are ASCII digits and signs, checked above.
@@ -191,12 +207,10 @@ pub(super) fn number(text: &[u8], start: usize) -> Option<(Number, usize)> {
         };
         return value.is_finite().then_some((Number::Float(value), i));
     }
-    if integer_end - first > 18 {
+    if integer_digits > 18 {
         return None;
     }
-    let magnitude = text[first..integer_end]
-        .iter()
-        .fold(0i64, |n, &d| n * 10 + i64::from(d - b'0'));
+    let magnitude = mantissa as i64;
     // `-0` is the decimal negative zero to the parser, which no integer holds.
     Some(match (negative, magnitude) {
         (true, 0) => (Number::Float(-0.0), i),
@@ -206,6 +220,7 @@ pub(super) fn number(text: &[u8], start: usize) -> Option<(Number, usize)> {
 }
 
 /// Where the string whose text starts at `start` closes, when it has no escapes or control bytes.
+#[inline(always)]
 pub(super) fn string_end(text: &[u8], start: usize) -> Option<usize> {
     let length = text
         .get(start..)?
@@ -214,6 +229,7 @@ pub(super) fn string_end(text: &[u8], start: usize) -> Option<usize> {
     (text[start + length] == b'"').then_some(start + length)
 }
 
+#[inline(always)]
 pub(super) fn skip_space(text: &[u8], mut i: usize) -> usize {
     while text.get(i).is_some_and(|b| matches!(b, b' ' | b'\n' | b'\r' | b'\t')) {
         i += 1;
@@ -315,6 +331,10 @@ mod tests {
             "[\"2020-01-01\"]",
             "[\"text\"]",
             "[\"2020-01-01T00:00\\u0030\"]",
+            "[\"2020-01-01T00:00\", \"2020-01-01T00:00\\u0030\"]",
+            "[\"2020-01-01T00:00\", \"2020-01-01T00:00x\"]",
+            "[\"2020-01-01T00:00\", \"2020-01-01T0:00\", \"2020-01-01T00:00\"]",
+            "[\"2020-01-01T00:00\", \"2020-01-01T00:00",
             "[true]",
             "[[1]]",
             "[{\"a\": 1}]",
