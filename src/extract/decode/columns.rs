@@ -4,8 +4,8 @@
 use serde::de::DeserializeSeed;
 
 use super::seeds::{CellSeed, ColumnSeed};
-use super::top::{followed, outside, without};
-use super::{DecodeError, Page, Shape, WithIncludes, array, includes, scan};
+use super::top::{outside, page_of, without};
+use super::{DecodeError, Shape, WithIncludes, array, scan};
 use crate::table::RowsBuilder;
 
 /// Bodies at least this large have their columns decoded in parallel.
@@ -90,11 +90,7 @@ pub(super) fn columns_in_parallel(
             Err(error) => return Some(Err(DecodeError::Json(error))),
         }
     }
-    let page = Page {
-        records: first_len,
-        follow: followed(&top.kept, shape),
-    };
-    Some(includes(&top.kept, shape).map(|include| (page, include)))
+    Some(page_of(first_len, &top.kept, shape))
 }
 
 #[cfg(test)]

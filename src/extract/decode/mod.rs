@@ -20,7 +20,7 @@ pub(crate) use self::scan::lookup_near_end;
 
 use self::columns::columns_in_parallel;
 use self::seeds::{CellSeed, KeySeed, RecordSeed, RecordsSeed, Slot};
-use self::top::{Records, followed, includes, walk};
+use self::top::{Records, page_of, walk};
 use super::http::Format;
 use crate::table::builder::STOP_EVERY;
 use crate::table::{Cell, RowsBuilder, TypeConflict};
@@ -170,11 +170,7 @@ fn json(body: &[u8], shape: &Shape, builder: &mut RowsBuilder) -> Result<WithInc
             }
         }
     };
-    let page = Page {
-        records: builder.rows() - first,
-        follow: followed(&kept, shape),
-    };
-    Ok((page, includes(&kept, shape)?))
+    page_of(builder.rows() - first, &kept, shape)
 }
 
 fn ndjson(body: &[u8], builder: &mut RowsBuilder) -> Result<Page, DecodeError> {

@@ -7,8 +7,8 @@
 use std::borrow::Cow;
 
 use super::array::{Number, number, skip_space, string_end};
-use super::top::{followed, outside, without};
-use super::{DecodeError, Page, Shape, WithIncludes, includes};
+use super::top::{outside, page_of, without};
+use super::{DecodeError, Shape, WithIncludes};
 use crate::table::builder::STOP_EVERY;
 use crate::table::{Cell, RowsBuilder};
 
@@ -48,11 +48,7 @@ pub(super) fn flat_records(
             return Some(Err(DecodeError::Stopped));
         }
     }
-    let page = Page {
-        records: builder.rows() - first,
-        follow: followed(&top.kept, shape),
-    };
-    Some(includes(&top.kept, shape).map(|include| (page, include)))
+    Some(page_of(builder.rows() - first, &top.kept, shape))
 }
 
 /// A field of a record, or (`None`) the end of one.
@@ -153,7 +149,7 @@ mod tests {
     /// takes the page.
     fn both(body: &str, include: &[&str]) -> (Result<String, String>, Option<Result<String, String>>) {
         let shape = shape(include);
-        let rows = |builder: &mut RowsBuilder, page: Page| {
+        let rows = |builder: &mut RowsBuilder, page: crate::extract::decode::Page| {
             let batch = builder.finish();
             format!("{page:?} {:?} {batch:?}", batch.schema())
         };

@@ -8,7 +8,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use serde_json::value::RawValue;
 
 use super::seeds::{CellSeed, KeySeed, RecordsSeed, Slot};
-use super::{DecodeError, Shape, entries, kind};
+use super::{DecodeError, Page, Shape, WithIncludes, entries, kind};
 use crate::table::{Cell, RowsBuilder};
 
 /// Where a body's records were.
@@ -171,11 +171,22 @@ pub(super) fn walk<'de, 'p, R: serde_json::de::Read<'de>>(
     walked.and_then(|top| de.end().map(|()| top))
 }
 
-/// The `include` fields found among the top-level fields `kept`, null where missing.
-pub(super) fn includes(
+/// The page of `records` records whose body's top-level fields are `kept`: what `follow` finds
+/// there, and the `include` fields with their values.
+pub(super) fn page_of(
+    records: usize,
     kept: &[(Cow<'_, str>, &RawValue)],
     shape: &Shape,
-) -> Result<Vec<(String, Cell<'static>)>, DecodeError> {
+) -> Result<WithIncludes, DecodeError> {
+    let page = Page {
+        records,
+        follow: followed(kept, shape),
+    };
+    Ok((page, includes(kept, shape)?))
+}
+
+/// The `include` fields found among the top-level fields `kept`, null where missing.
+fn includes(kept: &[(Cow<'_, str>, &RawValue)], shape: &Shape) -> Result<Vec<(String, Cell<'static>)>, DecodeError> {
     let mut include = Vec::with_capacity(shape.include.len());
     for field in &shape.include {
         let cell = match find(kept, field)? {
@@ -191,7 +202,7 @@ pub(super) fn includes(
 }
 
 /// The value at `shape.follow` below the top-level fields `kept`, when there is one.
-pub(super) fn followed(kept: &[(Cow<'_, str>, &RawValue)], shape: &Shape) -> Option<serde_json::Value> {
+fn followed(kept: &[(Cow<'_, str>, &RawValue)], shape: &Shape) -> Option<serde_json::Value> {
     let raw = find(kept, shape.follow.as_deref()?).ok()??;
     serde_json::from_str(raw.get()).ok()
 }
