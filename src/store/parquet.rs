@@ -1,5 +1,6 @@
-//! Tables as Parquet files, for the local warehouse and for BigQuery loads: each row group's columns
-//! are encoded on every core at once, then written in order.
+//! Tables as Parquet files, for the local warehouse and for BigQuery loads: the columns of every row
+//! group are encoded on every core at once, and each is written as soon as it and those before it
+//! are done, while the cores encode the rest.
 
 use std::io::Write;
 use std::sync::Mutex;
@@ -18,6 +19,14 @@ const ROW_GROUP_ROWS: usize = 256 * 1024;
 /// Tables of at least this many rows have their columns encoded in parallel.
 const PARALLEL_ROWS: usize = 16 * 1024;
 
+/// One column of one row group, to encode. A column may have several leaves (a list, a struct),
+/// each with a writer of its own; the thread that encodes the column takes them out of `writers`.
+struct Job {
+    group: usize,
+    column: usize,
+    writers: Mutex<Vec<ArrowColumnWriter>>,
+}
+
 /// Writes `batches` as one Parquet file to `sink`. Gives up between row groups when `go_on` says no.
 pub(crate) fn write<W: Write + Send>(
     sink: W,
@@ -30,23 +39,47 @@ pub(crate) fn write<W: Write + Send>(
     let (mut file, factory) =
         ArrowWriter::try_new(sink, schema.clone(), Some(properties(schema, batches)))?.into_serialized_writer()?;
     let groups = row_groups(batches);
-    let mut writers = Vec::with_capacity(groups.len());
-    for index in 0..groups.len() {
-        writers.push(factory.create_column_writers(index)?);
-    }
-    if !go_on() {
-        return Err(ParquetError::General("stopped".into()));
-    }
-    for chunks in encode(schema, &groups, writers)? {
-        if !go_on() {
-            return Err(ParquetError::General("stopped".into()));
+    let columns = schema.fields().len();
+    let mut jobs = Vec::with_capacity(groups.len() * columns);
+    for group in 0..groups.len() {
+        let mut writers = factory.create_column_writers(group)?.into_iter();
+        for column in 0..columns {
+            let leaves = leaf_count(schema.field(column).data_type());
+            let writers = Mutex::new(writers.by_ref().take(leaves).collect());
+            jobs.push(Job { group, column, writers });
         }
-        let mut row_group = file.next_row_group()?;
-        for chunk in chunks {
-            chunk.append_to_row_group(&mut row_group)?;
-        }
-        row_group.close()?;
     }
+    let encode = |job: &Job| {
+        let mut writers = std::mem::take(&mut *job.writers.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        let field = schema.field(job.column);
+        for batch in &groups[job.group] {
+            for (writer, leaf) in writers.iter_mut().zip(compute_leaves(field, batch.column(job.column))?) {
+                writer.write(&leaf)?;
+            }
+        }
+        writers
+            .into_iter()
+            .map(ArrowColumnWriter::close)
+            .collect::<Result<Vec<ArrowColumnChunk>, ParquetError>>()
+    };
+    // Threads pay off only on tables of some size.
+    let share = groups.iter().flatten().map(RecordBatch::num_rows).sum::<usize>() >= PARALLEL_ROWS;
+    std::thread::scope(|scope| {
+        let mut encoded = crate::parallel::in_order(scope, &jobs, &encode, share);
+        for _ in &groups {
+            if !go_on() {
+                return Err(ParquetError::General("stopped".into()));
+            }
+            let mut row_group = file.next_row_group()?;
+            for chunks in encoded.by_ref().take(columns) {
+                for chunk in chunks? {
+                    chunk.append_to_row_group(&mut row_group)?;
+                }
+            }
+            row_group.close()?;
+        }
+        Ok(())
+    })?;
     file.into_inner()
 }
 
@@ -113,51 +146,6 @@ fn row_groups(batches: &[RecordBatch]) -> Vec<Vec<RecordBatch>> {
         groups.push(group);
     }
     groups
-}
-
-/// Encodes every row group, all their columns shared among the cores at once (no core waits for the
-/// slowest column of a row group); the chunks come back by row group, in column order.
-fn encode(
-    schema: &SchemaRef,
-    groups: &[Vec<RecordBatch>],
-    writers: Vec<Vec<ArrowColumnWriter>>,
-) -> Result<Vec<Vec<ArrowColumnChunk>>, ParquetError> {
-    // A column may have several leaves (a list, a struct), each with a writer of its own. A thread
-    // takes a column's writers out of its slot.
-    type Slot = Mutex<Vec<ArrowColumnWriter>>;
-    let mut jobs: Vec<(usize, usize, Slot)> = Vec::new();
-    for (group, writers) in writers.into_iter().enumerate() {
-        let mut writers = writers.into_iter();
-        for index in 0..schema.fields().len() {
-            let leaves = leaf_count(schema.field(index).data_type());
-            jobs.push((group, index, Mutex::new(writers.by_ref().take(leaves).collect())));
-        }
-    }
-    let encode_column = |(group, index, slot): &(usize, usize, Slot)| {
-        let mut writers = std::mem::take(&mut *slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-        let field = schema.field(*index);
-        for batch in &groups[*group] {
-            for (writer, leaf) in writers.iter_mut().zip(compute_leaves(field, batch.column(*index))?) {
-                writer.write(&leaf)?;
-            }
-        }
-        writers
-            .into_iter()
-            .map(ArrowColumnWriter::close)
-            .collect::<Result<Vec<_>, ParquetError>>()
-    };
-    // Threads pay off only on tables of some size.
-    let rows: usize = groups.iter().flatten().map(RecordBatch::num_rows).sum();
-    let done: Vec<_> = if rows < PARALLEL_ROWS {
-        jobs.iter().map(encode_column).collect()
-    } else {
-        crate::parallel::map(&jobs, encode_column)
-    };
-    let mut chunks: Vec<Vec<ArrowColumnChunk>> = groups.iter().map(|_| Vec::new()).collect();
-    for ((group, _, _), column) in jobs.iter().zip(done) {
-        chunks[*group].extend(column?);
-    }
-    Ok(chunks)
 }
 
 /// How many Parquet leaf columns an Arrow type becomes.

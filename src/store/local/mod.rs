@@ -6,6 +6,7 @@ mod error;
 mod staging;
 pub(crate) mod tables;
 pub(crate) mod warehouse;
+mod writeback;
 
 use std::path::{Path, PathBuf};
 

@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 pub(crate) use super::error::WarehouseError;
 use super::error::{Cause, io};
 use super::staging::{Staging, remove_old_versions};
+use super::writeback::Writeback;
 use crate::store::bigquery::WriteMode;
 use crate::store::parquet;
 use crate::table::{Table, conformed, nullable};
@@ -429,7 +430,7 @@ fn write_part(
     batches: &[RecordBatch],
     stop: &CancellationToken,
 ) -> Result<u64, WarehouseError> {
-    let file = File::create(path).map_err(io(path))?;
+    let file = Writeback::new(File::create(path).map_err(io(path))?);
     let file =
         parquet::write(file, schema, batches, &|| !stop.is_cancelled()).map_err(|e| match stop.is_cancelled() {
             true => WarehouseError::Stopped {
@@ -437,6 +438,6 @@ fn write_part(
             },
             false => write_error(path, e),
         })?;
-    file.sync_all().map_err(io(path))?;
+    let file = file.sync().map_err(io(path))?;
     Ok(file.metadata().map_err(io(path))?.len())
 }
