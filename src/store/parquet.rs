@@ -97,6 +97,10 @@ pub(crate) fn read(file: std::fs::File) -> Result<Vec<RecordBatch>, ParquetError
 /// their dictionary fills up and is dropped after every value was interned; without it the write is
 /// faster and the file no larger. Other columns gain from theirs (or the writer drops it on its own).
 /// LZ4 was no faster than Snappy here.
+///
+/// A column without a dictionary is compressed only if Snappy pays on it: times that are all
+/// distinct shrink by a tenth to a fifth, for four times the encoding work (1,000,000 hourly times:
+/// 8.0 MB in 2.6 ms as they are, 7.2 MB in 10 ms compressed).
 fn properties(schema: &SchemaRef, batches: &[RecordBatch]) -> WriterProperties {
     let mut builder = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
@@ -109,10 +113,44 @@ fn properties(schema: &SchemaRef, batches: &[RecordBatch]) -> WriterProperties {
         );
         let distinct_text = first.is_some_and(|batch| mostly_distinct(batch.column(index)));
         if temporal || distinct_text {
-            builder = builder.set_column_dictionary_enabled(field.name().as_str().into(), false);
+            let path = || field.name().as_str().into();
+            builder = builder.set_column_dictionary_enabled(path(), false);
+            if first.is_some_and(|batch| !compresses(batch.column(index))) {
+                builder = builder.set_column_compression(path(), Compression::UNCOMPRESSED);
+            }
         }
     }
     builder.build()
+}
+
+/// Whether Snappy shrinks the bytes of the first values of `column` (up to 2,048 of them) by at
+/// least a quarter. Columns of other types than fixed-width values and text count as compressible.
+fn compresses(column: &ArrayRef) -> bool {
+    const SAMPLE: usize = 2048;
+    let rows = column.len().min(SAMPLE);
+    let bytes = match (column.as_string_opt::<i32>(), column.data_type().primitive_width()) {
+        (Some(text), _) => {
+            let offsets = text.value_offsets();
+            let (start, end) = (offsets[0].max(0) as usize, offsets[rows].max(0) as usize);
+            text.value_data().get(start..end).map(<[u8]>::to_vec)
+        }
+        (None, Some(width)) => {
+            let data = column.to_data();
+            let values = data.buffers().first().map(|values| values.as_slice());
+            values.and_then(|values| {
+                values
+                    .get(data.offset() * width..(data.offset() + rows) * width)
+                    .map(<[u8]>::to_vec)
+            })
+        }
+        (None, None) => None,
+    };
+    let Some(bytes) = bytes.filter(|bytes| !bytes.is_empty()) else {
+        return true;
+    };
+    snap::raw::Encoder::new()
+        .compress_vec(&bytes)
+        .is_ok_and(|compressed| compressed.len() * 4 <= bytes.len() * 3)
 }
 
 /// Whether `column` is text whose first values (up to 1,024 of them) are more than half distinct.
@@ -207,5 +245,52 @@ mod tests {
         assert_eq!(read, batch);
         let stopped = write(Vec::new(), &schema, &batches, &|| false).unwrap_err();
         assert_eq!(stopped.to_string(), "Parquet error: stopped");
+    }
+
+    #[test]
+    fn distinct_times_are_stored_as_they_are_and_ids_compressed() {
+        use datafusion::arrow::array::{BooleanArray, TimestampMicrosecondArray};
+        use datafusion::parquet::basic::Compression;
+        let rows = 5000;
+        let hour = 3_600_000_000;
+        let times = TimestampMicrosecondArray::from_iter_values((0..rows).map(|i| 1_735_689_600_000_000 + i * hour))
+            .with_timezone("UTC");
+        let times: ArrayRef = Arc::new(times);
+        let ids: ArrayRef = Arc::new(StringArray::from_iter_values((0..rows).map(|i| format!("o-{i:09}"))));
+        let steady: ArrayRef = Arc::new(TimestampMicrosecondArray::from_iter_values((0..rows).map(|_| 0)));
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("at", times.data_type().clone(), false),
+            Field::new("id", DataType::Utf8, false),
+            Field::new("steady", steady.data_type().clone(), false),
+        ]));
+        let batch = RecordBatch::try_new(schema.clone(), vec![times.clone(), ids.clone(), steady.clone()]).unwrap();
+        let file = write(
+            tempfile::tempfile().unwrap(),
+            &schema,
+            std::slice::from_ref(&batch),
+            &|| true,
+        )
+        .unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+        let chunks = reader.metadata().row_group(0).columns();
+        let compression: Vec<Compression> = chunks.iter().map(|chunk| chunk.compression()).collect();
+        assert_eq!(
+            compression,
+            [Compression::UNCOMPRESSED, Compression::SNAPPY, Compression::SNAPPY]
+        );
+        let read: Vec<RecordBatch> = reader.build().unwrap().map(Result::unwrap).collect();
+        assert_eq!(
+            datafusion::arrow::compute::concat_batches(&schema, &read).unwrap(),
+            batch
+        );
+
+        // The sample is the slice's own first values.
+        assert!(!compresses(&times.slice(1000, 3000)));
+        assert!(compresses(&ids.slice(10, 3000)));
+        // Types without a flat buffer of values, and empty columns, count as compressible.
+        assert!(compresses(
+            &(Arc::new(BooleanArray::from(vec![true, false])) as ArrayRef)
+        ));
+        assert!(compresses(&times.slice(0, 0)));
     }
 }
