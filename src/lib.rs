@@ -25,6 +25,7 @@ mod run;
 mod runtime;
 mod secrets;
 pub mod spec;
+mod sqlite;
 mod state;
 mod store;
 mod table;

@@ -23,34 +23,22 @@ fn sqlite(path: &Path) -> impl Fn(rusqlite::Error) -> StateError + '_ {
 }
 
 fn open(path: &Path) -> Result<Connection, StateError> {
-    if let Some(parent) = path.parent() {
-        let _ = std::fs::create_dir_all(parent);
-    }
-    let connection = Connection::open(path).map_err(sqlite(path))?;
-    connection
-        .busy_timeout(std::time::Duration::from_secs(30))
-        .map_err(sqlite(path))?;
-    connection
-        .execute_batch(
-            // The tables are made in one transaction: one sync, not one each.
-            "PRAGMA journal_mode = WAL;
-             BEGIN;
-             CREATE TABLE IF NOT EXISTS products (
-                 product TEXT PRIMARY KEY,
-                 cursors TEXT NOT NULL DEFAULT '{}',
-                 last_success TEXT
-             );
-             CREATE TABLE IF NOT EXISTS runs (
-                 product TEXT NOT NULL,
-                 started_at TEXT NOT NULL,
-                 run_id TEXT NOT NULL,
-                 record TEXT NOT NULL,
-                 PRIMARY KEY (product, started_at, run_id)
-             );
-             COMMIT;",
-        )
-        .map_err(sqlite(path))?;
-    Ok(connection)
+    crate::sqlite::open(
+        path,
+        "CREATE TABLE IF NOT EXISTS products (
+             product TEXT PRIMARY KEY,
+             cursors TEXT NOT NULL DEFAULT '{}',
+             last_success TEXT
+         );
+         CREATE TABLE IF NOT EXISTS runs (
+             product TEXT NOT NULL,
+             started_at TEXT NOT NULL,
+             run_id TEXT NOT NULL,
+             record TEXT NOT NULL,
+             PRIMARY KEY (product, started_at, run_id)
+         );",
+    )
+    .map_err(sqlite(path))
 }
 
 /// Creates the state file and its tables unless they are there.

@@ -10,7 +10,7 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::json::writer::{LineDelimited, WriterBuilder};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio_util::sync::CancellationToken;
 
 use crate::store::firestore::{Documents, IdError};
@@ -34,30 +34,20 @@ pub(crate) enum DocumentError {
 
 /// Opens (creating when needed) the document store at `path`.
 pub(crate) fn open(path: &Path) -> Result<Connection, DocumentError> {
-    let sqlite = |source| DocumentError::Sqlite {
+    crate::sqlite::open(
+        path,
+        "CREATE TABLE IF NOT EXISTS documents (
+             collection TEXT NOT NULL,
+             id TEXT NOT NULL,
+             fields TEXT NOT NULL,
+             updated_at TEXT NOT NULL,
+             PRIMARY KEY (collection, id)
+         ) WITHOUT ROWID;",
+    )
+    .map_err(|source| DocumentError::Sqlite {
         path: path.display().to_string(),
         source,
-    };
-    if let Some(parent) = path.parent() {
-        let _ = std::fs::create_dir_all(parent);
-    }
-    let connection = Connection::open(path).map_err(sqlite)?;
-    connection
-        .busy_timeout(std::time::Duration::from_secs(30))
-        .map_err(sqlite)?;
-    connection
-        .execute_batch(
-            "PRAGMA journal_mode = WAL;
-             CREATE TABLE IF NOT EXISTS documents (
-                 collection TEXT NOT NULL,
-                 id TEXT NOT NULL,
-                 fields TEXT NOT NULL,
-                 updated_at TEXT NOT NULL,
-                 PRIMARY KEY (collection, id)
-             ) WITHOUT ROWID;",
-        )
-        .map_err(sqlite)?;
-    Ok(connection)
+    })
 }
 
 /// Upserts one document per row into `collection`; with `merge`, only the written fields change (a
@@ -88,7 +78,11 @@ pub(crate) fn write(
         source,
     };
     let mut connection = open(path)?;
-    let transaction = connection.transaction().map_err(sqlite)?;
+    // The write lock from the start: a merge reads before it writes, and a read transaction that
+    // another process wrote after cannot become a write one.
+    let transaction = connection
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sqlite)?;
     {
         let mut upsert = transaction
             .prepare(
