@@ -128,29 +128,31 @@ fn properties(schema: &SchemaRef, batches: &[RecordBatch]) -> WriterProperties {
 fn compresses(column: &ArrayRef) -> bool {
     const SAMPLE: usize = 2048;
     let rows = column.len().min(SAMPLE);
-    let bytes = match (column.as_string_opt::<i32>(), column.data_type().primitive_width()) {
-        (Some(text), _) => {
-            let offsets = text.value_offsets();
-            let (start, end) = (offsets[0].max(0) as usize, offsets[rows].max(0) as usize);
-            text.value_data().get(start..end).map(<[u8]>::to_vec)
-        }
-        (None, Some(width)) => {
-            let data = column.to_data();
-            let values = data.buffers().first().map(|values| values.as_slice());
-            values.and_then(|values| {
-                values
-                    .get(data.offset() * width..(data.offset() + rows) * width)
-                    .map(<[u8]>::to_vec)
-            })
-        }
-        (None, None) => None,
+    let pays = |bytes: &[u8]| {
+        bytes.is_empty()
+            || snap::raw::Encoder::new()
+                .compress_vec(bytes)
+                .is_ok_and(|compressed| compressed.len() * 4 <= bytes.len() * 3)
     };
-    let Some(bytes) = bytes.filter(|bytes| !bytes.is_empty()) else {
+    if let Some(text) = column.as_string_opt::<i32>() {
+        let offsets = text.value_offsets();
+        let (start, end) = (offsets[0].max(0) as usize, offsets[rows].max(0) as usize);
+        return pays(text.value_data().get(start..end).unwrap_or_default());
+    }
+    let Some(width) = column.data_type().primitive_width() else {
         return true;
     };
-    snap::raw::Encoder::new()
-        .compress_vec(&bytes)
-        .is_ok_and(|compressed| compressed.len() * 4 <= bytes.len() * 3)
+    let data = column.to_data();
+    let values = data
+        .buffers()
+        .first()
+        .map(|values| values.as_slice())
+        .unwrap_or_default();
+    pays(
+        values
+            .get(data.offset() * width..(data.offset() + rows) * width)
+            .unwrap_or_default(),
+    )
 }
 
 /// Whether `column` is text whose first values (up to 1,024 of them) are more than half distinct.

@@ -9,7 +9,8 @@ use std::io::{self, Write};
 /// How much is gathered before it is written and its writeback started.
 const STEP: usize = 1 << 20;
 
-/// A [`File`] written a MiB at a time, each MiB's writeback started as soon as it is written.
+/// A [`File`] written a MiB (or a larger write) at a time, the writeback of each started as soon as
+/// it is written.
 pub(super) struct Writeback {
     file: File,
     pending: Vec<u8>,
@@ -32,25 +33,34 @@ impl Writeback {
         self.file.sync_all()?;
         Ok(self.file)
     }
+
+    /// Writes `bytes` to the file and starts their writeback.
+    fn hand_over(file: &mut File, written: &mut u64, bytes: &[u8]) -> io::Result<()> {
+        file.write_all(bytes)?;
+        start_writeback(file, *written, bytes.len());
+        *written += bytes.len() as u64;
+        Ok(())
+    }
 }
 
 impl Write for Writeback {
+    /// Small writes are gathered; one that would fill the step goes out with what was gathered,
+    /// without being copied.
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        self.pending.extend_from_slice(bytes);
-        if self.pending.len() >= STEP {
+        if self.pending.len() + bytes.len() < STEP {
+            self.pending.extend_from_slice(bytes);
+        } else {
             self.flush()?;
+            Self::hand_over(&mut self.file, &mut self.written, bytes)?;
         }
         Ok(bytes.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        if self.pending.is_empty() {
-            return Ok(());
+        if !self.pending.is_empty() {
+            Self::hand_over(&mut self.file, &mut self.written, &self.pending)?;
+            self.pending.clear();
         }
-        self.file.write_all(&self.pending)?;
-        start_writeback(&self.file, self.written, self.pending.len());
-        self.written += self.pending.len() as u64;
-        self.pending.clear();
         Ok(())
     }
 }
