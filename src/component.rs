@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::TaskError;
 use crate::http::Transport;
 use crate::log::Log;
+use crate::parallel::Alongside;
 use crate::receipt::{AlertReceipt, TaskReceipt};
 use crate::retry::Policy;
 use crate::secrets::Secrets;
@@ -71,8 +72,8 @@ impl Services {
 /// The outputs of a run's tasks as SQL tables, each named by its task id.
 pub(crate) struct Catalog {
     session: OnceLock<SessionContext>,
-    /// The session being made on a thread of its own, until it is first needed.
-    making: Mutex<Option<std::thread::JoinHandle<SessionContext>>>,
+    /// The session being made, until it is first needed.
+    making: Mutex<Option<Alongside<SessionContext>>>,
 }
 
 impl Catalog {
@@ -81,17 +82,9 @@ impl Catalog {
     /// registers hundreds of functions in it); the first query waits for it. When the limit cannot
     /// be set up, `log` says so and queries hold what they need in memory.
     pub(crate) fn new(memory_limit: usize, spill_dir: PathBuf, log: Log) -> Self {
-        let (dir, warn) = (spill_dir.clone(), log.clone());
-        match std::thread::Builder::new().spawn(move || session(memory_limit, &dir, &warn)) {
-            Ok(making) => Catalog {
-                session: OnceLock::new(),
-                making: Mutex::new(Some(making)),
-            },
-            // No thread to spare: made here and now.
-            Err(_) => Catalog {
-                session: OnceLock::from(session(memory_limit, &spill_dir, &log)),
-                making: Mutex::new(None),
-            },
+        Catalog {
+            session: OnceLock::new(),
+            making: Mutex::new(Some(Alongside::start(move || session(memory_limit, &spill_dir, &log)))),
         }
     }
 
@@ -99,9 +92,7 @@ impl Catalog {
     pub(crate) fn session(&self) -> &SessionContext {
         self.session.get_or_init(|| {
             let making = self.making.lock().ok().and_then(|mut making| making.take());
-            making
-                .and_then(|making| making.join().ok())
-                .unwrap_or_else(crate::transform::sql::session)
+            making.map_or_else(crate::transform::sql::session, Alongside::wait)
         })
     }
 

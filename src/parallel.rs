@@ -96,6 +96,31 @@ impl<T, R, F> Drop for InOrder<'_, T, R, F> {
     }
 }
 
+/// Something made on a thread of its own while the caller goes on.
+pub(crate) enum Alongside<T> {
+    Making(std::thread::JoinHandle<T>),
+    /// Made on the calling thread: no thread could be started.
+    Made(T),
+}
+
+impl<T: Send + 'static> Alongside<T> {
+    /// Starts `make` on a thread of its own; without a thread to spare, makes it here and now.
+    pub(crate) fn start(make: impl FnOnce() -> T + Clone + Send + 'static) -> Self {
+        match std::thread::Builder::new().spawn(make.clone()) {
+            Ok(making) => Alongside::Making(making),
+            Err(_) => Alongside::Made(make()),
+        }
+    }
+
+    /// What was made, once it is; a panic while making it goes on here.
+    pub(crate) fn wait(self) -> T {
+        match self {
+            Alongside::Making(making) => making.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            Alongside::Made(made) => made,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -136,6 +161,15 @@ mod tests {
             });
             assert_eq!(results, [true, true], "share: {share}");
         }
+    }
+
+    #[test]
+    fn what_is_made_alongside_comes_back_and_so_does_its_panic() {
+        let caller = std::thread::current().id();
+        let made = super::Alongside::start(move || std::thread::current().id() != caller);
+        assert!(made.wait(), "made on a thread of its own");
+        let panicked = std::panic::catch_unwind(|| super::Alongside::start(|| panic!("broken")).wait());
+        assert!(panicked.is_err());
     }
 
     #[test]

@@ -90,12 +90,9 @@ pub(super) fn run(args: Args) -> anyhow::Result<Exit> {
 
 fn run_logged(args: Args) -> anyhow::Result<Exit> {
     // The runtime (its threads, the signal handlers) is made while the product is found and checked.
-    let runtime = std::thread::Builder::new().spawn(|| Runtime::new(true));
+    let runtime = crate::parallel::Alongside::start(|| Runtime::new(true));
     let checked = find(&args.product.product, &args.product.products.products);
-    let runtime = match runtime {
-        Ok(making) => making.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?,
-        Err(_) => Runtime::new(true)?,
-    };
+    let runtime = runtime.wait()?;
     let checked = checked?;
     let Some(product) = &checked.product else {
         return Ok(invalid_logged(&checked, args.log_format));
